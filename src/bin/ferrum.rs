@@ -1,0 +1,58 @@
+//! The ferrum server.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// An Electrum-protocol indexer server. Configured by environment variables with ElectrumX's
+/// names (DB_DIRECTORY, DAEMON_URL, COIN, NET, SERVICES, CACHE_MB, ...): see docs/ENVIRONMENT.md.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {}
+
+fn main() -> ExitCode {
+    let _ = Args::parse();
+    let config = match ferrum::config::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrum: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log_level)
+        .or_else(|_| EnvFilter::try_new(format!("ferrum={}", config.log_level)))
+        .unwrap_or_else(|_| {
+            eprintln!("ferrum: LOG_LEVEL {:?} is not a level or filter; using info", config.log_level);
+            EnvFilter::new("info")
+        });
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && !config.allow_root {
+        tracing::error!("refusing to run as root: run ferrum as an unprivileged user, or set ALLOW_ROOT=1 if you must");
+        return ExitCode::from(2);
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ferrum").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferrum: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (tx, _) = tokio::sync::watch::channel(false);
+        tokio::spawn(ferrum::controller::signal_shutdown(tx.clone()));
+        ferrum::controller::run(config, tx).await
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ferrum: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

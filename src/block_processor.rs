@@ -1,0 +1,429 @@
+//! The block processor: the index's only writer.
+//!
+//! It assigns transaction numbers, spends and creates outputs through an in-memory cache,
+//! gathers history rows and undo data, and writes everything, together with the chain state,
+//! as one atomic batch: when the cache reaches CACHE_MB during initial sync, and after every
+//! block once caught up. Reorgs are unwound block by block with the undo data, each step its own
+//! atomic batch, so a kill at any moment leaves a consistent index at some height.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rocksdb::WriteBatch;
+
+use crate::block::{OutPoint, ParsedBlock};
+use crate::chain::Chain;
+use crate::coins::Coin;
+use crate::db::Db;
+use crate::schema::*;
+use crate::status::Status;
+
+/// The outputs cache is keyed by random txids, so a hasher that just folds their bytes is as
+/// good as SipHash and much faster.
+#[derive(Default)]
+struct OutPointHasher(u64);
+
+impl Hasher for OutPointHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n as u64;
+    }
+}
+
+type OutPointMap<V> = HashMap<OutPoint, V, BuildHasherDefault<OutPointHasher>>;
+
+#[derive(Clone, Copy)]
+struct CachedUtxo {
+    hashx: HashX,
+    tx_num: TxNum,
+    value: u64,
+}
+
+/// Approximate memory per cached item, for the CACHE_MB budget.
+const UTXO_ENTRY_BYTES: usize = 100;
+const SPENT_ENTRY_BYTES: usize = 32;
+const HISTORY_ENTRY_BYTES: usize = 16;
+const TXID_ENTRY_BYTES: usize = 32;
+
+/// Everything applied since the last flush.
+#[derive(Default)]
+struct Pending {
+    /// Outputs created since the last flush and still unspent.
+    utxos: OutPointMap<CachedUtxo>,
+    /// Outputs from the database spent since the last flush.
+    spent_db: Vec<(TxNum, u32, HashX)>,
+    history: Vec<[u8; HASHX_LEN + TXNUM_LEN]>,
+    /// Txids of tx numbers from the last flushed tx count on.
+    txids: Vec<Txid>,
+    headers: Vec<(u32, [u8; 80], u64)>,
+    undo: Vec<(u32, Vec<u8>)>,
+    undo_bytes: usize,
+}
+
+impl Pending {
+    fn bytes(&self) -> usize {
+        self.utxos.len() * UTXO_ENTRY_BYTES
+            + self.spent_db.len() * SPENT_ENTRY_BYTES
+            + self.history.len() * HISTORY_ENTRY_BYTES
+            + self.txids.len() * TXID_ENTRY_BYTES
+            + self.headers.len() * 100
+            + self.undo_bytes
+    }
+
+    fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+}
+
+/// Why a block was not applied.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The block does not extend our tip: the daemon's chain changed under us.
+    Mismatch {
+        height: u32,
+    },
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ApplyError {
+    fn from(e: anyhow::Error) -> Self {
+        ApplyError::Fatal(e)
+    }
+}
+
+pub struct BlockProcessor {
+    db: Arc<Db>,
+    coin: &'static Coin,
+    chain: Arc<RwLock<Chain>>,
+    /// What the database holds: tx count and height of the last flush.
+    flushed_tx_count: u64,
+    cache_limit: usize,
+    reorg_limit: u32,
+    pending: Pending,
+    status: Arc<Status>,
+    progress: Progress,
+}
+
+struct Progress {
+    last: Instant,
+    last_height: u32,
+    last_txs: u64,
+    started: Instant,
+}
+
+impl BlockProcessor {
+    pub fn new(
+        db: Arc<Db>,
+        coin: &'static Coin,
+        chain: Arc<RwLock<Chain>>,
+        cache_limit: usize,
+        reorg_limit: u32,
+        status: Arc<Status>,
+    ) -> Result<Self> {
+        let (tx_count, height) = {
+            let c = chain.read().expect("lock");
+            (c.tx_count(), c.height().unwrap_or(0))
+        };
+        Ok(BlockProcessor {
+            db,
+            coin,
+            chain,
+            flushed_tx_count: tx_count,
+            cache_limit,
+            reorg_limit,
+            pending: Pending::default(),
+            status,
+            progress: Progress {
+                last: Instant::now(),
+                last_height: height,
+                last_txs: tx_count,
+                started: Instant::now(),
+            },
+        })
+    }
+
+    pub fn chain(&self) -> &Arc<RwLock<Chain>> {
+        &self.chain
+    }
+
+    fn tip(&self) -> (Option<u32>, Option<[u8; 32]>, u64) {
+        let c = self.chain.read().expect("lock");
+        (c.height(), c.tip_hash(), c.tx_count())
+    }
+
+    /// Spends an output, from the cache or the database: returns its script hash, creating tx
+    /// number and value (the value is only looked up when undo data needs it).
+    fn spend(&mut self, prevout: &OutPoint, need_value: bool) -> Result<(HashX, TxNum, u64)> {
+        if let Some(c) = self.pending.utxos.remove(prevout) {
+            return Ok((c.hashx, c.tx_num, c.value));
+        }
+        for tx_num in self.db.tx_nums_of(&prevout.txid)?.into_iter().rev() {
+            if let Some(hashx) = self.db.utxo_hashx(tx_num, prevout.vout)? {
+                let value = if need_value {
+                    self.db.utxo_value(&hashx, tx_num, prevout.vout)?.ok_or_else(|| {
+                        anyhow!("the index is inconsistent: output {}:{} has no value row", prevout.txid, prevout.vout)
+                    })?
+                } else {
+                    0
+                };
+                self.pending.spent_db.push((tx_num, prevout.vout, hashx));
+                return Ok((hashx, tx_num, value));
+            }
+        }
+        bail!(
+            "a block spends output {}:{} which is not in the UTXO set: the daemon served an invalid chain or the index is damaged \
+             (delete DB_DIRECTORY to rebuild it)",
+            prevout.txid,
+            prevout.vout
+        )
+    }
+
+    /// Applies a block on top of the tip. `daemon_tip` decides whether undo data is kept and
+    /// whether to flush now.
+    pub fn apply(&mut self, block: &ParsedBlock, daemon_tip: u32) -> Result<(), ApplyError> {
+        let (tip_height, tip_hash, base) = self.tip();
+        let height = tip_height.map_or(0, |h| h + 1);
+        if block.height != height || (height > 0 && Some(block.prev_hash()) != tip_hash) {
+            return Err(ApplyError::Mismatch { height: block.height });
+        }
+        if height == 0 && hex_rev(&block.hash) != self.coin.genesis_hash {
+            return Err(ApplyError::Fatal(anyhow!(
+                "the daemon's genesis block {} is not {} {}'s",
+                hex_rev(&block.hash),
+                self.coin.name,
+                self.coin.net
+            )));
+        }
+        if base + block.txs.len() as u64 > MAX_TX_NUM {
+            return Err(ApplyError::Fatal(anyhow!("transaction numbers exhausted")));
+        }
+        let keep_undo = height + self.reorg_limit > daemon_tip;
+        let mut undo = UndoRecord::default();
+        let mut touched: Vec<HashX> = Vec::new();
+        for (i, tx) in block.txs.iter().enumerate() {
+            let tx_num = base + i as u64;
+            touched.clear();
+            for prevout in &tx.inputs {
+                let (hashx, from_tx, value) = self
+                    .spend(prevout, keep_undo)
+                    .with_context(|| format!("applying block {} at height {height}", hex_rev(&block.hash)))?;
+                touched.push(hashx);
+                if keep_undo {
+                    undo.spent.push(SpentUndo { hashx, tx_num: from_tx, vout: prevout.vout, value, spender: tx_num });
+                }
+            }
+            // The genesis coinbase cannot be spent, so it is not indexed (its txid is, for lookups).
+            if height > 0 {
+                for (vout, out) in tx.outputs.iter().enumerate() {
+                    let Some(hashx) = out.hashx else { continue };
+                    let vout = vout as u32;
+                    self.pending
+                        .utxos
+                        .insert(OutPoint { txid: tx.txid, vout }, CachedUtxo { hashx, tx_num, value: out.value });
+                    touched.push(hashx);
+                    if keep_undo {
+                        undo.created.push(CreatedUndo { hashx, tx_num, vout });
+                    }
+                }
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for hashx in &touched {
+                self.pending.history.push(history_key(hashx, tx_num));
+            }
+            self.pending.txids.push(tx.txid);
+        }
+        let tx_count = base + block.txs.len() as u64;
+        self.pending.headers.push((height, block.header, tx_count));
+        if keep_undo {
+            let enc = undo.encode();
+            self.pending.undo_bytes += enc.len();
+            self.pending.undo.push((height, enc));
+        }
+        self.chain.write().expect("lock").push(block.header, block.hash, tx_count);
+        // Readers see a height only once it is flushed (see `flush`); this is sync progress.
+        self.status.set_processed(height);
+
+        let caught_up = height >= daemon_tip;
+        if caught_up || self.pending.bytes() >= self.cache_limit {
+            self.flush()?;
+        }
+        self.report_progress(height, tx_count, daemon_tip, caught_up);
+        Ok(())
+    }
+
+    /// Writes everything pending, with the chain state, in one atomic batch.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let (height, tip, tx_count) = {
+            let c = self.chain.read().expect("lock");
+            (c.height().expect("pending blocks"), c.tip_hash().expect("pending blocks"), c.tx_count())
+        };
+        let p = std::mem::take(&mut self.pending);
+        let (n_utxos, n_spent, n_hist, n_txs) = (p.utxos.len(), p.spent_db.len(), p.history.len(), p.txids.len());
+        let db = &self.db;
+        let mut batch = WriteBatch::default();
+        let (cf_utxo, cf_hutxo) = (db.cf(CF_UTXO), db.cf(CF_HASHX_UTXO));
+        for (op, c) in &p.utxos {
+            batch.put_cf(cf_utxo, utxo_key(c.tx_num, op.vout), c.hashx);
+            batch.put_cf(cf_hutxo, hashx_utxo_key(&c.hashx, c.tx_num, op.vout), c.value.to_be_bytes());
+        }
+        for (tx_num, vout, hashx) in &p.spent_db {
+            batch.delete_cf(cf_utxo, utxo_key(*tx_num, *vout));
+            batch.delete_cf(cf_hutxo, hashx_utxo_key(hashx, *tx_num, *vout));
+        }
+        let cf_hist = db.cf(CF_HISTORY);
+        for key in &p.history {
+            batch.put_cf(cf_hist, key, []);
+        }
+        let (cf_txid, cf_txnum) = (db.cf(CF_TXID), db.cf(CF_TXNUM));
+        for (i, txid) in p.txids.iter().enumerate() {
+            let tx_num = self.flushed_tx_count + i as u64;
+            batch.put_cf(cf_txid, txid_key(tx_num), txid.0);
+            batch.put_cf(cf_txnum, txnum_key(txid, tx_num), []);
+        }
+        let cf_header = db.cf(CF_HEADER);
+        for (h, header, count) in &p.headers {
+            batch.put_cf(cf_header, header_key(*h), header_value(header, *count));
+        }
+        let cf_undo = db.cf(CF_UNDO);
+        for (h, blob) in &p.undo {
+            batch.put_cf(cf_undo, undo_key(*h), blob);
+        }
+        // Undo data older than REORG_LIMIT blocks is never needed again.
+        if let Some(keep_from) = (height + 1).checked_sub(self.reorg_limit) {
+            batch.delete_range_cf(cf_undo, undo_key(0), undo_key(keep_from));
+        }
+        let state = ChainState { height, tip, tx_count };
+        batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
+        db.write(batch)?;
+        self.flushed_tx_count = tx_count;
+        let elapsed = started.elapsed();
+        self.status.set_indexed(height, tip, tx_count);
+        self.status.record_flush(elapsed);
+        tracing::debug!(
+            "flushed to height {height} in {:.0} ms: {n_txs} txs, {n_utxos} new UTXOs, {n_spent} spent from disk, {n_hist} history rows",
+            elapsed.as_secs_f64() * 1e3
+        );
+        Ok(())
+    }
+
+    /// Unwinds blocks down to `height` (which stays), flushing first. Each block is its own
+    /// atomic batch.
+    pub fn unwind_to(&mut self, height: u32) -> Result<()> {
+        self.flush()?;
+        loop {
+            let (tip, tip_hash) = {
+                let c = self.chain.read().expect("lock");
+                (c.height(), c.tip_hash())
+            };
+            let Some(tip) = tip.filter(|&t| t > height) else { break };
+            let undo = self.db.undo(tip)?.ok_or_else(|| {
+                anyhow!(
+                    "cannot unwind block {tip}: it has no undo data (only the last REORG_LIMIT={} blocks keep it)",
+                    self.reorg_limit
+                )
+            })?;
+            let (start, end, prev_hash) = {
+                let c = self.chain.read().expect("lock");
+                let (s, e) = c.tx_range(tip).expect("tip exists");
+                (s, e, c.hash(tip - 1).expect("tip > 0"))
+            };
+            let txids = self.db.txids_range(start, end)?;
+            let db = &self.db;
+            let mut batch = WriteBatch::default();
+            let (cf_utxo, cf_hutxo, cf_hist) = (db.cf(CF_UTXO), db.cf(CF_HASHX_UTXO), db.cf(CF_HISTORY));
+            // Restores first, then deletes: an output created and spent inside this block is
+            // both restored and deleted, and the later delete wins within the batch.
+            for s in &undo.spent {
+                batch.put_cf(cf_utxo, utxo_key(s.tx_num, s.vout), s.hashx);
+                batch.put_cf(cf_hutxo, hashx_utxo_key(&s.hashx, s.tx_num, s.vout), s.value.to_be_bytes());
+            }
+            for c in &undo.created {
+                batch.delete_cf(cf_utxo, utxo_key(c.tx_num, c.vout));
+                batch.delete_cf(cf_hutxo, hashx_utxo_key(&c.hashx, c.tx_num, c.vout));
+                batch.delete_cf(cf_hist, history_key(&c.hashx, c.tx_num));
+            }
+            for s in &undo.spent {
+                batch.delete_cf(cf_hist, history_key(&s.hashx, s.spender));
+            }
+            for (i, txid) in txids.iter().enumerate() {
+                let tx_num = start + i as u64;
+                batch.delete_cf(db.cf(CF_TXID), txid_key(tx_num));
+                batch.delete_cf(db.cf(CF_TXNUM), txnum_key(txid, tx_num));
+            }
+            batch.delete_cf(db.cf(CF_HEADER), header_key(tip));
+            batch.delete_cf(db.cf(CF_UNDO), undo_key(tip));
+            let state = ChainState { height: tip - 1, tip: prev_hash, tx_count: start };
+            batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
+            db.write(batch)?;
+            self.chain.write().expect("lock").pop();
+            self.flushed_tx_count = start;
+            self.status.set_indexed(tip - 1, prev_hash, start);
+            self.progress.last_height = tip - 1;
+            self.progress.last_txs = start;
+            tracing::info!(
+                "unwound block {} at height {tip} ({} transactions)",
+                hex_rev(&tip_hash.expect("tip")),
+                end - start
+            );
+        }
+        Ok(())
+    }
+
+    fn report_progress(&mut self, height: u32, tx_count: u64, daemon_tip: u32, caught_up: bool) {
+        let p = &mut self.progress;
+        let elapsed = p.last.elapsed();
+        if caught_up {
+            if height > p.last_height.saturating_add(1) || p.started.elapsed() < Duration::from_secs(1) {
+                tracing::info!("caught up with the daemon at height {height} ({tx_count} transactions indexed)");
+            } else {
+                tracing::info!("indexed block {height}");
+            }
+        } else if elapsed >= Duration::from_secs(10) {
+            let secs = elapsed.as_secs_f64();
+            let bps = height.saturating_sub(p.last_height) as f64 / secs;
+            let tps = tx_count.saturating_sub(p.last_txs) as f64 / secs;
+            let pct = 100.0 * height as f64 / daemon_tip.max(1) as f64;
+            let left = daemon_tip.saturating_sub(height) as f64;
+            let eta = if bps > 0.0 { format_duration(Duration::from_secs_f64(left / bps)) } else { "unknown".into() };
+            let cache = self.pending.bytes();
+            tracing::info!(
+                "sync: height {height}/{daemon_tip} ({pct:.2}%), {bps:.1} blocks/s, {tps:.0} tx/s, ETA {eta}, cache {:.0} MB ({:.0}% of CACHE_MB)",
+                cache as f64 / 1e6,
+                100.0 * cache as f64 / self.cache_limit as f64
+            );
+        } else {
+            return;
+        }
+        p.last = Instant::now();
+        p.last_height = height;
+        p.last_txs = tx_count;
+    }
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

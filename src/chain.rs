@@ -1,0 +1,108 @@
+//! The indexed chain in memory: every header, its hash, and the cumulative transaction count,
+//! so a tx number maps to its height by binary search without touching the disk.
+
+use crate::block::header_hash;
+use crate::schema::TxNum;
+
+#[derive(Default, Clone)]
+pub struct Chain {
+    headers: Vec<[u8; 80]>,
+    hashes: Vec<[u8; 32]>,
+    /// `tx_counts[h]` = transactions in blocks 0..=h.
+    tx_counts: Vec<u64>,
+}
+
+impl Chain {
+    pub fn from_rows(rows: Vec<([u8; 80], u64)>) -> Chain {
+        use rayon::prelude::*;
+        let hashes = rows.par_iter().map(|(h, _)| header_hash(h)).collect();
+        let (headers, tx_counts) = rows.into_iter().unzip();
+        Chain { headers, hashes, tx_counts }
+    }
+
+    /// Height of the tip; `None` before genesis is indexed.
+    pub fn height(&self) -> Option<u32> {
+        self.headers.len().checked_sub(1).map(|h| h as u32)
+    }
+
+    pub fn len(&self) -> usize {
+        self.headers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    pub fn tip_hash(&self) -> Option<[u8; 32]> {
+        self.hashes.last().copied()
+    }
+
+    pub fn hash(&self, height: u32) -> Option<[u8; 32]> {
+        self.hashes.get(height as usize).copied()
+    }
+
+    pub fn header(&self, height: u32) -> Option<&[u8; 80]> {
+        self.headers.get(height as usize)
+    }
+
+    /// Transactions indexed in blocks 0..=tip.
+    pub fn tx_count(&self) -> u64 {
+        self.tx_counts.last().copied().unwrap_or(0)
+    }
+
+    /// First tx number of the block at `height` and one past its last.
+    pub fn tx_range(&self, height: u32) -> Option<(TxNum, TxNum)> {
+        let end = *self.tx_counts.get(height as usize)?;
+        let start = if height == 0 { 0 } else { self.tx_counts[height as usize - 1] };
+        Some((start, end))
+    }
+
+    /// Height and position in its block of a tx number.
+    pub fn locate(&self, tx_num: TxNum) -> Option<(u32, u32)> {
+        let height = self.tx_counts.partition_point(|&c| c <= tx_num);
+        if height >= self.tx_counts.len() {
+            return None;
+        }
+        let start = if height == 0 { 0 } else { self.tx_counts[height - 1] };
+        Some((height as u32, (tx_num - start) as u32))
+    }
+
+    pub fn push(&mut self, header: [u8; 80], hash: [u8; 32], tx_count: u64) {
+        self.headers.push(header);
+        self.hashes.push(hash);
+        self.tx_counts.push(tx_count);
+    }
+
+    /// Drops the tip block.
+    pub fn pop(&mut self) {
+        self.headers.pop();
+        self.hashes.pop();
+        self.tx_counts.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_tx_numbers() {
+        let mut c = Chain::default();
+        assert_eq!(c.height(), None);
+        c.push([0; 80], [0; 32], 1); // genesis: tx 0
+        c.push([1; 80], [1; 32], 4); // txs 1..4
+        c.push([2; 80], [2; 32], 4); // (an empty block cannot exist, but must not break lookups)
+        c.push([3; 80], [3; 32], 6); // txs 4..6
+        assert_eq!(c.locate(0), Some((0, 0)));
+        assert_eq!(c.locate(1), Some((1, 0)));
+        assert_eq!(c.locate(3), Some((1, 2)));
+        assert_eq!(c.locate(4), Some((3, 0)));
+        assert_eq!(c.locate(5), Some((3, 1)));
+        assert_eq!(c.locate(6), None);
+        assert_eq!(c.tx_range(1), Some((1, 4)));
+        assert_eq!(c.tx_range(0), Some((0, 1)));
+        c.pop();
+        assert_eq!(c.height(), Some(2));
+        assert_eq!(c.tx_count(), 4);
+    }
+}

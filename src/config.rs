@@ -1,0 +1,500 @@
+//! Configuration from environment variables, with ElectrumX's names, defaults and meanings.
+//!
+//! Every variable is parsed into a typed field here, so a bad value stops start-up with a
+//! message naming the variable and what it expects.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::coins::{self, Coin, Net};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A network service from SERVICES / REPORT_SERVICES.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub protocol: ServiceProtocol,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceProtocol {
+    Tcp,
+    Ssl,
+    Ws,
+    Wss,
+    Rpc,
+}
+
+impl ServiceProtocol {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "tcp" => Self::Tcp,
+            "ssl" => Self::Ssl,
+            "ws" => Self::Ws,
+            "wss" => Self::Wss,
+            "rpc" => Self::Rpc,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Ssl => "ssl",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+            Self::Rpc => "rpc",
+        }
+    }
+}
+
+impl Service {
+    /// The address to bind; an empty host means all interfaces.
+    pub fn bind_addr(&self) -> String {
+        let host = match self.host.as_str() {
+            "" => "0.0.0.0",
+            "localhost" => "127.0.0.1",
+            h => h,
+        };
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// One daemon endpoint from DAEMON_URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonUrl {
+    /// `http://host:port/` without credentials.
+    pub base: String,
+    /// `user:password` when given in the URL; `None` means cookie-file authentication.
+    pub auth: Option<(String, String)>,
+}
+
+impl DaemonUrl {
+    /// The URL with any password hidden, for logs.
+    pub fn redacted(&self) -> String {
+        self.base.clone()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub coin: &'static Coin,
+    pub db_dir: PathBuf,
+    pub daemon_urls: Vec<DaemonUrl>,
+    /// Cookie file for daemons without credentials in their URL.
+    pub cookie_file: PathBuf,
+    pub cache_mb: usize,
+    pub reorg_limit: u32,
+    pub services: Vec<Service>,
+    pub report_services: Vec<Service>,
+    pub log_level: String,
+    pub allow_root: bool,
+    pub poll_interval_blocks: Duration,
+    pub poll_interval_mempool: Duration,
+    /// ferrum-only: bytes of raw blocks the prefetcher may hold ahead of the block processor.
+    pub prefetch_bytes: usize,
+    /// ferrum-only: concurrent block downloads.
+    pub prefetch_concurrency: usize,
+    /// ferrum-only: use the daemon's REST interface for blocks when it offers it.
+    pub daemon_rest: bool,
+}
+
+/// Obsolete ElectrumX variables and what replaced them: start-up stops if one is set.
+const OBSOLETE: &[(&str, &str)] = &[
+    ("HOST", "SERVICES"),
+    ("TCP_PORT", "SERVICES"),
+    ("SSL_PORT", "SERVICES"),
+    ("RPC_HOST", "SERVICES"),
+    ("REPORT_HOST", "REPORT_SERVICES"),
+    ("REPORT_TCP_PORT", "REPORT_SERVICES"),
+    ("REPORT_SSL_PORT", "REPORT_SERVICES"),
+    ("REPORT_HOST_TOR", "REPORT_SERVICES"),
+    ("REPORT_TCP_PORT_TOR", "REPORT_SERVICES"),
+    ("REPORT_SSL_PORT_TOR", "REPORT_SERVICES"),
+    ("MAX_SUBS", "COST_SOFT_LIMIT and COST_HARD_LIMIT"),
+    ("MAX_SESSION_SUBS", "COST_SOFT_LIMIT and COST_HARD_LIMIT"),
+    ("MAX_SUBSCRIPTIONS", "COST_SOFT_LIMIT and COST_HARD_LIMIT"),
+    ("BANDWIDTH_LIMIT", "BANDWIDTH_UNIT_COST"),
+    ("UTXO_MB", "CACHE_MB"),
+    ("HIST_MB", "CACHE_MB"),
+    ("NETWORK", "NET"),
+];
+
+struct Env<'a> {
+    vars: &'a HashMap<String, String>,
+}
+
+impl Env<'_> {
+    /// A set, non-blank value.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn integer<T: std::str::FromStr>(&self, name: &str, default: T, what: &str) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.replace('_', "").parse().map_err(|_| ConfigError(format!("{name} must be {what}, not {v:?}"))),
+        }
+    }
+
+    /// ElectrumX treats any non-empty value as true; ferrum also reads the usual "false" spellings.
+    fn boolean(&self, name: &str, default: bool) -> bool {
+        match self.get(name) {
+            None => default,
+            Some(v) => !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Config, ConfigError> {
+        let env = Env { vars: &vars };
+        for (old, new) in OBSOLETE {
+            if env.get(old).is_some() {
+                return Err(ConfigError(format!("the environment variable {old} is obsolete: use {new} instead")));
+            }
+        }
+        if let Some(engine) = env.get("DB_ENGINE") {
+            match engine.to_ascii_lowercase().as_str() {
+                "rocksdb" => {}
+                "leveldb" => tracing::warn!(
+                    "DB_ENGINE=leveldb: ferrum always uses RocksDB and cannot reuse an ElectrumX \
+                     database; it builds its own index in DB_DIRECTORY"
+                ),
+                other => {
+                    return Err(ConfigError(format!(
+                        "DB_ENGINE must be rocksdb (or leveldb, which ferrum treats as rocksdb), not {other:?}"
+                    )))
+                }
+            }
+        }
+
+        let coin_name = env.get("COIN").unwrap_or("Bitcoin");
+        let net_name = env.get("NET").unwrap_or("mainnet");
+        let net = Net::parse(net_name).ok_or_else(|| {
+            ConfigError(format!("NET must be one of mainnet, testnet, testnet4, signet, regtest, not {net_name:?}"))
+        })?;
+        let coin = coins::lookup(coin_name, net).ok_or_else(|| {
+            let nets = coins::nets_of(coin_name);
+            if nets.is_empty() {
+                ConfigError(format!("COIN {coin_name:?} is unknown; known coins: {}", coins::coin_names().join(", ")))
+            } else {
+                ConfigError(format!(
+                    "COIN {coin_name} has no network {net_name:?}; NET must be one of {}",
+                    nets.join(", ")
+                ))
+            }
+        })?;
+
+        let db_dir = env
+            .get("DB_DIRECTORY")
+            .map(PathBuf::from)
+            .ok_or_else(|| ConfigError("DB_DIRECTORY must be set to the database directory".into()))?;
+
+        let daemon_urls = match env.get("DAEMON_URL") {
+            Some(v) => parse_daemon_urls(v, coin)?,
+            // ferrum's addition: without DAEMON_URL, talk to a local node with its cookie.
+            None => vec![DaemonUrl { base: format!("http://127.0.0.1:{}/", coin.rpc_port), auth: None }],
+        };
+        let cookie_file = match env.get("DAEMON_COOKIE_FILE") {
+            Some(p) => PathBuf::from(p),
+            None => default_cookie_path(coin, vars.get("HOME").map(String::as_str)),
+        };
+
+        let cache_mb: usize = env.integer("CACHE_MB", 1200, "a whole number of megabytes")?;
+        if cache_mb == 0 {
+            return Err(ConfigError("CACHE_MB must be at least 1".into()));
+        }
+        let reorg_limit: u32 = env.integer("REORG_LIMIT", coin.reorg_limit, "a whole number of blocks")?;
+        if reorg_limit == 0 {
+            return Err(ConfigError("REORG_LIMIT must be at least 1".into()));
+        }
+
+        let rpc_port: u16 = env.integer("RPC_PORT", 8000, "a TCP port number")?;
+        let mut services = match env.get("SERVICES") {
+            Some(v) => parse_services(v, "SERVICES", true)?,
+            None => Vec::new(),
+        };
+        if !services.iter().any(|s| s.protocol == ServiceProtocol::Rpc) {
+            services.push(Service { protocol: ServiceProtocol::Rpc, host: "localhost".into(), port: rpc_port });
+        }
+        let report_services = match env.get("REPORT_SERVICES") {
+            Some(v) => parse_services(v, "REPORT_SERVICES", false)?,
+            None => Vec::new(),
+        };
+        if let Some(s) = report_services.iter().find(|s| s.protocol == ServiceProtocol::Rpc) {
+            return Err(ConfigError(format!(
+                "REPORT_SERVICES cannot advertise the rpc service ({}:{})",
+                s.host, s.port
+            )));
+        }
+        for s in &services {
+            if matches!(s.protocol, ServiceProtocol::Ssl | ServiceProtocol::Wss) {
+                for var in ["SSL_CERTFILE", "SSL_KEYFILE"] {
+                    if env.get(var).is_none() {
+                        return Err(ConfigError(format!(
+                            "{var} must be set because SERVICES includes {}://",
+                            s.protocol.name()
+                        )));
+                    }
+                }
+            }
+        }
+
+        let poll_blocks: u64 = env.integer("DAEMON_POLL_INTERVAL_BLOCKS", 5000, "milliseconds")?;
+        let poll_mempool: u64 = env.integer("DAEMON_POLL_INTERVAL_MEMPOOL", 5000, "milliseconds")?;
+        let prefetch_mb: usize = env.integer("PREFETCH_MB", 64, "a whole number of megabytes")?;
+        let prefetch_concurrency: usize = env.integer("PREFETCH_CONCURRENCY", 8, "a number of requests")?;
+
+        Ok(Config {
+            coin,
+            db_dir,
+            daemon_urls,
+            cookie_file,
+            cache_mb,
+            reorg_limit,
+            services,
+            report_services,
+            log_level: env.get("LOG_LEVEL").unwrap_or("info").to_string(),
+            allow_root: env.boolean("ALLOW_ROOT", false),
+            poll_interval_blocks: Duration::from_millis(poll_blocks.max(10)),
+            poll_interval_mempool: Duration::from_millis(poll_mempool.max(10)),
+            prefetch_bytes: prefetch_mb.max(1) * 1_000_000,
+            prefetch_concurrency: prefetch_concurrency.clamp(1, 64),
+            daemon_rest: env.boolean("DAEMON_REST", true),
+        })
+    }
+
+    pub fn rpc_service(&self) -> Option<&Service> {
+        self.services.iter().find(|s| s.protocol == ServiceProtocol::Rpc)
+    }
+
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_mb * 1_000_000
+    }
+}
+
+fn default_cookie_path(coin: &Coin, home: Option<&str>) -> PathBuf {
+    let mut p = PathBuf::from(home.unwrap_or("/root"));
+    p.push(coin.daemon_dir);
+    if !coin.net_subdir.is_empty() {
+        p.push(coin.net_subdir);
+    }
+    p.push(".cookie");
+    p
+}
+
+/// Parses DAEMON_URL: a comma-separated list of `http://user:pass@host:port/`, where the
+/// scheme, credentials, port and trailing slash may be left out.
+pub fn parse_daemon_urls(value: &str, coin: &Coin) -> Result<Vec<DaemonUrl>, ConfigError> {
+    let mut urls = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: &str| ConfigError(format!("DAEMON_URL entry {:?} is invalid: {why}", redact(part)));
+        let rest = match part.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+            Some((scheme, _)) => return Err(bad(&format!("scheme {scheme}:// is not supported, use http://"))),
+            None => part,
+        };
+        let rest = rest.trim_end_matches('/');
+        let (auth, hostport) = match rest.rsplit_once('@') {
+            Some((auth, hp)) => {
+                let (user, pass) = auth.split_once(':').ok_or_else(|| bad("credentials must be user:password"))?;
+                (Some((user.to_string(), pass.to_string())), hp)
+            }
+            None => (None, rest),
+        };
+        if hostport.contains('/') {
+            return Err(bad("a path after host:port is not supported"));
+        }
+        let (host, port) = split_host_port(hostport).map_err(|e| bad(&e))?;
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = port.unwrap_or(coin.rpc_port);
+        let host_fmt = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+        urls.push(DaemonUrl { base: format!("http://{host_fmt}:{port}/"), auth });
+    }
+    if urls.is_empty() {
+        return Err(ConfigError("DAEMON_URL is set but names no daemon".into()));
+    }
+    Ok(urls)
+}
+
+fn redact(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((auth, rest)) => {
+            let scheme_end = auth.find("://").map(|i| i + 3).unwrap_or(0);
+            format!("{}***@{rest}", &auth[..scheme_end])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Splits `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    let parse_port = |p: &str| p.parse::<u16>().map_err(|_| format!("bad port {p:?}"));
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or("unclosed [")?;
+        match after.strip_prefix(':') {
+            Some(p) => Ok((host, Some(parse_port(p)?))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(format!("unexpected {after:?} after ]")),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => Ok((h, Some(parse_port(p)?))),
+            Some(_) => Ok((s, None)), // a bare IPv6 address
+            None => Ok((s, None)),
+        }
+    }
+}
+
+/// Parses SERVICES / REPORT_SERVICES: `tcp://host:port,ssl://:50002,rpc://localhost:8000`.
+pub fn parse_services(value: &str, var: &str, allow_empty_host: bool) -> Result<Vec<Service>, ConfigError> {
+    let mut out: Vec<Service> = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: String| ConfigError(format!("{var} entry {part:?} is invalid: {why}"));
+        let (proto, rest) = part.split_once("://").ok_or_else(|| bad("expected protocol://host:port".into()))?;
+        let protocol = ServiceProtocol::parse(proto)
+            .ok_or_else(|| bad(format!("unknown protocol {proto:?}; use tcp, ssl, ws, wss or rpc")))?;
+        let (host, port) = split_host_port(rest).map_err(bad)?;
+        let port = match (port, protocol) {
+            (Some(p), _) => p,
+            (None, ServiceProtocol::Rpc) => 8000,
+            (None, _) => return Err(bad("a port is required".into())),
+        };
+        if host.is_empty() && !allow_empty_host {
+            return Err(bad("a host is required".into()));
+        }
+        let svc = Service { protocol, host: host.to_string(), port };
+        if out.iter().any(|s| s.protocol == svc.protocol && s.host == svc.host && s.port == svc.port) {
+            return Err(bad("listed twice".into()));
+        }
+        out.push(svc);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> HashMap<String, String> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn parse(list: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut v = vars(&[("DB_DIRECTORY", "/tmp/db")]);
+        v.extend(vars(list));
+        Config::from_vars(v)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[("HOME", "/home/u")]).unwrap();
+        assert_eq!(c.coin.name, "Bitcoin");
+        assert_eq!(c.coin.net, Net::Mainnet);
+        assert_eq!(c.cache_mb, 1200);
+        assert_eq!(c.reorg_limit, 200);
+        assert_eq!(c.daemon_urls, vec![DaemonUrl { base: "http://127.0.0.1:8332/".into(), auth: None }]);
+        assert_eq!(c.cookie_file, PathBuf::from("/home/u/.bitcoin/.cookie"));
+        assert_eq!(c.rpc_service().unwrap().bind_addr(), "127.0.0.1:8000");
+        assert_eq!(c.poll_interval_blocks, Duration::from_secs(5));
+        assert!(!c.allow_root);
+    }
+
+    #[test]
+    fn db_directory_is_required() {
+        let e = Config::from_vars(vars(&[])).unwrap_err();
+        assert!(e.0.contains("DB_DIRECTORY"), "{e}");
+    }
+
+    #[test]
+    fn daemon_url_forms() {
+        let btc = coins::lookup("Bitcoin", Net::Regtest).unwrap();
+        let urls = parse_daemon_urls("http://u:p@127.0.0.1:1234/, localhost ,[::1]:9,u:p:w@h", btc).unwrap();
+        assert_eq!(urls[0].base, "http://127.0.0.1:1234/");
+        assert_eq!(urls[0].auth, Some(("u".into(), "p".into())));
+        assert_eq!(urls[1].base, "http://localhost:18443/");
+        assert_eq!(urls[1].auth, None);
+        assert_eq!(urls[2].base, "http://[::1]:9/");
+        assert_eq!(urls[3].auth, Some(("u".into(), "p:w".into())));
+        assert!(parse_daemon_urls("https://h", btc).is_err());
+        assert!(parse_daemon_urls("h:notaport", btc).is_err());
+        let e = parse_daemon_urls("http://u:secret@h:x", btc).unwrap_err();
+        assert!(!e.0.contains("secret"), "password leaked: {e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, val) in [("CACHE_MB", "lots"), ("REORG_LIMIT", "-1"), ("NET", "moon"), ("COIN", "Dogecash")] {
+            let e = parse(&[(var, val)]).unwrap_err();
+            assert!(e.0.contains(var), "{var}: {e}");
+        }
+        let e = parse(&[("COIN", "BitcoinSV"), ("NET", "signet")]).unwrap_err();
+        assert!(e.0.contains("mainnet, regtest"), "{e}");
+    }
+
+    #[test]
+    fn obsolete_variables_name_their_replacement() {
+        let e = parse(&[("TCP_PORT", "50001")]).unwrap_err();
+        assert!(e.0.contains("TCP_PORT") && e.0.contains("SERVICES"), "{e}");
+        let e = parse(&[("MAX_SUBS", "1")]).unwrap_err();
+        assert!(e.0.contains("COST_SOFT_LIMIT"), "{e}");
+        // Unknown variables are ignored.
+        assert!(parse(&[("SOMETHING_ELSE", "x")]).is_ok());
+    }
+
+    #[test]
+    fn db_engine() {
+        assert!(parse(&[("DB_ENGINE", "rocksdb")]).is_ok());
+        assert!(parse(&[("DB_ENGINE", "leveldb")]).is_ok());
+        assert!(parse(&[("DB_ENGINE", "sqlite")]).unwrap_err().0.contains("DB_ENGINE"));
+    }
+
+    #[test]
+    fn services() {
+        let c = parse(&[("SERVICES", "tcp://:50001,rpc://127.0.0.1:8100,ws://host:50003")]).unwrap();
+        assert_eq!(c.services.len(), 3);
+        assert_eq!(c.services[0].bind_addr(), "0.0.0.0:50001");
+        assert_eq!(c.rpc_service().unwrap().port, 8100);
+        assert!(parse(&[("SERVICES", "ssl://:50002")]).unwrap_err().0.contains("SSL_CERTFILE"));
+        assert!(parse(&[("SERVICES", "foo://:1")]).unwrap_err().0.contains("SERVICES"));
+        assert!(parse(&[("SERVICES", "tcp://:1,tcp://:1")]).is_err());
+        assert!(parse(&[("REPORT_SERVICES", "rpc://h:1")]).is_err());
+        let c = parse(&[("RPC_PORT", "8123")]).unwrap();
+        assert_eq!(c.rpc_service().unwrap().port, 8123);
+    }
+
+    #[test]
+    fn coin_defaults_follow_the_network() {
+        let c = parse(&[("COIN", "BitcoinSV"), ("NET", "regtest"), ("HOME", "/h")]).unwrap();
+        assert_eq!(c.daemon_urls[0].base, "http://127.0.0.1:18332/");
+        assert_eq!(c.cookie_file, PathBuf::from("/h/.bitcoin/regtest/.cookie"));
+        assert!(!c.coin.segwit);
+        let c = parse(&[("REORG_LIMIT", "50"), ("NET", "testnet4")]).unwrap();
+        assert_eq!(c.reorg_limit, 50);
+    }
+
+    #[test]
+    fn booleans() {
+        assert!(parse(&[("ALLOW_ROOT", "1")]).unwrap().allow_root);
+        assert!(parse(&[("ALLOW_ROOT", "yes")]).unwrap().allow_root);
+        assert!(!parse(&[("ALLOW_ROOT", "false")]).unwrap().allow_root);
+        assert!(!parse(&[("ALLOW_ROOT", "")]).unwrap().allow_root);
+    }
+}

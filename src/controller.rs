@@ -1,0 +1,471 @@
+//! The controller starts the stages, runs the sync loop (compare with the daemon's tip, unwind
+//! a reorg, prefetch and apply new blocks), serves admin requests that change the index, and
+//! shuts everything down cleanly.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::admin::{self, AdminContext, AdminRequest};
+use crate::block_processor::{ApplyError, BlockProcessor};
+use crate::chain::Chain;
+use crate::coins;
+use crate::config::Config;
+use crate::daemon::{Daemon, DaemonError};
+use crate::db::Db;
+use crate::prefetch::{FetchError, Fetched, Prefetcher};
+use crate::schema::hex_rev;
+use crate::status::Status;
+
+/// Commands to the block processor thread, handled in order.
+enum Cmd {
+    Block(Fetched, u32),
+    /// Waits for the blocks sent before it; reports whether one did not fit our tip.
+    Barrier(oneshot::Sender<Result<bool, String>>),
+    Unwind(u32, oneshot::Sender<Result<(), String>>),
+    Shutdown(oneshot::Sender<Result<(), String>>),
+}
+
+enum RoundError {
+    Shutdown,
+    Fatal(anyhow::Error),
+}
+
+impl From<DaemonError> for RoundError {
+    fn from(e: DaemonError) -> Self {
+        match e {
+            DaemonError::Shutdown => RoundError::Shutdown,
+            other => RoundError::Fatal(anyhow!(other)),
+        }
+    }
+}
+
+/// Runs ferrum until shutdown (Ok) or a fatal error (Err, with what the operator should do).
+pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()> {
+    let config = Arc::new(config);
+    let coin = config.coin;
+    tracing::info!(
+        "ferrum {} starting: {} {}, database {}",
+        crate::VERSION,
+        coin.name,
+        coin.net,
+        config.db_dir.display()
+    );
+
+    let db_path = config.db_dir.clone();
+    let db = Arc::new(tokio::task::spawn_blocking(move || Db::open(&db_path, coin)).await??);
+    let chain = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || load_chain(&db)).await??
+    };
+    let status = Arc::new(Status::default());
+    match (chain.height(), chain.tip_hash()) {
+        (Some(h), Some(hash)) => {
+            status.set_indexed(h, hash, chain.tx_count());
+            tracing::info!("index at height {h} ({}), {} transactions", hex_rev(&hash), chain.tx_count());
+        }
+        _ => tracing::info!("index is empty; starting initial sync from genesis"),
+    }
+    let chain = Arc::new(RwLock::new(chain));
+    let daemon = Arc::new(Daemon::new(&config, shutdown_tx.subscribe()));
+
+    let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(16);
+    let ctx = Arc::new(AdminContext {
+        config: config.clone(),
+        status: status.clone(),
+        db: db.clone(),
+        chain: chain.clone(),
+        daemon: daemon.clone(),
+        requests: admin_tx,
+        shutdown: shutdown_tx.clone(),
+    });
+    if let Some(svc) = config.rpc_service() {
+        admin::start(svc, ctx).await?;
+    }
+    for svc in config.services.iter().filter(|s| s.protocol != crate::config::ServiceProtocol::Rpc) {
+        tracing::warn!(
+            "{}://{} is configured but this ferrum does not serve Electrum clients yet",
+            svc.protocol.name(),
+            svc.bind_addr()
+        );
+    }
+
+    let mut shutdown = shutdown_tx.subscribe();
+    match check_daemon(&daemon, coin).await {
+        Ok(()) => {}
+        Err(RoundError::Shutdown) => return Ok(()),
+        Err(RoundError::Fatal(e)) => return Err(e),
+    }
+
+    // The block processor owns the writes, on its own thread.
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>(4096);
+    let failed = Arc::new(AtomicBool::new(false));
+    let processor =
+        BlockProcessor::new(db.clone(), coin, chain.clone(), config.cache_bytes(), config.reorg_limit, status.clone())?;
+    let thread = {
+        let failed = failed.clone();
+        std::thread::Builder::new()
+            .name("block-processor".into())
+            .spawn(move || processor_thread(processor, cmd_rx, failed))?
+    };
+    let prefetcher = Prefetcher::new(daemon.clone(), coin, config.prefetch_bytes, config.prefetch_concurrency);
+    let syncer = Syncer {
+        config: config.clone(),
+        daemon: daemon.clone(),
+        chain: chain.clone(),
+        status: status.clone(),
+        cmd_tx: cmd_tx.clone(),
+        failed,
+        prefetcher,
+        db: db.clone(),
+    };
+
+    let result = loop {
+        if *shutdown.borrow() {
+            break Ok(());
+        }
+        let again = match syncer.round(&mut shutdown).await {
+            Ok(again) => again,
+            Err(RoundError::Shutdown) => break Ok(()),
+            Err(RoundError::Fatal(e)) => break Err(e),
+        };
+        if again {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.poll_interval_blocks) => {}
+            _ = shutdown.changed() => {}
+            Some(req) = admin_rx.recv() => syncer.handle_admin(req).await,
+        }
+    };
+
+    // Flush what is pending and stop the writer, whatever ended the loop.
+    let (reply_tx, reply_rx) = oneshot::channel();
+    if cmd_tx.send(Cmd::Shutdown(reply_tx)).await.is_ok() {
+        if let Ok(Err(e)) = reply_rx.await {
+            tracing::error!("final flush failed: {e}");
+        }
+    }
+    drop(cmd_tx);
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    if result.is_ok() {
+        tracing::info!("shut down cleanly at height {}", chain.read().expect("lock").height().map_or(-1, |h| h as i64));
+    }
+    result
+}
+
+fn load_chain(db: &Db) -> Result<Chain> {
+    let state = db.state()?;
+    let rows = db.load_headers()?;
+    let chain = Chain::from_rows(rows);
+    match state {
+        None if chain.is_empty() => {}
+        None => bail!("the index is damaged: it has headers but no chain state; delete DB_DIRECTORY to rebuild it"),
+        Some(s) => {
+            if chain.height() != Some(s.height) || chain.tip_hash() != Some(s.tip) || chain.tx_count() != s.tx_count {
+                bail!(
+                    "the index is damaged: chain state says height {} but headers end at {:?}; delete DB_DIRECTORY to rebuild it",
+                    s.height,
+                    chain.height()
+                );
+            }
+        }
+    }
+    Ok(chain)
+}
+
+/// Waits for the daemon and refuses one on another chain.
+async fn check_daemon(daemon: &Daemon, coin: &'static coins::Coin) -> Result<(), RoundError> {
+    let genesis = daemon.block_hashes(0, 1).await?;
+    let genesis = genesis
+        .first()
+        .map(|h| hex_rev(h))
+        .ok_or_else(|| RoundError::Fatal(anyhow!("the daemon has no genesis block")))?;
+    if genesis != coin.genesis_hash {
+        let known: Vec<String> =
+            coins::identify_genesis(&genesis).iter().map(|c| format!("{} {}", c.name, c.net)).collect();
+        let on = if known.is_empty() { format!("an unknown chain (genesis {genesis})") } else { known.join(" / ") };
+        return Err(RoundError::Fatal(anyhow!(
+            "wrong chain: the daemon at {} is on {on}, but ferrum is configured for {} {} (COIN={}, NET={}); \
+             set COIN and NET to match the node, or point DAEMON_URL at a {} {} node",
+            daemon.current_url(),
+            coin.name,
+            coin.net,
+            coin.name,
+            coin.net,
+            coin.name,
+            coin.net
+        )));
+    }
+    match daemon.call("getnetworkinfo", json!([])).await {
+        Ok(info) => tracing::info!(
+            "daemon {}: {} (protocol version {})",
+            daemon.current_url(),
+            info["subversion"].as_str().unwrap_or("?"),
+            info["version"]
+        ),
+        Err(DaemonError::Shutdown) => return Err(RoundError::Shutdown),
+        Err(e) => tracing::warn!("getnetworkinfo failed: {e}"),
+    }
+    Ok(())
+}
+
+fn processor_thread(mut bp: BlockProcessor, mut rx: mpsc::Receiver<Cmd>, failed: Arc<AtomicBool>) {
+    let mut mismatch = false;
+    let mut fatal: Option<String> = None;
+    while let Some(cmd) = rx.blocking_recv() {
+        match cmd {
+            Cmd::Block(f, daemon_tip) => {
+                if fatal.is_some() || mismatch {
+                    continue;
+                }
+                match bp.apply(&f.block, daemon_tip) {
+                    Ok(()) => {}
+                    Err(ApplyError::Mismatch { height }) => {
+                        tracing::info!("block at height {height} does not extend our tip: the daemon's chain changed");
+                        mismatch = true;
+                    }
+                    Err(ApplyError::Fatal(e)) => {
+                        failed.store(true, Ordering::SeqCst);
+                        fatal = Some(format!("{e:#}"));
+                    }
+                }
+            }
+            Cmd::Barrier(reply) => {
+                let _ = reply.send(match &fatal {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(std::mem::take(&mut mismatch)),
+                });
+            }
+            Cmd::Unwind(height, reply) => {
+                let r = match &fatal {
+                    Some(e) => Err(e.clone()),
+                    None => bp.unwind_to(height).map_err(|e| format!("{e:#}")),
+                };
+                let _ = reply.send(r);
+            }
+            Cmd::Shutdown(reply) => {
+                // After a fatal error nothing more is written: the last flush stays the truth.
+                let r = if fatal.is_some() { Ok(()) } else { bp.flush().map_err(|e| format!("{e:#}")) };
+                let _ = reply.send(r);
+                return;
+            }
+        }
+    }
+    if fatal.is_none() {
+        if let Err(e) = bp.flush() {
+            tracing::error!("final flush failed: {e:#}");
+        }
+    }
+}
+
+struct Syncer {
+    config: Arc<Config>,
+    daemon: Arc<Daemon>,
+    chain: Arc<RwLock<Chain>>,
+    status: Arc<Status>,
+    cmd_tx: mpsc::Sender<Cmd>,
+    failed: Arc<AtomicBool>,
+    prefetcher: Prefetcher,
+    db: Arc<Db>,
+}
+
+impl Syncer {
+    fn tip(&self) -> (Option<u32>, Option<[u8; 32]>) {
+        let c = self.chain.read().expect("lock");
+        (c.height(), c.tip_hash())
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<(), RoundError> {
+        self.cmd_tx.send(cmd).await.map_err(|_| RoundError::Fatal(anyhow!("the block processor stopped")))
+    }
+
+    async fn unwind(&self, height: u32) -> Result<(), RoundError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Unwind(height, tx)).await?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RoundError::Fatal(anyhow!(e))),
+            Err(_) => Err(RoundError::Fatal(anyhow!("the block processor stopped"))),
+        }
+    }
+
+    /// Height of the last block both we and the daemon have, searching down from `from`.
+    async fn find_fork(&self, from: u32, our_height: u32) -> Result<u32, RoundError> {
+        let mut top = from;
+        loop {
+            let low = top.saturating_sub(63);
+            let hashes = self.daemon.block_hashes(low, top - low + 1).await?;
+            {
+                let c = self.chain.read().expect("lock");
+                for h in (low..=top).rev() {
+                    if hashes.get((h - low) as usize).is_some_and(|d| Some(*d) == c.hash(h)) {
+                        return Ok(h);
+                    }
+                }
+            }
+            if low == 0 {
+                return Err(RoundError::Fatal(anyhow!(
+                    "the daemon's chain shares no block with the index, not even genesis"
+                )));
+            }
+            if our_height - low > self.config.reorg_limit {
+                return Ok(low.saturating_sub(1));
+            }
+            top = low - 1;
+        }
+    }
+
+    /// One comparison with the daemon and the blocks it brings. Returns true to run again at
+    /// once (the chain changed while syncing).
+    async fn round(&self, shutdown: &mut watch::Receiver<bool>) -> Result<bool, RoundError> {
+        let (daemon_height, daemon_tip) = self.daemon.best_block().await?;
+        self.status.set_daemon_height(daemon_height);
+        let (our_height, our_tip) = self.tip();
+        if our_tip == Some(daemon_tip) {
+            self.status.set_caught_up(true);
+            return Ok(false);
+        }
+        let start = match our_height {
+            None => 0,
+            Some(h) => {
+                let fork = self.find_fork(h.min(daemon_height), h).await?;
+                if fork == h.min(daemon_height) && daemon_height < h {
+                    // Same chain, the daemon is just behind us (e.g. after a failover).
+                    tracing::debug!("daemon at height {daemon_height} is behind the index at {h}; waiting");
+                    return Ok(false);
+                }
+                if fork < h {
+                    let depth = h - fork;
+                    if depth > self.config.reorg_limit {
+                        return Err(RoundError::Fatal(anyhow!(
+                            "the daemon's chain forked {depth} blocks below our tip at height {h}, deeper than REORG_LIMIT={}; \
+                             ferrum stopped without changing the index. If the node really reorganised that deep, \
+                             raise REORG_LIMIT for the future and delete DB_DIRECTORY to rebuild the index",
+                            self.config.reorg_limit
+                        )));
+                    }
+                    tracing::warn!(
+                        "chain reorganisation: unwinding {depth} block(s) from height {h} to the fork at {fork}"
+                    );
+                    self.status.count_reorg();
+                    self.unwind(fork).await?;
+                }
+                fork + 1
+            }
+        };
+        if start > daemon_height {
+            return Ok(false);
+        }
+        self.status.set_caught_up(false);
+        if our_height.is_none() || daemon_height - start > 10 {
+            tracing::info!("syncing blocks {start}..={daemon_height} from the daemon");
+        }
+
+        let (tx, mut rx) = mpsc::channel::<Fetched>(1024);
+        let stop = self.failed.clone();
+        let fetch = async {
+            let r = self.prefetcher.fetch_range(start, daemon_height, &tx, &stop).await;
+            drop(tx);
+            r
+        };
+        let forward = async {
+            while let Some(f) = rx.recv().await {
+                if self.cmd_tx.send(Cmd::Block(f, daemon_height)).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let fetched = tokio::select! {
+            (r, ()) = async { tokio::join!(fetch, forward) } => r,
+            _ = shutdown.wait_for(|s| *s) => return Err(RoundError::Shutdown),
+        };
+
+        let (btx, brx) = oneshot::channel();
+        self.send(Cmd::Barrier(btx)).await?;
+        let mismatch = match brx.await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return Err(RoundError::Fatal(anyhow!(e))),
+            Err(_) => return Err(RoundError::Fatal(anyhow!("the block processor stopped"))),
+        };
+        match fetched {
+            Ok(()) => {}
+            Err(FetchError::Daemon(DaemonError::Shutdown)) => return Err(RoundError::Shutdown),
+            Err(FetchError::Daemon(DaemonError::MethodNotFound(m))) => {
+                return Err(RoundError::Fatal(anyhow!(DaemonError::MethodNotFound(m))))
+            }
+            Err(FetchError::Daemon(e)) => {
+                // E.g. a block pruned or reorganised away between two calls: look again.
+                tracing::warn!("fetching blocks failed ({e}); retrying");
+                return Ok(false);
+            }
+            Err(e @ FetchError::Parse { .. }) => return Err(RoundError::Fatal(anyhow!(e))),
+            Err(FetchError::Closed) => return Err(RoundError::Fatal(anyhow!("the block processor stopped"))),
+        }
+        if mismatch {
+            return Ok(true);
+        }
+        let (_, tip) = self.tip();
+        if tip == Some(daemon_tip) {
+            self.status.set_caught_up(true);
+        }
+        Ok(true)
+    }
+
+    async fn handle_admin(&self, req: AdminRequest) {
+        match req {
+            AdminRequest::Reorg { count, reply } => {
+                let r = self.forced_reorg(count).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Admin `reorg N`: unwind N blocks with undo data; the next round fetches them again.
+    async fn forced_reorg(&self, count: u32) -> Result<serde_json::Value, String> {
+        let (Some(height), _) = self.tip() else { return Err("the index is empty".into()) };
+        if count == 0 || count > height {
+            return Err(format!("reorg count must be between 1 and {height}"));
+        }
+        let target = height - count;
+        let db = self.db.clone();
+        let lowest = tokio::task::spawn_blocking(move || db.lowest_undo_height())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if lowest.is_none() || lowest.is_some_and(|l| l > target + 1) {
+            return Err(format!(
+                "cannot unwind {count} blocks: undo data covers only heights {}..={height}",
+                lowest.map_or("none".to_string(), |l| l.to_string())
+            ));
+        }
+        tracing::warn!("admin requested a reorg of {count} block(s): unwinding to height {target}");
+        self.status.count_reorg();
+        match self.unwind(target).await {
+            Ok(()) => Ok(json!({"unwound": count, "height": target})),
+            Err(RoundError::Fatal(e)) => Err(format!("{e:#}")),
+            Err(RoundError::Shutdown) => Err("shutting down".into()),
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM, then asks everything to stop.
+pub async fn signal_shutdown(tx: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT received: flushing and shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received: flushing and shutting down"),
+    }
+    let _ = tx.send(true);
+}
+
+/// How long an admin caller waits for a reorg to be carried out.
+pub const ADMIN_WAIT: Duration = Duration::from_secs(600);

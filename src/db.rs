@@ -1,0 +1,326 @@
+//! The RocksDB store: one database, a column family per row type (see `schema`), and every
+//! change applied as one atomic WriteBatch that also carries the chain state. A kill at any
+//! instant leaves the last complete batch, so the database is always consistent.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, SliceTransform,
+    WriteBatch, WriteOptions, DB,
+};
+
+use crate::coins::Coin;
+use crate::schema::*;
+
+/// A raw row as RocksDB returns it.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+/// (column family, key, value), as `dump_index` lists them.
+pub type DumpRow = (String, Vec<u8>, Vec<u8>);
+
+pub struct Db {
+    db: DB,
+    path: PathBuf,
+}
+
+/// Hint added to every disk error: what the operator should check, and that nothing is lost.
+const DISK_HINT: &str = "check free space and permissions of DB_DIRECTORY; the index keeps its last \
+                         complete flush, so restarting ferrum resumes from there";
+
+fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_write_buffer_size(64 << 20);
+    opts.set_target_file_size_base(64 << 20);
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_block_size(16 << 10);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    // Prefix blooms let a lookup of an unknown script hash or txid skip files entirely.
+    let prefix = match name {
+        CF_TXNUM => Some(TXID_PREFIX_LEN),
+        CF_HISTORY | CF_HASHX_UTXO => Some(HASHX_LEN),
+        _ => None,
+    };
+    match prefix {
+        Some(len) => {
+            opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(len));
+            table.set_bloom_filter(10.0, false);
+            table.set_whole_key_filtering(false);
+        }
+        None if name == CF_UTXO || name == CF_TXID => table.set_bloom_filter(10.0, false),
+        None => {}
+    }
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.increase_parallelism(std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+    opts.set_max_open_files(2048);
+    opts.set_keep_log_file_num(3);
+    opts.set_max_total_wal_size(256 << 20);
+    opts
+}
+
+fn descriptors() -> Vec<ColumnFamilyDescriptor> {
+    let cache = rocksdb::Cache::new_lru_cache(256 << 20);
+    ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache))).collect()
+}
+
+impl Db {
+    /// Opens (creating if needed) the index for `coin`, refusing a database of another format
+    /// version or another coin/network.
+    pub fn open(path: &Path, coin: &Coin) -> Result<Db> {
+        std::fs::create_dir_all(path).with_context(|| format!("cannot create DB_DIRECTORY {}", path.display()))?;
+        let db = DB::open_cf_descriptors(&db_options(), path, descriptors()).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("lock") {
+                anyhow!("cannot open the database at {}: it is in use by another process (is another ferrum running on this DB_DIRECTORY?): {msg}", path.display())
+            } else {
+                anyhow!("cannot open the database at {}: {msg}; {DISK_HINT}", path.display())
+            }
+        })?;
+        let me = Db { db, path: path.to_path_buf() };
+        let coin_id = format!("{}/{}", coin.name, coin.net.name());
+        match me.get(CF_META, META_VERSION)? {
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(me.cf(CF_META), META_VERSION, DB_VERSION.to_be_bytes());
+                batch.put_cf(me.cf(CF_META), META_COIN, coin_id.as_bytes());
+                me.write(batch)?;
+            }
+            Some(v) => {
+                let version = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
+                if version != DB_VERSION {
+                    bail!(
+                        "the database at {} has format version {version} but this ferrum uses version {DB_VERSION}; \
+                         run the ferrum version that made it, or delete the directory to build a new index",
+                        path.display()
+                    );
+                }
+                let stored = me.get(CF_META, META_COIN)?.unwrap_or_default();
+                if stored != coin_id.as_bytes() {
+                    bail!(
+                        "the database at {} indexes {} but COIN/NET say {coin_id}; point DB_DIRECTORY elsewhere \
+                         or fix COIN and NET",
+                        path.display(),
+                        String::from_utf8_lossy(&stored)
+                    );
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// Opens an existing database without writing anything (for dumps and inspection).
+    pub fn open_read_only(path: &Path) -> Result<Db> {
+        let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors(), false)
+            .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
+        Ok(Db { db, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("every column family is opened")
+    }
+
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(cf), key).map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))
+    }
+
+    /// Applies a batch atomically and durably (fsync'd WAL): after this returns, a crash or
+    /// power loss keeps it.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
+    }
+
+    pub fn state(&self) -> Result<Option<ChainState>> {
+        match self.get(CF_META, META_STATE)? {
+            None => Ok(None),
+            Some(v) => {
+                ChainState::decode(&v).map(Some).ok_or_else(|| anyhow!("corrupt chain state row in the database"))
+            }
+        }
+    }
+
+    /// Every stored header with the cumulative tx count after it, from height 0 up.
+    pub fn load_headers(&self) -> Result<Vec<([u8; 80], u64)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_HEADER), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
+            let height =
+                <[u8; 4]>::try_from(&k[..]).map(u32::from_be_bytes).map_err(|_| anyhow!("corrupt header key"))?;
+            if height as usize != out.len() {
+                bail!("the database's headers are not contiguous at height {height}");
+            }
+            out.push(decode_header_value(&v).ok_or_else(|| anyhow!("corrupt header row at height {height}"))?);
+        }
+        Ok(out)
+    }
+
+    pub fn txid(&self, tx_num: TxNum) -> Result<Option<Txid>> {
+        Ok(self.get(CF_TXID, &txid_key(tx_num))?.and_then(|v| v.try_into().ok()).map(Txid))
+    }
+
+    /// Txids of a contiguous range of tx numbers (e.g. one block's), in order.
+    pub fn txids_range(&self, from: TxNum, to: TxNum) -> Result<Vec<Txid>> {
+        let mut out = Vec::with_capacity((to - from) as usize);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_TXID));
+        it.seek(txid_key(from));
+        while it.valid() && out.len() < (to - from) as usize {
+            let (k, v) = (it.key().expect("valid"), it.value().expect("valid"));
+            if decode_txnum(k) != from + out.len() as u64 {
+                bail!("missing txid row for tx number {}", from + out.len() as u64);
+            }
+            out.push(Txid(v.try_into().map_err(|_| anyhow!("corrupt txid row"))?));
+            it.next();
+        }
+        it.status().map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
+        if out.len() as u64 != to - from {
+            bail!("missing txid rows in {from}..{to}");
+        }
+        Ok(out)
+    }
+
+    /// Tx numbers of stored transactions with this txid (normally one; two for the historic
+    /// duplicate coinbases), oldest first.
+    pub fn tx_nums_of(&self, txid: &Txid) -> Result<Vec<TxNum>> {
+        let prefix = &txid.0[..TXID_PREFIX_LEN];
+        let mut candidates = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_TXNUM), prefix) {
+            let (k, _) = item.map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            candidates.push(decode_txnum(&k[TXID_PREFIX_LEN..]));
+        }
+        let mut out = Vec::new();
+        for n in candidates {
+            if self.txid(n)?.as_ref() == Some(txid) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn utxo_hashx(&self, tx_num: TxNum, vout: u32) -> Result<Option<HashX>> {
+        Ok(self.get(CF_UTXO, &utxo_key(tx_num, vout))?.and_then(|v| v.try_into().ok()))
+    }
+
+    pub fn utxo_value(&self, hashx: &HashX, tx_num: TxNum, vout: u32) -> Result<Option<u64>> {
+        Ok(self
+            .get(CF_HASHX_UTXO, &hashx_utxo_key(hashx, tx_num, vout))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    fn prefix_scan(&self, cf: &str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        let mut opts = ReadOptions::default();
+        opts.set_prefix_same_as_start(true);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), opts);
+        it.seek(prefix);
+        while it.valid() {
+            let k = it.key().expect("valid");
+            if !k.starts_with(prefix) || !f(k, it.value().expect("valid")) {
+                break;
+            }
+            it.next();
+        }
+        it.status().map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))
+    }
+
+    /// Unspent outputs of a script hash in chain order: (tx number, output index, value).
+    pub fn hashx_utxos(&self, hashx: &HashX) -> Result<Vec<(TxNum, u32, u64)>> {
+        let mut out = Vec::new();
+        self.prefix_scan(CF_HASHX_UTXO, hashx, |k, v| {
+            if let (Some((n, vout)), Ok(val)) = (decode_hashx_utxo_key(k), <[u8; 8]>::try_from(v)) {
+                out.push((n, vout, u64::from_be_bytes(val)));
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Tx numbers touching a script hash, in chain order, at most `limit` of them.
+    pub fn history(&self, hashx: &HashX, limit: usize) -> Result<Vec<TxNum>> {
+        let mut out = Vec::new();
+        self.prefix_scan(CF_HISTORY, hashx, |k, _| {
+            out.push(decode_txnum(&k[HASHX_LEN..]));
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    pub fn undo(&self, height: u32) -> Result<Option<UndoRecord>> {
+        match self.get(CF_UNDO, &undo_key(height))? {
+            None => Ok(None),
+            Some(v) => UndoRecord::decode(&v).map(Some).ok_or_else(|| anyhow!("corrupt undo row at height {height}")),
+        }
+    }
+
+    /// Lowest height that still has undo data, if any.
+    pub fn lowest_undo_height(&self) -> Result<Option<u32>> {
+        match self.db.iterator_cf(self.cf(CF_UNDO), IteratorMode::Start).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, _) = item.map_err(|e| anyhow!("database read failed: {e}"))?;
+                Ok(<[u8; 4]>::try_from(&k[..]).ok().map(u32::from_be_bytes))
+            }
+        }
+    }
+
+    /// Approximate size of the live data in bytes.
+    pub fn size_estimate(&self) -> u64 {
+        ALL_CFS
+            .iter()
+            .filter_map(|cf| self.db.property_int_value_cf(self.cf(cf), "rocksdb.total-sst-files-size").ok().flatten())
+            .sum()
+    }
+
+    /// Number of keys in a column family (RocksDB's estimate).
+    pub fn estimate_keys(&self, cf: &str) -> u64 {
+        self.db.property_int_value_cf(self.cf(cf), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+    }
+
+    pub fn flush_memtables(&self) -> Result<()> {
+        for cf in ALL_CFS {
+            self.db.flush_cf(self.cf(cf)).map_err(|e| anyhow!("database flush failed: {e}; {DISK_HINT}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn iter_cf(&self, cf: &str) -> impl Iterator<Item = Result<KeyValue>> + '_ {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::From(&[], Direction::Forward))
+            .map(|r| r.map_err(|e| anyhow!("database read failed: {e}")))
+    }
+}
+
+/// Every row of the index column families of a closed database, sorted, leaving out undo data
+/// (it depends on how close to the tip each block was indexed) and metadata other than the
+/// chain state. Two databases built from the same chain compare equal.
+pub fn dump_index(path: &Path) -> Result<Vec<DumpRow>> {
+    let db = Db::open_read_only(path)?;
+    let mut out = Vec::new();
+    for cf in ALL_CFS.iter().filter(|cf| **cf != CF_UNDO) {
+        for item in db.iter_cf(cf) {
+            let (k, v) = item?;
+            if *cf == CF_META && &*k != META_STATE {
+                continue;
+            }
+            out.push((cf.to_string(), k.to_vec(), v.to_vec()));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,337 @@
+//! The on-disk format: every row's key and value as explicit fixed-width bytes, big-endian
+//! where the order matters (so RocksDB's byte order is chain order). docs/ARCHITECTURE.md draws
+//! these layouts; bump `DB_VERSION` on any change.
+
+use std::fmt;
+
+/// Format version stored under `meta/version`; a DB of another version is refused.
+pub const DB_VERSION: u32 = 1;
+
+/// Column families.
+pub const CF_META: &str = "meta";
+pub const CF_HEADER: &str = "header";
+pub const CF_TXID: &str = "txid";
+pub const CF_TXNUM: &str = "txnum";
+pub const CF_UTXO: &str = "utxo";
+pub const CF_HASHX_UTXO: &str = "hashx_utxo";
+pub const CF_HISTORY: &str = "history";
+pub const CF_UNDO: &str = "undo";
+pub const ALL_CFS: &[&str] = &[CF_META, CF_HEADER, CF_TXID, CF_TXNUM, CF_UTXO, CF_HASHX_UTXO, CF_HISTORY, CF_UNDO];
+
+pub const META_VERSION: &[u8] = b"version";
+pub const META_COIN: &[u8] = b"coin";
+pub const META_STATE: &[u8] = b"state";
+
+/// Script hash key: the first bytes of sha256(scriptPubKey). 11 bytes make an accidental
+/// collision vanishingly unlikely at mainnet scale (ElectrumX uses the same length).
+pub const HASHX_LEN: usize = 11;
+pub type HashX = [u8; HASHX_LEN];
+/// Transaction numbers take 5 bytes on disk: 2^40 transactions.
+pub const TXNUM_LEN: usize = 5;
+pub const MAX_TX_NUM: u64 = (1 << 40) - 1;
+/// Bytes of the txid kept in the txid → tx number index; candidates are confirmed by reading
+/// the full txid.
+pub const TXID_PREFIX_LEN: usize = 6;
+
+pub type TxNum = u64;
+
+/// A transaction id in internal byte order (as hashed); displayed reversed, like bitcoind.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Txid(pub [u8; 32]);
+
+impl fmt::Display for Txid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex_rev(&self.0))
+    }
+}
+
+impl fmt::Debug for Txid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Txid({self})")
+    }
+}
+
+/// Hex of a hash in display order (reversed bytes).
+pub fn hex_rev(bytes: &[u8]) -> String {
+    let rev: Vec<u8> = bytes.iter().rev().copied().collect();
+    hex::encode(rev)
+}
+
+/// Parses a 32-byte hash given in display order.
+pub fn parse_hex_rev32(s: &str) -> Option<[u8; 32]> {
+    let mut bytes: [u8; 32] = hex::decode(s).ok()?.try_into().ok()?;
+    bytes.reverse();
+    Some(bytes)
+}
+
+pub fn hashx_from_scripthash(sha256: &[u8; 32]) -> HashX {
+    sha256[..HASHX_LEN].try_into().expect("slice of 11")
+}
+
+pub fn encode_txnum(n: TxNum) -> [u8; TXNUM_LEN] {
+    debug_assert!(n <= MAX_TX_NUM);
+    let b = n.to_be_bytes();
+    b[3..8].try_into().expect("5 bytes")
+}
+
+pub fn decode_txnum(b: &[u8]) -> TxNum {
+    let mut full = [0u8; 8];
+    full[3..8].copy_from_slice(&b[..TXNUM_LEN]);
+    u64::from_be_bytes(full)
+}
+
+/// `header`: height → 80-byte header ‖ cumulative transaction count after this block (5 bytes).
+pub fn header_key(height: u32) -> [u8; 4] {
+    height.to_be_bytes()
+}
+
+pub fn header_value(header: &[u8; 80], tx_count: u64) -> [u8; 85] {
+    let mut v = [0u8; 85];
+    v[..80].copy_from_slice(header);
+    v[80..].copy_from_slice(&encode_txnum(tx_count));
+    v
+}
+
+pub fn decode_header_value(v: &[u8]) -> Option<([u8; 80], u64)> {
+    if v.len() != 85 {
+        return None;
+    }
+    Some((v[..80].try_into().expect("80"), decode_txnum(&v[80..])))
+}
+
+/// `txid`: tx number → txid.
+pub fn txid_key(tx_num: TxNum) -> [u8; TXNUM_LEN] {
+    encode_txnum(tx_num)
+}
+
+/// `txnum`: txid prefix ‖ tx number → (empty). Several txids may share a prefix.
+pub fn txnum_key(txid: &Txid, tx_num: TxNum) -> [u8; TXID_PREFIX_LEN + TXNUM_LEN] {
+    let mut k = [0u8; TXID_PREFIX_LEN + TXNUM_LEN];
+    k[..TXID_PREFIX_LEN].copy_from_slice(&txid.0[..TXID_PREFIX_LEN]);
+    k[TXID_PREFIX_LEN..].copy_from_slice(&encode_txnum(tx_num));
+    k
+}
+
+/// `utxo`: tx number ‖ output index → hashX. How a spend finds the output's script hash.
+pub fn utxo_key(tx_num: TxNum, vout: u32) -> [u8; TXNUM_LEN + 4] {
+    let mut k = [0u8; TXNUM_LEN + 4];
+    k[..TXNUM_LEN].copy_from_slice(&encode_txnum(tx_num));
+    k[TXNUM_LEN..].copy_from_slice(&vout.to_be_bytes());
+    k
+}
+
+/// `hashx_utxo`: hashX ‖ tx number ‖ output index → value (8 bytes). A prefix scan on hashX
+/// lists an address's unspent outputs in chain order.
+pub fn hashx_utxo_key(hashx: &HashX, tx_num: TxNum, vout: u32) -> [u8; HASHX_LEN + TXNUM_LEN + 4] {
+    let mut k = [0u8; HASHX_LEN + TXNUM_LEN + 4];
+    k[..HASHX_LEN].copy_from_slice(hashx);
+    k[HASHX_LEN..HASHX_LEN + TXNUM_LEN].copy_from_slice(&encode_txnum(tx_num));
+    k[HASHX_LEN + TXNUM_LEN..].copy_from_slice(&vout.to_be_bytes());
+    k
+}
+
+pub fn decode_hashx_utxo_key(k: &[u8]) -> Option<(TxNum, u32)> {
+    if k.len() != HASHX_LEN + TXNUM_LEN + 4 {
+        return None;
+    }
+    let tx_num = decode_txnum(&k[HASHX_LEN..]);
+    let vout = u32::from_be_bytes(k[HASHX_LEN + TXNUM_LEN..].try_into().expect("4"));
+    Some((tx_num, vout))
+}
+
+/// `history`: hashX ‖ tx number → (empty). One row per (script, tx), appended, never rewritten.
+pub fn history_key(hashx: &HashX, tx_num: TxNum) -> [u8; HASHX_LEN + TXNUM_LEN] {
+    let mut k = [0u8; HASHX_LEN + TXNUM_LEN];
+    k[..HASHX_LEN].copy_from_slice(hashx);
+    k[HASHX_LEN..].copy_from_slice(&encode_txnum(tx_num));
+    k
+}
+
+pub fn undo_key(height: u32) -> [u8; 4] {
+    height.to_be_bytes()
+}
+
+/// What the index describes, written in the same atomic batch as the rows it describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainState {
+    pub height: u32,
+    pub tip: [u8; 32],
+    /// Transactions indexed, i.e. the next tx number.
+    pub tx_count: u64,
+}
+
+impl ChainState {
+    pub fn encode(&self) -> [u8; 44] {
+        let mut v = [0u8; 44];
+        v[..4].copy_from_slice(&self.height.to_be_bytes());
+        v[4..36].copy_from_slice(&self.tip);
+        v[36..].copy_from_slice(&self.tx_count.to_be_bytes());
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Option<ChainState> {
+        if v.len() != 44 {
+            return None;
+        }
+        Some(ChainState {
+            height: u32::from_be_bytes(v[..4].try_into().ok()?),
+            tip: v[4..36].try_into().ok()?,
+            tx_count: u64::from_be_bytes(v[36..].try_into().ok()?),
+        })
+    }
+}
+
+/// An output spent by a block, with everything needed to restore it on unwind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpentUndo {
+    pub hashx: HashX,
+    pub tx_num: TxNum,
+    pub vout: u32,
+    pub value: u64,
+    /// The spending transaction, whose history row the unwind removes.
+    pub spender: TxNum,
+}
+
+/// An output created by a block (still unspent when the block was applied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreatedUndo {
+    pub hashx: HashX,
+    pub tx_num: TxNum,
+    pub vout: u32,
+}
+
+/// `undo`: height → what unwinding the block needs. Kept for REORG_LIMIT blocks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UndoRecord {
+    pub spent: Vec<SpentUndo>,
+    pub created: Vec<CreatedUndo>,
+}
+
+const SPENT_LEN: usize = HASHX_LEN + TXNUM_LEN + 4 + 8 + TXNUM_LEN;
+const CREATED_LEN: usize = HASHX_LEN + TXNUM_LEN + 4;
+
+impl UndoRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + self.spent.len() * SPENT_LEN + self.created.len() * CREATED_LEN);
+        v.extend_from_slice(&(self.spent.len() as u32).to_be_bytes());
+        for s in &self.spent {
+            v.extend_from_slice(&s.hashx);
+            v.extend_from_slice(&encode_txnum(s.tx_num));
+            v.extend_from_slice(&s.vout.to_be_bytes());
+            v.extend_from_slice(&s.value.to_be_bytes());
+            v.extend_from_slice(&encode_txnum(s.spender));
+        }
+        v.extend_from_slice(&(self.created.len() as u32).to_be_bytes());
+        for c in &self.created {
+            v.extend_from_slice(&c.hashx);
+            v.extend_from_slice(&encode_txnum(c.tx_num));
+            v.extend_from_slice(&c.vout.to_be_bytes());
+        }
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Option<UndoRecord> {
+        let mut pos = 0;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = v.get(pos..pos + n)?;
+            pos += n;
+            Some(s)
+        };
+        let n_spent = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        let mut spent = Vec::with_capacity(n_spent.min(v.len() / SPENT_LEN));
+        for _ in 0..n_spent {
+            let e = take(SPENT_LEN)?;
+            spent.push(SpentUndo {
+                hashx: e[..11].try_into().ok()?,
+                tx_num: decode_txnum(&e[11..16]),
+                vout: u32::from_be_bytes(e[16..20].try_into().ok()?),
+                value: u64::from_be_bytes(e[20..28].try_into().ok()?),
+                spender: decode_txnum(&e[28..33]),
+            });
+        }
+        let n_created = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        let mut created = Vec::with_capacity(n_created.min(v.len() / CREATED_LEN));
+        for _ in 0..n_created {
+            let e = take(CREATED_LEN)?;
+            created.push(CreatedUndo {
+                hashx: e[..11].try_into().ok()?,
+                tx_num: decode_txnum(&e[11..16]),
+                vout: u32::from_be_bytes(e[16..20].try_into().ok()?),
+            });
+        }
+        if pos != v.len() {
+            return None;
+        }
+        Some(UndoRecord { spent, created })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txnum_roundtrip_and_order() {
+        for n in [0, 1, 255, 256, 1 << 32, MAX_TX_NUM] {
+            assert_eq!(decode_txnum(&encode_txnum(n)), n);
+        }
+        assert!(encode_txnum(255) < encode_txnum(256));
+        assert!(encode_txnum(1 << 32) > encode_txnum((1 << 32) - 1));
+    }
+
+    #[test]
+    fn keys_sort_in_chain_order() {
+        let h = [7u8; 11];
+        assert!(history_key(&h, 5) < history_key(&h, 6));
+        assert!(history_key(&h, 0xff) < history_key(&h, 0x100));
+        assert!(hashx_utxo_key(&h, 5, 9) < hashx_utxo_key(&h, 6, 0));
+        assert!(hashx_utxo_key(&h, 5, 9) < hashx_utxo_key(&h, 5, 10));
+        assert!(header_key(255) < header_key(256));
+        assert_eq!(decode_hashx_utxo_key(&hashx_utxo_key(&h, 1234567, 70000)), Some((1234567, 70000)));
+        assert_eq!(utxo_key(1, 2), [0, 0, 0, 0, 1, 0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn fixed_layouts() {
+        let txid = Txid([0xab; 32]);
+        let k = txnum_key(&txid, 0x0102030405);
+        assert_eq!(k, [0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 1, 2, 3, 4, 5]);
+        let hv = header_value(&[3u8; 80], 42);
+        assert_eq!(decode_header_value(&hv), Some(([3u8; 80], 42)));
+        assert_eq!(decode_header_value(&hv[..84]), None);
+    }
+
+    #[test]
+    fn state_roundtrip() {
+        let s = ChainState { height: 812345, tip: [9; 32], tx_count: 987654321012 };
+        assert_eq!(ChainState::decode(&s.encode()), Some(s));
+        assert_eq!(ChainState::decode(&[0; 43]), None);
+    }
+
+    #[test]
+    fn undo_roundtrip_and_rejects_garbage() {
+        let u = UndoRecord {
+            spent: vec![SpentUndo { hashx: [1; 11], tx_num: 77, vout: 3, value: 5_000_000_000, spender: 99 }],
+            created: vec![
+                CreatedUndo { hashx: [2; 11], tx_num: 99, vout: 0 },
+                CreatedUndo { hashx: [3; 11], tx_num: 99, vout: 1 },
+            ],
+        };
+        let enc = u.encode();
+        assert_eq!(enc.len(), 8 + 33 + 2 * 20);
+        assert_eq!(UndoRecord::decode(&enc), Some(u));
+        assert_eq!(UndoRecord::decode(&enc[..enc.len() - 1]), None);
+        assert_eq!(UndoRecord::decode(&[0xff; 8]), None);
+        assert_eq!(UndoRecord::decode(&UndoRecord::default().encode()), Some(UndoRecord::default()));
+    }
+
+    #[test]
+    fn display_order() {
+        let mut b = [0u8; 32];
+        b[0] = 0x01;
+        let t = Txid(b);
+        assert!(t.to_string().ends_with("01"));
+        assert_eq!(parse_hex_rev32(&t.to_string()), Some(b));
+        assert_eq!(parse_hex_rev32("zz"), None);
+    }
+}

@@ -1,0 +1,98 @@
+//! Live state shared by the pipeline stages and read by the admin RPC (and later metrics).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::schema::hex_rev;
+
+#[derive(Default, Clone)]
+struct Inner {
+    /// Flushed, so visible to queries.
+    indexed: Option<(u32, [u8; 32])>,
+    /// Applied in memory (ahead of `indexed` during initial sync).
+    processed: Option<u32>,
+    tx_count: u64,
+    daemon_height: Option<u32>,
+    caught_up: bool,
+    flushes: u64,
+    last_flush: Duration,
+    reorgs: u64,
+}
+
+pub struct Status {
+    inner: Mutex<Inner>,
+    started: Instant,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status { inner: Mutex::new(Inner::default()), started: Instant::now() }
+    }
+}
+
+impl Status {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.inner.lock().expect("status lock"))
+    }
+
+    pub fn set_indexed(&self, height: u32, hash: [u8; 32], tx_count: u64) {
+        self.with(|s| {
+            s.indexed = Some((height, hash));
+            s.processed = Some(height);
+            s.tx_count = tx_count;
+            if s.daemon_height.is_some_and(|d| height < d) {
+                s.caught_up = false;
+            }
+        })
+    }
+
+    pub fn set_processed(&self, height: u32) {
+        self.with(|s| s.processed = Some(height))
+    }
+
+    pub fn record_flush(&self, took: Duration) {
+        self.with(|s| {
+            s.flushes += 1;
+            s.last_flush = took;
+        })
+    }
+
+    pub fn set_daemon_height(&self, height: u32) {
+        self.with(|s| s.daemon_height = Some(height))
+    }
+
+    pub fn set_caught_up(&self, v: bool) {
+        self.with(|s| s.caught_up = v)
+    }
+
+    pub fn caught_up(&self) -> bool {
+        self.with(|s| s.caught_up)
+    }
+
+    pub fn count_reorg(&self) {
+        self.with(|s| s.reorgs += 1)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The index part of the admin `getinfo` answer.
+    pub fn to_json(&self) -> Value {
+        let s = self.with(|s| s.clone());
+        json!({
+            "db_height": s.indexed.map(|(h, _)| h),
+            "db_tip": s.indexed.map(|(_, hash)| hex_rev(&hash)),
+            "sync_height": s.processed,
+            "tx_count": s.tx_count,
+            "daemon_height": s.daemon_height,
+            "caught_up": s.caught_up,
+            "flushes": s.flushes,
+            "last_flush_ms": s.last_flush.as_millis() as u64,
+            "reorgs": s.reorgs,
+            "uptime": self.started.elapsed().as_secs(),
+        })
+    }
+}

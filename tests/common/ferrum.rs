@@ -1,0 +1,160 @@
+//! Runs the real `ferrum` binary as a child process and talks to its admin RPC, exactly as an
+//! operator would. Used by the integration and end-to-end tests.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other processes is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Calls one admin RPC method on a running ferrum (newline-delimited JSON-RPC over TCP).
+pub fn admin_call(port: u16, method: &str, params: Value) -> Result<Value, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(120))).ok();
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    stream.write_all(format!("{req}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
+    let resp: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"))?;
+    if let Some(err) = resp.get("error").filter(|e| !e.is_null()) {
+        return Err(err.to_string());
+    }
+    Ok(resp["result"].clone())
+}
+
+pub struct FerrumProcess {
+    pub child: Option<Child>,
+    pub db_dir: PathBuf,
+    pub admin_port: u16,
+    pub env: BTreeMap<String, String>,
+    pub log_path: PathBuf,
+}
+
+impl FerrumProcess {
+    /// Starts ferrum with `DB_DIRECTORY=db_dir`, `SERVICES=rpc://127.0.0.1:<free port>` and the
+    /// given extra environment (DAEMON_URL, COIN, NET, CACHE_MB, ...). Output goes to
+    /// `<db_dir>.log`.
+    pub fn start(db_dir: &Path, extra_env: &[(&str, &str)]) -> FerrumProcess {
+        let admin_port = free_port();
+        let mut env = BTreeMap::new();
+        env.insert("DB_DIRECTORY".to_string(), db_dir.display().to_string());
+        env.insert("SERVICES".to_string(), format!("rpc://127.0.0.1:{admin_port}"));
+        env.insert("LOG_LEVEL".to_string(), "info".to_string());
+        env.insert("ALLOW_ROOT".to_string(), "1".to_string());
+        env.insert("DAEMON_POLL_INTERVAL_BLOCKS".to_string(), "100".to_string());
+        for (k, v) in extra_env {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let log_path = db_dir.with_extension("log");
+        let mut p = FerrumProcess { child: None, db_dir: db_dir.to_path_buf(), admin_port, env, log_path };
+        p.spawn();
+        p
+    }
+
+    /// (Re)starts the process with the same environment and DB (after `kill9` or `stop`).
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrum"));
+        cmd.env_clear();
+        if let Ok(path) = std::env::var("PATH") {
+            cmd.env("PATH", path);
+        }
+        if let Ok(home) = std::env::var("HOME") {
+            cmd.env("HOME", home);
+        }
+        cmd.envs(&self.env).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn ferrum"));
+    }
+
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+        admin_call(self.admin_port, method, params)
+    }
+
+    pub fn getinfo(&self) -> Option<Value> {
+        self.call("getinfo", json!([])).ok()
+    }
+
+    /// Whether the child has exited (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits until ferrum reports `db_height == height` and `db_tip == tip` (when given).
+    /// Panics with the log's tail on timeout or if the process dies.
+    pub fn wait_for_tip(&mut self, height: u64, tip: Option<&str>, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                panic!("ferrum exited ({status}) while waiting for height {height}\n{}", self.log_tail());
+            }
+            if let Some(info) = self.getinfo() {
+                let ok_height = info["db_height"].as_u64() == Some(height);
+                let ok_tip = tip.is_none_or(|t| info["db_tip"].as_str() == Some(t));
+                if ok_height && ok_tip {
+                    return info;
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out waiting for height {height} (last getinfo: {:?})\n{}",
+                    self.getinfo(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. after a fatal error); returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() > timeout {
+                panic!("ferrum did not exit within {timeout:?}\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asks ferrum to flush and exit through the admin RPC, and waits for it.
+    pub fn stop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.call("stop", json!([]));
+            let status = self.wait_exit(Duration::from_secs(60));
+            assert!(status.success(), "ferrum exited with {status} after stop\n{}", self.log_tail());
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(60);
+        format!("--- ferrum log tail ({}) ---\n{}", self.log_path.display(), lines[from..].join("\n"))
+    }
+}
+
+impl Drop for FerrumProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,8 @@
+//! Shared test harness. Each integration-test binary includes this with `mod common;`, so not
+//! every helper is used by every binary.
+#![allow(dead_code)]
+
+pub mod chain;
+pub mod ferrum;
+pub mod nodes;
+pub mod scripted_daemon;

@@ -1,0 +1,986 @@
+//! A scripted stand-in for bitcoind: a minimal HTTP/1.1 server speaking bitcoind's JSON-RPC
+//! (single calls and batches, Basic auth) and REST block interface, serving a chain that the test
+//! can swap at any moment, with knobs for failure modes (warm-up, dying mid-sync, disabled
+//! methods, REST off).
+//!
+//! It runs on its own tokio runtime so synchronous `#[test]` functions can drive it through the
+//! `&self` control API. Request parsing never panics on client input: malformed requests get the
+//! HTTP / JSON-RPC error bitcoind would send.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bitcoin::consensus::encode::serialize;
+use bitcoin::{Block, BlockHash, Txid};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Largest request head / body accepted (bitcoind's own limits are of the same order).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+// bitcoind's RPC error codes.
+const RPC_MISC_ERROR: i64 = -1;
+const RPC_INVALID_ADDRESS_OR_KEY: i64 = -5;
+const RPC_INVALID_PARAMETER: i64 = -8;
+const RPC_IN_WARMUP: i64 = -28;
+const RPC_INVALID_REQUEST: i64 = -32600;
+const RPC_METHOD_NOT_FOUND: i64 = -32601;
+const RPC_PARSE_ERROR: i64 = -32700;
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub user: String,
+    pub password: String,
+    /// Whether the REST interface (`-rest`) is enabled.
+    pub rest: bool,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions { user: "user".into(), password: "pass".into(), rest: true }
+    }
+}
+
+/// One block as served, with its hash and serialization precomputed.
+struct Entry {
+    block: Block,
+    raw: Vec<u8>,
+    hash: BlockHash,
+    height: usize,
+}
+
+/// The served chain plus every block served before a reorg: like bitcoind, the daemon keeps
+/// answering `getblock` / `getblockheader` / REST for stale blocks (with confirmations -1), so a
+/// client racing a reorg sees what it would see with a real node.
+struct ChainData {
+    main: Vec<Arc<Entry>>,
+    known: HashMap<BlockHash, Arc<Entry>>,
+}
+
+impl ChainData {
+    fn new(blocks: Vec<Block>, previous: Option<&ChainData>) -> ChainData {
+        assert!(!blocks.is_empty(), "a chain has at least a genesis block");
+        let mut known = previous.map(|p| p.known.clone()).unwrap_or_default();
+        let main: Vec<Arc<Entry>> = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(height, block)| {
+                let hash = block.block_hash();
+                // Blocks kept from the previous chain are not serialized again.
+                match known.get(&hash) {
+                    Some(e) if e.height == height => e.clone(),
+                    _ => Arc::new(Entry { raw: serialize(&block), block, hash, height }),
+                }
+            })
+            .collect();
+        for e in &main {
+            known.insert(e.hash, e.clone());
+        }
+        ChainData { main, known }
+    }
+
+    fn tip_height(&self) -> usize {
+        self.main.len() - 1
+    }
+
+    fn tip(&self) -> &Entry {
+        &self.main[self.tip_height()]
+    }
+
+    fn find(&self, hash: &BlockHash) -> Option<&Arc<Entry>> {
+        self.known.get(hash)
+    }
+
+    fn is_active(&self, e: &Entry) -> bool {
+        self.main.get(e.height).is_some_and(|m| m.hash == e.hash)
+    }
+
+    fn median_time(&self, e: &Entry) -> u32 {
+        if !self.is_active(e) {
+            return e.block.header.time;
+        }
+        let from = e.height.saturating_sub(10);
+        let mut times: Vec<u32> = self.main[from..=e.height].iter().map(|m| m.block.header.time).collect();
+        times.sort_unstable();
+        times[times.len() / 2]
+    }
+
+    /// Regtest blocks each carry 2 units of work.
+    fn chainwork(height: usize) -> String {
+        format!("{:064x}", (height as u128 + 1) * 2)
+    }
+
+    fn confirmations(&self, e: &Entry) -> i64 {
+        if self.is_active(e) {
+            (self.tip_height() - e.height + 1) as i64
+        } else {
+            -1
+        }
+    }
+
+    fn header_json(&self, e: &Entry) -> Value {
+        let h = &e.block.header;
+        let mut v = json!({
+            "hash": e.hash.to_string(),
+            "confirmations": self.confirmations(e),
+            "height": e.height,
+            "version": h.version.to_consensus(),
+            "versionHex": format!("{:08x}", h.version.to_consensus()),
+            "merkleroot": h.merkle_root.to_string(),
+            "time": h.time,
+            "mediantime": self.median_time(e),
+            "nonce": h.nonce,
+            "bits": format!("{:08x}", h.bits.to_consensus()),
+            "difficulty": 4.656542373906925e-10,
+            "chainwork": Self::chainwork(e.height),
+            "nTx": e.block.txdata.len(),
+        });
+        if e.height > 0 {
+            v["previousblockhash"] = json!(h.prev_blockhash.to_string());
+        }
+        if self.is_active(e) && e.height < self.tip_height() {
+            v["nextblockhash"] = json!(self.main[e.height + 1].hash.to_string());
+        }
+        v
+    }
+
+    fn chain_info(&self) -> Value {
+        let tip = self.tip();
+        json!({
+            "chain": "regtest",
+            "blocks": tip.height,
+            "headers": tip.height,
+            "bestblockhash": tip.hash.to_string(),
+            "difficulty": 4.656542373906925e-10,
+            "time": tip.block.header.time,
+            "mediantime": self.median_time(tip),
+            "verificationprogress": 1.0,
+            "initialblockdownload": false,
+            "chainwork": Self::chainwork(tip.height),
+            "size_on_disk": self.known.values().map(|e| e.raw.len()).sum::<usize>(),
+            "pruned": false,
+            "warnings": "",
+        })
+    }
+}
+
+struct State {
+    chain: Arc<ChainData>,
+    rest: bool,
+    /// RPC calls still to be answered with -28.
+    warmup: u64,
+    disabled: HashSet<String>,
+    /// Blocks still to serve before dying (`None`: never die).
+    die_budget: Option<u64>,
+    alive: bool,
+    /// Added before every response, to slow a sync down enough to interrupt it.
+    delay: Duration,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// The exact `Authorization` header value expected.
+    auth: String,
+    getblock_calls: AtomicU64,
+    rest_block_calls: AtomicU64,
+    rpc_calls: AtomicU64,
+    open_conns: AtomicUsize,
+    /// Serializes delayed responses (see `set_response_delay`).
+    slow_lane: tokio::sync::Mutex<()>,
+    /// Bumped on every death; the listener and connections of an older generation close.
+    generation: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not wedge the daemon for the other tests' assertions.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Closes the listener and every open connection (asynchronously).
+    fn die(&self) {
+        self.state().alive = false;
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+pub struct ScriptedDaemon {
+    shared: Arc<Shared>,
+    rt: Option<Runtime>,
+    port: u16,
+    user: String,
+    password: String,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ScriptedDaemon {
+    pub fn start(chain_blocks: Vec<Block>, opts: DaemonOptions) -> ScriptedDaemon {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("scripted-daemon")
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let credentials = format!("{}:{}", opts.user, opts.password);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                chain: Arc::new(ChainData::new(chain_blocks, None)),
+                rest: opts.rest,
+                warmup: 0,
+                disabled: HashSet::new(),
+                die_budget: None,
+                alive: true,
+                delay: Duration::ZERO,
+            }),
+            auth: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
+            getblock_calls: AtomicU64::new(0),
+            rest_block_calls: AtomicU64::new(0),
+            rpc_calls: AtomicU64::new(0),
+            open_conns: AtomicUsize::new(0),
+            slow_lane: tokio::sync::Mutex::new(()),
+            generation: watch::channel(0).0,
+        });
+        let listener = rt.block_on(bind(0)).expect("bind scripted daemon");
+        let port = listener.local_addr().expect("local addr").port();
+        let task = rt.spawn(accept_loop(listener, shared.clone(), 0));
+        ScriptedDaemon {
+            shared,
+            rt: Some(rt),
+            port,
+            user: opts.user,
+            password: opts.password,
+            accept_task: Mutex::new(Some(task)),
+        }
+    }
+
+    fn rt(&self) -> &Runtime {
+        self.rt.as_ref().expect("runtime lives until drop")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://user:pass@127.0.0.1:PORT/`, as ferrum's DAEMON_URL expects.
+    pub fn url(&self) -> String {
+        format!("http://{}:{}@127.0.0.1:{}/", self.user, self.password, self.port)
+    }
+
+    /// Replaces the served chain (a new tip or a reorg, as the test likes).
+    pub fn set_chain(&self, blocks: Vec<Block>) {
+        let previous = self.shared.state().chain.clone();
+        let data = Arc::new(ChainData::new(blocks, Some(&previous)));
+        self.shared.state().chain = data;
+    }
+
+    pub fn tip_height(&self) -> u64 {
+        self.shared.state().chain.tip_height() as u64
+    }
+
+    pub fn set_rest(&self, enabled: bool) {
+        self.shared.state().rest = enabled;
+    }
+
+    /// The next `n` JSON-RPC calls (batch items count one each) fail with -28, like a bitcoind
+    /// that is still loading its block index. REST is not affected.
+    pub fn set_warmup(&self, n: u64) {
+        self.shared.state().warmup = n;
+    }
+
+    pub fn warmup_left(&self) -> u64 {
+        self.shared.state().warmup
+    }
+
+    /// Makes `name` answer -32601 "Method not found".
+    pub fn disable_method(&self, name: &str) {
+        self.shared.state().disabled.insert(name.to_string());
+    }
+
+    /// Delays every HTTP response by `delay`, one request at a time whatever the number of
+    /// connections: a slow node, so tests can interrupt work in the middle.
+    pub fn set_response_delay(&self, delay: Duration) {
+        self.shared.state().delay = delay;
+    }
+
+    pub fn enable_method(&self, name: &str) {
+        self.shared.state().disabled.remove(name);
+    }
+
+    /// After serving `n` more blocks (RPC `getblock` of any verbosity, or REST), the daemon dies:
+    /// the response carrying the n-th block is sent, then listener and connections close. A
+    /// request (e.g. a batch) that would need more than the remaining budget gets no answer.
+    pub fn die_after_getblocks(&self, n: u64) {
+        self.shared.state().die_budget = Some(n);
+    }
+
+    /// Dies now and waits until the port refuses connections and open connections are closed.
+    pub fn kill(&self) {
+        self.shared.die();
+        self.reap();
+    }
+
+    /// Waits for a death (requested or scheduled) to have taken effect.
+    fn reap(&self) {
+        let task = self.accept_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = self.rt().block_on(task);
+        }
+        let start = Instant::now();
+        while self.shared.open_conns.load(Ordering::SeqCst) > 0 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.shared.state().alive
+    }
+
+    /// Listens again on the same port (after `kill` or a scheduled death); clears `die_after`.
+    pub fn revive(&self) {
+        if self.is_alive() {
+            return;
+        }
+        self.reap();
+        let listener = self.rt().block_on(async {
+            // The old socket may linger briefly; retry instead of failing the test on a race.
+            let mut last_err = None;
+            for _ in 0..100 {
+                match bind(self.port).await {
+                    Ok(l) => return l,
+                    Err(e) => last_err = Some(e),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("cannot rebind port {}: {last_err:?}", self.port);
+        });
+        let generation = self.shared.generation();
+        {
+            let mut st = self.shared.state();
+            st.alive = true;
+            st.die_budget = None;
+        }
+        let task = self.rt().spawn(accept_loop(listener, self.shared.clone(), generation));
+        *self.accept_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Successful `getblock` RPC calls served so far.
+    pub fn getblock_calls(&self) -> u64 {
+        self.shared.getblock_calls.load(Ordering::SeqCst)
+    }
+
+    /// Successful `/rest/block/` requests served so far.
+    pub fn rest_block_calls(&self) -> u64 {
+        self.shared.rest_block_calls.load(Ordering::SeqCst)
+    }
+
+    /// JSON-RPC calls received so far (batch items count one each), including failed ones.
+    pub fn rpc_calls(&self) -> u64 {
+        self.shared.rpc_calls.load(Ordering::SeqCst)
+    }
+
+    /// Blocks served by either interface.
+    pub fn blocks_served(&self) -> u64 {
+        self.getblock_calls() + self.rest_block_calls()
+    }
+}
+
+impl Drop for ScriptedDaemon {
+    fn drop(&mut self) {
+        self.shared.die();
+        if let Some(rt) = self.rt.take() {
+            // Safe even when dropped from inside another runtime.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Binds 127.0.0.1:`port` with SO_REUSEADDR so `revive` can reuse the port right away.
+async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    socket.listen(128)
+}
+
+/// Resolves once the daemon's generation differs from `generation` (i.e. it died).
+async fn killed(rx: &mut watch::Receiver<u64>, generation: u64) {
+    loop {
+        if *rx.borrow_and_update() != generation {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, generation: u64) {
+    let mut rx = shared.generation.subscribe();
+    loop {
+        tokio::select! {
+            _ = killed(&mut rx, generation) => return, // drops (closes) the listener
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let shared = shared.clone();
+                let mut conn_rx = shared.generation.subscribe();
+                shared.open_conns.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = killed(&mut conn_rx, generation) => {}
+                        _ = serve_conn(stream, &shared, generation) => {}
+                    }
+                    shared.open_conns.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    keep_alive: bool,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    extra_headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+        Response { status, content_type, extra_headers: Vec::new(), body: body.into() }
+    }
+
+    fn json(status: u16, v: &Value) -> Response {
+        let mut body = v.to_string().into_bytes();
+        body.push(b'\n'); // bitcoind terminates JSON bodies with a newline
+        Response::new(status, "application/json", body)
+    }
+
+    fn text(status: u16, s: &str) -> Response {
+        Response::new(status, "text/plain", format!("{s}\r\n"))
+    }
+
+    fn empty(status: u16) -> Response {
+        Response::new(status, "text/html; charset=ISO-8859-1", Vec::new())
+    }
+}
+
+/// What handling a request amounts to.
+enum Outcome {
+    Reply {
+        resp: Response,
+        die_after: bool,
+    },
+    /// The daemon dies before answering (a block was requested with the death budget spent).
+    Die,
+}
+
+/// Serves one keep-alive connection until the client closes it or sends garbage.
+async fn serve_conn(mut stream: TcpStream, shared: &Shared, generation: u64) {
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    loop {
+        // A death (e.g. scheduled by another connection) must stop pipelined requests too.
+        if shared.generation() != generation {
+            return;
+        }
+        let req = match read_request(&mut stream, &mut buf).await {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(resp) => {
+                let _ = write_response(&mut stream, &resp, false).await;
+                return;
+            }
+        };
+        let delay = shared.state().delay;
+        if !delay.is_zero() {
+            let _one_at_a_time = shared.slow_lane.lock().await;
+            tokio::time::sleep(delay).await;
+        }
+        match handle(shared, &req) {
+            Outcome::Reply { resp, die_after } => {
+                let keep = req.keep_alive && !die_after;
+                let written = write_response(&mut stream, &resp, keep).await;
+                if die_after {
+                    let _ = stream.shutdown().await;
+                    shared.die();
+                    return;
+                }
+                if written.is_err() || !keep {
+                    return;
+                }
+            }
+            Outcome::Die => {
+                shared.die();
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one request. `Ok(None)`: the connection ended cleanly; `Err`: answer and close.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, Response> {
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(Response::text(431, "Request header too large"));
+        }
+        if !read_more(stream, buf).await {
+            return Ok(None);
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(Response::text(400, "Bad request line"));
+    };
+    let mut headers = Vec::new();
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else {
+            return Err(Response::text(400, "Bad header"));
+        };
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut req =
+        Request { method: method.to_string(), path: path.to_string(), headers, body: Vec::new(), keep_alive: true };
+    let connection = req.header("connection").map(str::to_ascii_lowercase);
+    req.keep_alive = match connection.as_deref() {
+        Some(c) if c.contains("close") => false,
+        Some(c) if c.contains("keep-alive") => true,
+        _ => version != "HTTP/1.0",
+    };
+    if req.header("transfer-encoding").is_some() {
+        // bitcoind's libevent accepts chunked bodies, but no client of ours sends them.
+        return Err(Response::text(411, "Chunked request bodies are not supported"));
+    }
+    let len = match req.header("content-length") {
+        None => 0,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= MAX_BODY => n,
+            _ => return Err(Response::text(400, "Bad Content-Length")),
+        },
+    };
+    let body_start = head_end + 4;
+    while buf.len() < body_start + len {
+        if !read_more(stream, buf).await {
+            return Ok(None);
+        }
+    }
+    req.body = buf[body_start..body_start + len].to_vec();
+    buf.drain(..body_start + len);
+    Ok(Some(req))
+}
+
+/// Appends what the socket has; false on EOF or error.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16 * 1024];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+async fn write_response(stream: &mut TcpStream, resp: &Response, keep_alive: bool) -> std::io::Result<()> {
+    let reason = match resp.status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        resp.status,
+        resp.content_type,
+        resp.body.len(),
+        if keep_alive { "keep-alive" } else { "close" },
+    );
+    for (k, v) in &resp.extra_headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&resp.body);
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+fn handle(shared: &Shared, req: &Request) -> Outcome {
+    let path = req.path.split('?').next().unwrap_or_default();
+    if path.starts_with("/rest/") {
+        return handle_rest(shared, req, path);
+    }
+    if req.method != "POST" {
+        let resp = Response::text(405, "JSONRPC server handles only POST requests");
+        return Outcome::Reply { resp, die_after: false };
+    }
+    if req.header("authorization") != Some(shared.auth.as_str()) {
+        // bitcoind answers a bad login with 401, a challenge and no body.
+        let mut resp = Response::empty(401);
+        resp.extra_headers.push(("WWW-Authenticate", "Basic realm=\"jsonrpc\"".to_string()));
+        return Outcome::Reply { resp, die_after: false };
+    }
+    let mut ctx = CallCtx::default();
+    let parsed: Result<Value, _> = serde_json::from_slice(&req.body);
+    let resp = match parsed {
+        Err(_) => {
+            let err = rpc_error_obj(RPC_PARSE_ERROR, "Parse error", Value::Null);
+            Response::json(500, &err)
+        }
+        Ok(Value::Array(items)) => {
+            // Batches are answered 200 with per-item errors.
+            let mut out = Vec::with_capacity(items.len());
+            for item in &items {
+                match call_to_json(shared, item, &mut ctx) {
+                    Some((v, _)) => out.push(v),
+                    None => return Outcome::Die,
+                }
+            }
+            Response::json(200, &Value::Array(out))
+        }
+        Ok(single @ Value::Object(_)) => match call_to_json(shared, &single, &mut ctx) {
+            Some((v, code)) => {
+                let status = match code {
+                    None => 200,
+                    Some(RPC_METHOD_NOT_FOUND) => 404,
+                    Some(RPC_INVALID_REQUEST) => 400,
+                    Some(_) => 500,
+                };
+                Response::json(status, &v)
+            }
+            None => return Outcome::Die,
+        },
+        Ok(_) => {
+            let err = rpc_error_obj(RPC_PARSE_ERROR, "Top-level object parse error", Value::Null);
+            Response::json(500, &err)
+        }
+    };
+    // Only blocks in a response that is actually sent count as served.
+    shared.getblock_calls.fetch_add(ctx.blocks, Ordering::SeqCst);
+    Outcome::Reply { resp, die_after: ctx.die_after }
+}
+
+#[derive(Default)]
+struct CallCtx {
+    /// A block consumed the last of the death budget: die once the response is out.
+    die_after: bool,
+    /// Blocks served by `getblock` in this request.
+    blocks: u64,
+}
+
+fn rpc_error_obj(code: i64, message: &str, id: Value) -> Value {
+    json!({"result": null, "error": {"code": code, "message": message}, "id": id})
+}
+
+/// Answers one JSON-RPC request object: `(response object, error code if any)`, or `None` if the
+/// daemon must die instead of answering.
+fn call_to_json(shared: &Shared, item: &Value, ctx: &mut CallCtx) -> Option<(Value, Option<i64>)> {
+    let id = item.get("id").cloned().unwrap_or(Value::Null);
+    let Some(method) = item.get("method").and_then(Value::as_str) else {
+        let code = RPC_INVALID_REQUEST;
+        return Some((rpc_error_obj(code, "Missing method", id), Some(code)));
+    };
+    let params = item.get("params").cloned().unwrap_or(Value::Null);
+    shared.rpc_calls.fetch_add(1, Ordering::SeqCst);
+    match call(shared, method, &params, ctx) {
+        Ok(result) => Some((json!({"result": result, "error": null, "id": id}), None)),
+        Err(RpcError::Die) => None,
+        Err(RpcError::Rpc(code, message)) => Some((rpc_error_obj(code, &message, id), Some(code))),
+    }
+}
+
+enum RpcError {
+    Rpc(i64, String),
+    Die,
+}
+
+fn err(code: i64, message: impl Into<String>) -> RpcError {
+    RpcError::Rpc(code, message.into())
+}
+
+/// Positional (array) or named (object) parameter; JSON null counts as absent.
+fn param<'a>(params: &'a Value, idx: usize, name: &str) -> Option<&'a Value> {
+    let v = match params {
+        Value::Array(a) => a.get(idx),
+        Value::Object(o) => o.get(name),
+        _ => None,
+    };
+    v.filter(|v| !v.is_null())
+}
+
+fn parse_hex256(v: Option<&Value>, name: &str) -> Result<String, RpcError> {
+    let Some(v) = v else {
+        return Err(err(RPC_MISC_ERROR, format!("missing required parameter {name}")));
+    };
+    let Some(s) = v.as_str() else {
+        return Err(err(-3, format!("JSON value of type {} is not of expected type string", type_name(v))));
+    };
+    if s.len() != 64 {
+        return Err(err(RPC_INVALID_PARAMETER, format!("{name} must be of length 64 (not {}, for '{s}')", s.len())));
+    }
+    if !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(err(RPC_INVALID_PARAMETER, format!("{name} must be hexadecimal string (not '{s}')")));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+fn parse_block_hash(v: Option<&Value>) -> Result<BlockHash, RpcError> {
+    let s = parse_hex256(v, "blockhash")?;
+    BlockHash::from_str(&s).map_err(|e| err(RPC_INVALID_PARAMETER, e.to_string()))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A verbosity given as bool or integer (bitcoind accepts both for getblock/getrawtransaction).
+fn parse_verbosity(v: Option<&Value>, default: i64) -> Result<i64, RpcError> {
+    match v {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(i64::from(*b)),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| err(-3, "verbosity must be an integer")),
+        Some(other) => Err(err(-3, format!("JSON value of type {} is not of expected type number", type_name(other)))),
+    }
+}
+
+fn lookup<'a>(chain: &'a ChainData, hash: &BlockHash) -> Result<&'a Arc<Entry>, RpcError> {
+    chain.find(hash).ok_or_else(|| err(RPC_INVALID_ADDRESS_OR_KEY, "Block not found"))
+}
+
+/// Spends one unit of the death budget for a block about to be served.
+fn take_block_budget(shared: &Shared, ctx: &mut CallCtx) -> Result<(), RpcError> {
+    let mut st = shared.state();
+    match st.die_budget {
+        None => Ok(()),
+        Some(0) => Err(RpcError::Die),
+        Some(n) => {
+            st.die_budget = Some(n - 1);
+            if n == 1 {
+                ctx.die_after = true;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn tx_json(chain: &ChainData, e: &Entry, pos: usize) -> Value {
+    let tx = &e.block.txdata[pos];
+    json!({
+        "txid": tx.compute_txid().to_string(),
+        "hash": tx.compute_wtxid().to_string(),
+        "version": tx.version.0,
+        "size": tx.total_size(),
+        "vsize": tx.vsize(),
+        "weight": tx.weight().to_wu(),
+        "locktime": tx.lock_time.to_consensus_u32(),
+        "hex": hex::encode(serialize(tx)),
+        "blockhash": e.hash.to_string(),
+        "confirmations": chain.confirmations(e),
+        "in_active_chain": chain.is_active(e),
+        "time": e.block.header.time,
+        "blocktime": e.block.header.time,
+    })
+}
+
+fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Result<Value, RpcError> {
+    let chain = {
+        let mut st = shared.state();
+        if st.warmup > 0 {
+            st.warmup -= 1;
+            return Err(err(RPC_IN_WARMUP, "Loading block index..."));
+        }
+        if st.disabled.contains(method) {
+            return Err(err(RPC_METHOD_NOT_FOUND, "Method not found"));
+        }
+        st.chain.clone()
+    };
+    let tip = chain.tip_height();
+    match method {
+        "getblockchaininfo" => Ok(chain.chain_info()),
+        "getnetworkinfo" => Ok(json!({
+            "version": 310000,
+            "subversion": "/Satoshi:31.0.0/",
+            "protocolversion": 70016,
+            "localservices": "0000000000000c09",
+            "networkactive": true,
+            "connections": 0,
+            "relayfee": 0.00001,
+            "incrementalfee": 0.00001,
+            "warnings": "",
+        })),
+        "getblockcount" => Ok(json!(tip)),
+        "getbestblockhash" => Ok(json!(chain.tip().hash.to_string())),
+        "getblockhash" => {
+            let h =
+                param(params, 0, "height").ok_or_else(|| err(RPC_MISC_ERROR, "missing required parameter height"))?;
+            let h = h.as_i64().ok_or_else(|| err(-3, "height must be an integer"))?;
+            if h < 0 || h as usize > tip {
+                return Err(err(RPC_INVALID_PARAMETER, "Block height out of range"));
+            }
+            Ok(json!(chain.main[h as usize].hash.to_string()))
+        }
+        "getblockheader" => {
+            let e = lookup(&chain, &parse_block_hash(param(params, 0, "blockhash"))?)?;
+            if parse_verbosity(param(params, 1, "verbose"), 1)? != 0 {
+                Ok(chain.header_json(e))
+            } else {
+                Ok(json!(hex::encode(serialize(&e.block.header))))
+            }
+        }
+        "getblock" => {
+            let e = lookup(&chain, &parse_block_hash(param(params, 0, "blockhash"))?)?;
+            let verbosity = parse_verbosity(param(params, 1, "verbosity"), 1)?;
+            if !(0..=3).contains(&verbosity) {
+                return Err(err(RPC_INVALID_PARAMETER, "Verbosity must be in range 0..3"));
+            }
+            take_block_budget(shared, ctx)?;
+            ctx.blocks += 1;
+            if verbosity == 0 {
+                return Ok(json!(hex::encode(&e.raw)));
+            }
+            let block = &e.block;
+            let mut v = chain.header_json(e);
+            v["size"] = json!(e.raw.len());
+            v["strippedsize"] = json!(block.txdata.iter().map(|t| t.base_size()).sum::<usize>() + 80);
+            v["weight"] = json!(block.weight().to_wu());
+            v["tx"] = if verbosity == 1 {
+                block.txdata.iter().map(|t| json!(t.compute_txid().to_string())).collect()
+            } else {
+                (0..block.txdata.len()).map(|pos| tx_json(&chain, e, pos)).collect()
+            };
+            Ok(v)
+        }
+        "getrawtransaction" => {
+            let txid_hex = parse_hex256(param(params, 0, "txid"), "parameter 1")?;
+            let txid = Txid::from_str(&txid_hex).map_err(|e| err(RPC_INVALID_PARAMETER, e.to_string()))?;
+            let verbose = parse_verbosity(param(params, 1, "verbose"), 0)?;
+            let Some(bh) = param(params, 2, "blockhash") else {
+                return Err(err(
+                    RPC_INVALID_ADDRESS_OR_KEY,
+                    "No such mempool transaction. Use -txindex or provide a block hash to enable blockchain transaction queries. Use gettransaction for wallet transactions.",
+                ));
+            };
+            let e = chain
+                .find(&parse_block_hash(Some(bh))?)
+                .ok_or_else(|| err(RPC_INVALID_ADDRESS_OR_KEY, "Block hash not found"))?;
+            let pos = e.block.txdata.iter().position(|t| t.compute_txid() == txid).ok_or_else(|| {
+                err(
+                    RPC_INVALID_ADDRESS_OR_KEY,
+                    "No such transaction found in the provided block. Use gettransaction for wallet transactions.",
+                )
+            })?;
+            if verbose == 0 {
+                Ok(json!(hex::encode(serialize(&e.block.txdata[pos]))))
+            } else {
+                Ok(tx_json(&chain, e, pos))
+            }
+        }
+        // An empty mempool, for servers that poll it.
+        "getrawmempool" => {
+            if parse_verbosity(param(params, 0, "verbose"), 0)? != 0 {
+                Ok(json!({}))
+            } else {
+                Ok(json!([]))
+            }
+        }
+        "getmempoolinfo" => Ok(json!({
+            "loaded": true, "size": 0, "bytes": 0, "usage": 0, "total_fee": 0.0,
+            "maxmempool": 300_000_000, "mempoolminfee": 0.00001, "minrelaytxfee": 0.00001,
+            "incrementalrelayfee": 0.00001, "unbroadcastcount": 0, "fullrbf": true,
+        })),
+        "estimatesmartfee" => Ok(json!({"errors": ["Insufficient data or no feerate found"], "blocks": 2})),
+        "uptime" => Ok(json!(1)),
+        _ => Err(err(RPC_METHOD_NOT_FOUND, "Method not found")),
+    }
+}
+
+fn handle_rest(shared: &Shared, req: &Request, path: &str) -> Outcome {
+    let reply = |resp| Outcome::Reply { resp, die_after: false };
+    let chain = {
+        let st = shared.state();
+        if !st.rest {
+            // Without -rest bitcoind registers no handler: a bare 404.
+            return reply(Response::empty(404));
+        }
+        st.chain.clone()
+    };
+    if req.method != "GET" {
+        return reply(Response::text(405, "Only GET is supported"));
+    }
+    if path == "/rest/chaininfo.json" {
+        return reply(Response::json(200, &chain.chain_info()));
+    }
+    let Some(rest) = path.strip_prefix("/rest/block/") else {
+        return reply(Response::empty(404));
+    };
+    let Some((hash_str, format)) = rest.rsplit_once('.') else {
+        return reply(Response::text(404, "output format not found (available: .bin, .hex)"));
+    };
+    if format != "bin" && format != "hex" {
+        return reply(Response::text(404, "output format not found (available: .bin, .hex)"));
+    }
+    let Ok(hash) = BlockHash::from_str(hash_str) else {
+        return reply(Response::text(400, &format!("Invalid hash: {hash_str}")));
+    };
+    let Some(e) = chain.find(&hash) else {
+        return reply(Response::text(404, &format!("{hash_str} not found")));
+    };
+    let mut ctx = CallCtx::default();
+    if take_block_budget(shared, &mut ctx).is_err() {
+        return Outcome::Die;
+    }
+    shared.rest_block_calls.fetch_add(1, Ordering::SeqCst);
+    let resp = if format == "bin" {
+        Response::new(200, "application/octet-stream", e.raw.clone())
+    } else {
+        Response::new(200, "text/plain", format!("{}\n", hex::encode(&e.raw)))
+    };
+    Outcome::Reply { resp, die_after: ctx.die_after }
+}

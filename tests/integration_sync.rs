@@ -1,0 +1,917 @@
+//! Integration tests: the real `ferrum` binary syncing from a scripted bitcoind that serves
+//! deterministic chains built in-process. Reorgs, daemon failures and crashes are compared
+//! against fresh syncs row for row (`ferrum::db::dump_index`).
+//!
+//! Run with `cargo test --test integration_sync -- --test-threads=1`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bitcoin::blockdata::constants::genesis_block;
+use bitcoin::consensus::encode::{deserialize, serialize};
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::{Address, Block, Network, OutPoint, Script};
+use common::chain::{ChainBuilder, ChainOptions, ScriptKind};
+use common::ferrum::FerrumProcess;
+use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+type Row = (String, Vec<u8>, Vec<u8>);
+
+// Syncs here take seconds; a generous bound still fails a hung test reasonably fast.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn small_opts() -> ChainOptions {
+    ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() }
+}
+
+/// Starts ferrum on `<dir>/db` against `urls` (comma-separated) with regtest defaults; `extra`
+/// entries override the defaults.
+fn start_ferrum(dir: &TempDir, urls: &str, extra: &[(&str, &str)]) -> FerrumProcess {
+    let mut env: Vec<(&str, &str)> =
+        vec![("DAEMON_URL", urls), ("COIN", "Bitcoin"), ("NET", "regtest"), ("CACHE_MB", "16"), ("REORG_LIMIT", "10")];
+    env.extend_from_slice(extra);
+    FerrumProcess::start(&dir.path().join("db"), &env)
+}
+
+fn wait_synced(ferrum: &mut FerrumProcess, chain: &ChainBuilder) -> Value {
+    ferrum.wait_for_tip(u64::from(chain.height()), Some(&chain.tip_hash().to_string()), SYNC_TIMEOUT)
+}
+
+fn dump(db: &Path) -> Vec<Row> {
+    let rows = ferrum::db::dump_index(db).unwrap_or_else(|e| panic!("dump_index({}) failed: {e:#}", db.display()));
+    // An empty dump would make every comparison pass vacuously.
+    assert!(!rows.is_empty(), "empty index dump of {}", db.display());
+    rows
+}
+
+/// Syncs `blocks` from scratch with an untouched daemon and returns the index dump.
+fn fresh_dump(blocks: &[Block], extra: &[(&str, &str)]) -> Vec<Row> {
+    let daemon = ScriptedDaemon::start(blocks.to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), extra);
+    let tip = blocks[blocks.len() - 1].block_hash().to_string();
+    ferrum.wait_for_tip((blocks.len() - 1) as u64, Some(&tip), SYNC_TIMEOUT);
+    ferrum.stop();
+    dump(&dir.path().join("db"))
+}
+
+fn short_hex(b: &[u8]) -> String {
+    let h = hex::encode(b);
+    if h.len() > 48 {
+        format!("{}…({} bytes)", &h[..48], b.len())
+    } else {
+        h
+    }
+}
+
+/// Compares two dumps, panicking with a short summary (per-CF counts and a few differing rows)
+/// instead of printing thousands of rows.
+fn assert_same_index(actual: &[Row], expected: &[Row], what: &str) {
+    if actual == expected {
+        return;
+    }
+    fn count(rows: &[Row]) -> BTreeMap<&str, usize> {
+        let mut m: BTreeMap<&str, usize> = BTreeMap::new();
+        for (cf, _, _) in rows {
+            *m.entry(cf.as_str()).or_default() += 1;
+        }
+        m
+    }
+    let a: BTreeSet<&Row> = actual.iter().collect();
+    let e: BTreeSet<&Row> = expected.iter().collect();
+    let fmt = |r: &&Row| format!("  {} {} => {}", r.0, short_hex(&r.1), short_hex(&r.2));
+    let extra: Vec<String> = a.difference(&e).take(8).map(fmt).collect();
+    let missing: Vec<String> = e.difference(&a).take(8).map(fmt).collect();
+    panic!(
+        "{what}: index differs from the expected one\n rows: actual {} / expected {}\n per CF actual:   {:?}\n per CF expected: {:?}\n \
+         {} unexpected rows, first ones:\n{}\n {} missing rows, first ones:\n{}",
+        actual.len(),
+        expected.len(),
+        count(actual),
+        count(expected),
+        a.difference(&e).count(),
+        extra.join("\n"),
+        e.difference(&a).count(),
+        missing.join("\n"),
+    );
+}
+
+/// The log lines at ERROR level (printed by tests that expect ferrum to fail, for the record).
+fn error_lines(ferrum: &FerrumProcess) -> String {
+    let log = std::fs::read_to_string(&ferrum.log_path).unwrap_or_default();
+    log.lines().filter(|l| l.contains("ERROR")).collect::<Vec<_>>().join("\n")
+}
+
+/// Electrum script hash: sha256 of the script, byte-reversed, hex.
+fn scripthash(script: &Script) -> String {
+    let mut h = sha256::Hash::hash(script.as_bytes()).to_byte_array();
+    h.reverse();
+    hex::encode(h)
+}
+
+/// `query` for several items; returns the per-item objects in order.
+fn query(ferrum: &FerrumProcess, items: &[String]) -> Vec<Value> {
+    let res = ferrum
+        .call("query", json!([items, 1_000_000]))
+        .unwrap_or_else(|e| panic!("query failed: {e}\n{}", ferrum.log_tail()));
+    let arr = res.as_array().unwrap_or_else(|| panic!("query result is not an array: {res}")).clone();
+    assert_eq!(arr.len(), items.len(), "one result per item: {res}");
+    arr
+}
+
+fn balance_of(entry: &Value) -> Option<u64> {
+    // Accept a plain number or Electrum's {"confirmed", "unconfirmed"} object.
+    entry["balance"].as_u64().or_else(|| entry["balance"]["confirmed"].as_u64())
+}
+
+/// Checks one `query` answer against what the chain builder says about `script`.
+fn check_script(chain: &ChainBuilder, script: &Script, entry: &Value, label: &str) {
+    assert_eq!(entry["scripthash"].as_str(), Some(scripthash(script).as_str()), "{label}: scripthash of {entry}");
+    let got_hist: Vec<(String, u64)> = entry["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{label}: no history array in {entry}"))
+        .iter()
+        .map(|h| (h["tx_hash"].as_str().unwrap_or_default().to_string(), h["height"].as_u64().unwrap_or(u64::MAX)))
+        .collect();
+    let want_hist: Vec<(String, u64)> =
+        chain.history(script).into_iter().map(|(txid, h)| (txid.to_string(), u64::from(h))).collect();
+    assert_eq!(got_hist.len(), want_hist.len(), "{label}: history length");
+    assert_eq!(got_hist, want_hist, "{label}: history (chain order)");
+
+    let mut got_utxos: Vec<(u64, String, u64, u64)> = entry["utxos"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{label}: no utxos array in {entry}"))
+        .iter()
+        .map(|u| {
+            (
+                u["height"].as_u64().unwrap_or(u64::MAX),
+                u["tx_hash"].as_str().unwrap_or_default().to_string(),
+                u["tx_pos"].as_u64().unwrap_or(u64::MAX),
+                u["value"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    got_utxos.sort();
+    let mut want_utxos: Vec<(u64, String, u64, u64)> = chain
+        .utxos_of(script)
+        .into_iter()
+        .map(|u| (u64::from(u.height), u.outpoint.txid.to_string(), u64::from(u.outpoint.vout), u.value))
+        .collect();
+    want_utxos.sort();
+    assert_eq!(got_utxos, want_utxos, "{label}: utxos");
+    assert_eq!(balance_of(entry), Some(chain.balance(script)), "{label}: balance in {entry}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-tests of the test infrastructure (no ferrum involved)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn chain_builder_is_consistent_and_deterministic() {
+    let opts = ChainOptions { min_txs: 50, max_txs: 50, ..ChainOptions::default() };
+    let start = Instant::now();
+    let mut chain = ChainBuilder::with_options(42, opts.clone());
+    chain.add_blocks(300);
+    let elapsed = start.elapsed();
+    eprintln!("built 300 blocks x 50 txs in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "chain building too slow: {elapsed:?}");
+
+    let mut again = ChainBuilder::with_options(42, opts);
+    again.add_blocks(300);
+    assert_eq!(chain.tip_hash(), again.tip_hash(), "same seed, same chain");
+
+    let blocks = chain.blocks();
+    assert_eq!(blocks[0].block_hash(), genesis_block(Network::Regtest).block_hash());
+    let mut live: BTreeSet<OutPoint> = BTreeSet::new();
+    let (mut in_block_spends, mut op_returns) = (0, 0);
+    let mut kinds = BTreeSet::new();
+    for (h, b) in blocks.iter().enumerate().skip(1) {
+        assert_eq!(b.header.prev_blockhash, blocks[h - 1].block_hash(), "prev hash at {h}");
+        assert!(b.header.time > blocks[h - 1].header.time, "time increases at {h}");
+        assert!(b.check_merkle_root(), "merkle root at {h}");
+        assert!(b.check_witness_commitment(), "witness commitment at {h}");
+        let round: Block = deserialize(&serialize(b)).expect("block round-trips");
+        assert_eq!(&round, b);
+        let mut created_here = BTreeSet::new();
+        for tx in &b.txdata {
+            if !tx.is_coinbase() {
+                for i in &tx.input {
+                    assert!(live.remove(&i.previous_output), "block {h} spends a missing coin");
+                    if created_here.contains(&i.previous_output) {
+                        in_block_spends += 1;
+                    }
+                }
+            }
+            let txid = tx.compute_txid();
+            for (vout, o) in tx.output.iter().enumerate() {
+                if o.script_pubkey.is_op_return() {
+                    op_returns += 1;
+                    continue;
+                }
+                kinds.extend(ScriptKind::of(&o.script_pubkey));
+                let op = OutPoint::new(txid, vout as u32);
+                live.insert(op);
+                created_here.insert(op);
+            }
+        }
+    }
+    assert!(in_block_spends > 50, "only {in_block_spends} in-block spends");
+    assert!(op_returns > 100, "only {op_returns} OP_RETURN outputs");
+    assert_eq!(kinds.len(), ScriptKind::ALL.len(), "every output kind used: {kinds:?}");
+    let utxo_set: BTreeSet<OutPoint> = chain.utxos().iter().map(|u| u.outpoint).collect();
+    assert_eq!(utxo_set, live, "builder's UTXO set matches a replay");
+    for hot in chain.hot_scripts() {
+        assert!(chain.history(hot).len() > 50, "hot script {hot} is not hot");
+    }
+
+    // A fork differs, double-spends coins the old branch spent, and pays the same hot scripts.
+    let fork_at = chain.height() - 5;
+    let mut fork = chain.fork(fork_at);
+    fork.add_blocks(7);
+    let mut fork2 = again.fork(fork_at);
+    fork2.add_blocks(7);
+    assert_eq!(fork.tip_hash(), fork2.tip_hash(), "forks are deterministic");
+    assert_ne!(fork.block_hash(fork_at + 1), chain.block_hash(fork_at + 1));
+    let old_spent: BTreeSet<OutPoint> = chain.blocks()[fork_at as usize + 1..]
+        .iter()
+        .flat_map(|b| b.txdata.iter().skip(1))
+        .flat_map(|t| t.input.iter().map(|i| i.previous_output))
+        .collect();
+    let new_spent: BTreeSet<OutPoint> = fork.blocks()[fork_at as usize + 1..]
+        .iter()
+        .flat_map(|b| b.txdata.iter().skip(1))
+        .flat_map(|t| t.input.iter().map(|i| i.previous_output))
+        .collect();
+    assert!(old_spent.intersection(&new_spent).count() > 10, "fork re-spends the old branch's coins");
+    let hot_paid = fork.blocks()[fork_at as usize + 1..]
+        .iter()
+        .flat_map(|b| &b.txdata)
+        .flat_map(|t| &t.output)
+        .filter(|o| chain.hot_scripts().contains(&o.script_pubkey))
+        .count();
+    assert!(hot_paid > 10, "fork pays hot scripts ({hot_paid})");
+    // The fork's UTXO set is consistent with its own blocks.
+    let mut replay: BTreeSet<OutPoint> = BTreeSet::new();
+    for b in fork.blocks().iter().skip(1) {
+        for tx in &b.txdata {
+            if !tx.is_coinbase() {
+                for i in &tx.input {
+                    assert!(replay.remove(&i.previous_output), "fork spends a missing coin");
+                }
+            }
+            let txid = tx.compute_txid();
+            for (vout, o) in tx.output.iter().enumerate() {
+                if !o.script_pubkey.is_op_return() {
+                    replay.insert(OutPoint::new(txid, vout as u32));
+                }
+            }
+        }
+    }
+    let fork_set: BTreeSet<OutPoint> = fork.utxos().iter().map(|u| u.outpoint).collect();
+    assert_eq!(fork_set, replay);
+}
+
+#[test]
+fn scripted_daemon_self_test() {
+    let mut chain = ChainBuilder::with_options(5, small_opts());
+    chain.add_blocks(10);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let base = format!("http://127.0.0.1:{}/", daemon.port());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // No pooled connections: kill/revive must not be masked (or broken) by a stale socket.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+
+    let rpc = |body: Value, auth: (&str, &str)| -> Result<(u16, String), String> {
+        rt.block_on(async {
+            let resp = client
+                .post(&base)
+                .basic_auth(auth.0, Some(auth.1))
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            Ok((status, resp.text().await.map_err(|e| e.to_string())?))
+        })
+    };
+    let ok_auth = ("user", "pass");
+    let call = |method: &str, params: Value| -> (u16, Value) {
+        let (status, body) = rpc(json!({"jsonrpc": "1.0", "id": "t", "method": method, "params": params}), ok_auth)
+            .expect("daemon reachable");
+        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}")))
+    };
+    let get = |path: &str| -> Result<(u16, Vec<u8>), String> {
+        rt.block_on(async {
+            let resp = client.get(format!("{base}{path}")).send().await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            Ok((status, resp.bytes().await.map_err(|e| e.to_string())?.to_vec()))
+        })
+    };
+
+    // Single calls.
+    let (status, v) = call("getblockcount", json!([]));
+    assert_eq!((status, v["result"].as_u64(), v["id"].as_str()), (200, Some(10), Some("t")));
+    let (_, v) = call("getblockchaininfo", json!([]));
+    assert_eq!(v["result"]["chain"], "regtest");
+    assert_eq!(v["result"]["bestblockhash"], chain.tip_hash().to_string());
+    let (_, v) = call("getnetworkinfo", json!([]));
+    assert_eq!(v["result"]["version"], 310000);
+    let (_, v) = call("getbestblockhash", json!([]));
+    assert_eq!(v["result"], chain.tip_hash().to_string());
+    let h3 = chain.block_hash(3).to_string();
+    let (_, v) = call("getblock", json!([h3, 0]));
+    let raw = hex::decode(v["result"].as_str().expect("hex")).expect("hex");
+    assert_eq!(raw, serialize(&chain.blocks()[3]));
+    let (_, v) = call("getblock", json!([h3]));
+    assert_eq!(v["result"]["height"], 3);
+    assert_eq!(v["result"]["previousblockhash"], chain.block_hash(2).to_string());
+    assert_eq!(v["result"]["tx"].as_array().map(Vec::len), Some(chain.blocks()[3].txdata.len()));
+    assert_eq!(v["result"]["nTx"].as_u64(), Some(chain.blocks()[3].txdata.len() as u64));
+    let (_, v) = call("getblockheader", json!([h3, false]));
+    assert_eq!(v["result"].as_str().map(str::len), Some(160));
+    let (_, v) = call("getblockheader", json!({"blockhash": h3}));
+    assert_eq!(v["result"]["hash"], h3);
+    let tx = &chain.blocks()[3].txdata[1];
+    let (_, v) = call("getrawtransaction", json!([tx.compute_txid().to_string(), false, h3]));
+    assert_eq!(v["result"].as_str(), Some(hex::encode(serialize(tx)).as_str()));
+    let (status, v) =
+        call("getrawtransaction", json!([tx.compute_txid().to_string(), false, chain.block_hash(4).to_string()]));
+    assert_eq!((status, v["error"]["code"].as_i64()), (500, Some(-5)));
+    let (status, v) = call("getblock", json!(["00".repeat(32)]));
+    assert_eq!(
+        (status, v["error"]["code"].as_i64(), v["error"]["message"].as_str()),
+        (500, Some(-5), Some("Block not found"))
+    );
+    let (status, v) = call("getblock", json!(["zz"]));
+    assert_eq!((status, v["error"]["code"].as_i64()), (500, Some(-8)));
+    let (status, v) = call("nosuchmethod", json!([]));
+    assert_eq!((status, v["error"]["code"].as_i64()), (404, Some(-32601)));
+    let (status, v) = call("getblockhash", json!([11]));
+    assert_eq!(
+        (status, v["error"]["code"].as_i64(), v["error"]["message"].as_str()),
+        (500, Some(-8), Some("Block height out of range"))
+    );
+
+    // Batch: answered 200 with per-item results and errors, in order.
+    let batch = json!([
+        {"jsonrpc": "1.0", "id": 0, "method": "getblockhash", "params": [0]},
+        {"jsonrpc": "1.0", "id": 1, "method": "getblockhash", "params": [99]},
+        {"jsonrpc": "1.0", "id": 2, "method": "bogus", "params": []},
+    ]);
+    let (status, body) = rpc(batch, ok_auth).expect("batch");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(status, 200);
+    assert_eq!(v[0]["result"], chain.block_hash(0).to_string());
+    assert_eq!((v[1]["error"]["code"].as_i64(), v[1]["id"].as_i64()), (Some(-8), Some(1)));
+    assert_eq!(v[2]["error"]["code"].as_i64(), Some(-32601));
+
+    // Malformed JSON and bad auth.
+    let (status, body) = rt
+        .block_on(async {
+            let r = client.post(&base).basic_auth("user", Some("pass")).body("{nope").send().await?;
+            Ok::<_, reqwest::Error>((r.status().as_u16(), r.text().await?))
+        })
+        .expect("reachable");
+    assert_eq!(status, 500);
+    assert!(body.contains("-32700"), "{body}");
+    let (status, body) = rpc(json!({"id": 1, "method": "getblockcount"}), ("user", "wrong")).expect("reachable");
+    assert_eq!((status, body.as_str()), (401, ""));
+
+    // Warm-up.
+    daemon.set_warmup(2);
+    for _ in 0..2 {
+        let (status, v) = call("getblockcount", json!([]));
+        assert_eq!((status, v["error"]["code"].as_i64()), (500, Some(-28)));
+    }
+    assert_eq!(call("getblockcount", json!([])).1["result"], 10);
+
+    // Disabled method.
+    daemon.disable_method("getblockcount");
+    assert_eq!(call("getblockcount", json!([])).0, 404);
+    daemon.enable_method("getblockcount");
+
+    // REST on and off.
+    let (status, bytes) = get(&format!("rest/block/{h3}.bin")).expect("rest");
+    assert_eq!((status, bytes), (200, serialize(&chain.blocks()[3])));
+    let (status, bytes) = get("rest/chaininfo.json").expect("rest");
+    let info: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!((status, info["blocks"].as_u64()), (200, Some(10)));
+    assert_eq!(get(&format!("rest/block/{}.bin", "11".repeat(32))).expect("rest").0, 404);
+    assert_eq!(daemon.rest_block_calls(), 1);
+    daemon.set_rest(false);
+    assert_eq!(get(&format!("rest/block/{h3}.bin")).expect("rest"), (404, vec![]));
+    assert_eq!(get("rest/chaininfo.json").expect("rest").0, 404);
+    daemon.set_rest(true);
+
+    // Chain swap: a reorg to a fork, whose abandoned blocks stay available by hash (stale,
+    // confirmations -1) as with bitcoind.
+    let stale = chain.block_hash(9).to_string();
+    let mut fork = chain.fork(8);
+    fork.add_blocks(4);
+    daemon.set_chain(fork.blocks().to_vec());
+    assert_eq!(call("getblockcount", json!([])).1["result"], 12);
+    assert_eq!(call("getblockhash", json!([9])).1["result"], fork.block_hash(9).to_string());
+    let (status, v) = call("getblockheader", json!([stale]));
+    assert_eq!(
+        (status, v["result"]["confirmations"].as_i64(), v["result"]["height"].as_u64()),
+        (200, Some(-1), Some(9))
+    );
+    assert!(v["result"].get("nextblockhash").is_none());
+    assert_eq!(call("getblockheader", json!([fork.block_hash(9).to_string()])).1["result"]["confirmations"], 4);
+    assert_eq!(get(&format!("rest/block/{stale}.bin")).expect("rest"), (200, serialize(&chain.blocks()[9])));
+
+    // Dying after n blocks, kill and revive on the same port.
+    let before = daemon.getblock_calls();
+    daemon.die_after_getblocks(2);
+    assert_eq!(call("getblock", json!([h3, 0])).0, 200);
+    assert_eq!(get(&format!("rest/block/{h3}.bin")).expect("rest").0, 200);
+    assert!(!daemon.is_alive());
+    assert_eq!(daemon.getblock_calls(), before + 1);
+    std::thread::sleep(Duration::from_millis(100)); // the death is asynchronous
+    assert!(rpc(json!({"id": 1, "method": "getblockcount"}), ok_auth).is_err(), "dead daemon answered");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", daemon.port())).is_err(), "dead daemon accepts");
+    daemon.revive();
+    assert_eq!(call("getblockcount", json!([])).1["result"], 12);
+    // Keep-alive connection: several requests on one socket, then a kill closes it.
+    {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", daemon.port())).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mut reader = BufReader::new(s.try_clone().expect("clone"));
+        let body = r#"{"id":7,"method":"getblockcount","params":[]}"#;
+        let auth = "Basic dXNlcjpwYXNz"; // user:pass
+        for _ in 0..3 {
+            write!(
+                s,
+                "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("write");
+            let mut len = 0;
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("status line");
+            assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+            loop {
+                line.clear();
+                reader.read_line(&mut line).expect("header");
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().expect("length");
+                }
+            }
+            let mut buf = vec![0; len];
+            reader.read_exact(&mut buf).expect("body");
+            assert!(String::from_utf8_lossy(&buf).contains("\"result\":12"));
+        }
+        daemon.kill();
+        let mut rest = Vec::new();
+        assert_eq!(reader.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0, "kill closes connections");
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", daemon.port())).is_err(), "killed daemon accepts");
+    daemon.revive();
+    assert_eq!(call("getblockcount", json!([])).1["result"], 12);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests against the ferrum binary
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn fresh_sync_matches_chain() {
+    let mut chain = ChainBuilder::with_options(1, ChainOptions { min_txs: 5, max_txs: 40, ..ChainOptions::default() });
+    chain.add_blocks(150);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), &[]);
+    let info = wait_synced(&mut ferrum, &chain);
+    // caught_up may lag db_height by one poll.
+    let start = Instant::now();
+    let info = loop {
+        let info = ferrum.getinfo().unwrap_or(info.clone());
+        if info["caught_up"] == json!(true) || start.elapsed() > Duration::from_secs(30) {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(info["caught_up"], json!(true), "getinfo: {info}");
+    assert_eq!(info["daemon_height"].as_u64(), Some(u64::from(chain.height())), "getinfo: {info}");
+
+    // Scripts to check: every hot script, plus cold P2TR / P2WPKH / P2PKH scripts, plus a script
+    // whose coins were all spent again.
+    let mut scripts: Vec<(String, bitcoin::ScriptBuf)> =
+        chain.hot_scripts().iter().enumerate().map(|(i, s)| (format!("hot#{i}"), s.clone())).collect();
+    let utxos = chain.utxos();
+    for kind in [ScriptKind::P2tr, ScriptKind::P2wpkh, ScriptKind::P2pkh, ScriptKind::P2wsh] {
+        let cold = utxos
+            .iter()
+            .find(|u| ScriptKind::of(&u.script) == Some(kind) && !chain.hot_scripts().contains(&u.script))
+            .expect("a cold script of that kind");
+        scripts.push((format!("cold {kind:?}"), cold.script.clone()));
+    }
+    let spent_out = chain.blocks()[20..]
+        .iter()
+        .flat_map(|b| &b.txdata)
+        .flat_map(|t| &t.output)
+        .map(|o| &o.script_pubkey)
+        .find(|s| {
+            !s.is_op_return()
+                && !chain.hot_scripts().contains(s)
+                && chain.balance(s) == 0
+                && chain.history(s).len() >= 2
+        })
+        .expect("a fully spent script")
+        .clone();
+    scripts.push(("fully spent".into(), spent_out));
+    assert!(chain.history(&chain.hot_scripts()[0]).len() > 20);
+
+    // Ask with every item form: address, hex script and Electrum script hash.
+    let items: Vec<String> = scripts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| match i % 3 {
+            0 => Address::from_script(s, Network::Regtest).expect("standard script").to_string(),
+            1 => hex::encode(s.as_bytes()),
+            _ => scripthash(s),
+        })
+        .collect();
+    let results = query(&ferrum, &items);
+    for ((label, script), entry) in scripts.iter().zip(&results) {
+        check_script(&chain, script, entry, &format!("{label} ({})", entry["item"]));
+    }
+
+    // Unspendable outputs are never indexed: OP_RETURNs (incl. witness commitments) and the
+    // genesis coinbase.
+    let mut unindexed: Vec<bitcoin::ScriptBuf> = chain.op_return_scripts().into_iter().take(20).collect();
+    assert!(unindexed.len() >= 5, "chain has OP_RETURN outputs");
+    unindexed.push(chain.blocks()[0].txdata[0].output[0].script_pubkey.clone());
+    let items: Vec<String> = unindexed.iter().map(|s| scripthash(s)).collect();
+    for (script, entry) in unindexed.iter().zip(query(&ferrum, &items)) {
+        assert_eq!(entry["history"], json!([]), "unspendable {script} indexed: {entry}");
+        assert_eq!(entry["utxos"], json!([]), "unspendable {script} indexed: {entry}");
+        assert_eq!(balance_of(&entry), Some(0), "{entry}");
+    }
+    ferrum.stop();
+}
+
+#[test]
+fn reorgs_of_every_depth_match_fresh_sync() {
+    const LIMIT: u32 = 8;
+    let limit = LIMIT.to_string();
+    let env = [("REORG_LIMIT", limit.as_str())];
+    let mut current = ChainBuilder::with_options(2, small_opts());
+    current.add_blocks(60);
+    let daemon = ScriptedDaemon::start(current.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let db = dir.path().join("db");
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), &env);
+    wait_synced(&mut ferrum, &current);
+    ferrum.stop();
+    let mut prev_dump = dump(&db);
+    ferrum.spawn();
+    wait_synced(&mut ferrum, &current);
+
+    for depth in 1..=LIMIT {
+        // Branch B forks `depth` blocks below the tip and ends 1-2 blocks higher than A.
+        let mut branch = current.fork(current.height() - depth);
+        branch.add_blocks((depth + 1 + depth % 2) as usize);
+        // Mostly a live reorg; every third depth the daemon switches while ferrum is down, so
+        // the reorg is found at startup.
+        let offline = depth % 3 == 0;
+        let served = daemon.blocks_served();
+        if offline {
+            ferrum.stop();
+            daemon.set_chain(branch.blocks().to_vec());
+            ferrum.spawn();
+        } else {
+            daemon.set_chain(branch.blocks().to_vec());
+        }
+        let info = wait_synced(&mut ferrum, &branch);
+        // An unwind, not a rebuild: only the new branch's blocks are fetched.
+        let fetched = daemon.blocks_served() - served;
+        assert!(fetched < 30, "depth {depth}: {fetched} blocks fetched for a short reorg");
+        if let Some(reorgs) = info["reorgs"].as_u64() {
+            assert!(reorgs >= 1, "depth {depth}: getinfo counts no reorg: {info}");
+        }
+        ferrum.stop();
+        let got = dump(&db);
+        assert_ne!(got, prev_dump, "depth {depth}: the index did not change");
+        let want = fresh_dump(branch.blocks(), &env);
+        assert_same_index(&got, &want, &format!("reorg of depth {depth} (offline: {offline})"));
+        prev_dump = got;
+        ferrum.spawn();
+        wait_synced(&mut ferrum, &branch);
+        current = branch;
+    }
+    // The served answers (not only the rows) follow the last branch.
+    let items: Vec<String> = current.hot_scripts().iter().map(|s| scripthash(s)).collect();
+    for (i, (script, entry)) in current.hot_scripts().iter().zip(query(&ferrum, &items)).enumerate() {
+        check_script(&current, script, &entry, &format!("hot#{i} after the reorgs"));
+    }
+    ferrum.stop();
+}
+
+#[test]
+fn reorg_deeper_than_limit_fails_safely() {
+    let env = [("REORG_LIMIT", "5")];
+    let mut chain = ChainBuilder::with_options(3, small_opts());
+    chain.add_blocks(60);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), &env);
+    wait_synced(&mut ferrum, &chain);
+
+    let mut deep = chain.fork(chain.height() - 7);
+    deep.add_blocks(9);
+    daemon.set_chain(deep.blocks().to_vec());
+    let status = ferrum.wait_exit(Duration::from_secs(90));
+    assert!(!status.success(), "ferrum accepted a reorg deeper than REORG_LIMIT\n{}", ferrum.log_tail());
+    eprintln!("deep reorg refused with:\n{}", error_lines(&ferrum));
+    let log = std::fs::read_to_string(&ferrum.log_path).unwrap_or_default().to_lowercase();
+    assert!(log.contains("reorg"), "the log should say a reorg is too deep\n{}", ferrum.log_tail());
+
+    // The DB was left consistent: back on the original chain it resumes and matches a fresh sync.
+    daemon.set_chain(chain.blocks().to_vec());
+    ferrum.spawn();
+    wait_synced(&mut ferrum, &chain);
+    ferrum.stop();
+    assert_same_index(&dump(&dir.path().join("db")), &fresh_dump(chain.blocks(), &env), "after a refused deep reorg");
+}
+
+#[test]
+fn admin_reorg_unwinds_and_resyncs() {
+    let mut chain = ChainBuilder::with_options(4, small_opts());
+    chain.add_blocks(60);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let db = dir.path().join("db");
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), &[]);
+    wait_synced(&mut ferrum, &chain);
+    ferrum.stop();
+    let before = dump(&db);
+
+    ferrum.spawn();
+    wait_synced(&mut ferrum, &chain);
+    let served = daemon.blocks_served();
+    ferrum.call("reorg", json!([3])).unwrap_or_else(|e| panic!("admin reorg failed: {e}\n{}", ferrum.log_tail()));
+    // The unwound blocks must be fetched again before the tip counts as reached.
+    let start = Instant::now();
+    while daemon.blocks_served() < served + 3 {
+        assert!(start.elapsed() < SYNC_TIMEOUT, "unwound blocks never re-fetched\n{}", ferrum.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_synced(&mut ferrum, &chain);
+    ferrum.stop();
+    assert_same_index(&dump(&db), &before, "after admin reorg 3");
+}
+
+#[test]
+fn failover_to_second_daemon() {
+    let mut chain = ChainBuilder::with_options(5, small_opts());
+    chain.add_blocks(120);
+    let mut longer = chain.clone();
+    longer.add_blocks(3);
+    let reference = fresh_dump(longer.blocks(), &[]);
+
+    // Blocks over JSON-RPC first, then over REST: failover must work for both paths.
+    for rest in [false, true] {
+        let what = if rest { "REST" } else { "JSON-RPC" };
+        eprintln!("failover with blocks over {what}");
+        let opts = DaemonOptions { rest, ..Default::default() };
+        let d1 = ScriptedDaemon::start(chain.blocks().to_vec(), opts.clone());
+        let d2 = ScriptedDaemon::start(chain.blocks().to_vec(), opts);
+        // Daemon 1 dies mid-sync; ferrum must finish from daemon 2.
+        d1.die_after_getblocks(40);
+        let dir = TempDir::new().expect("tempdir");
+        let urls = format!("{},{}", d1.url(), d2.url());
+        let mut ferrum = start_ferrum(&dir, &urls, &[]);
+        wait_synced(&mut ferrum, &chain);
+        assert!(!d1.is_alive(), "{what}: daemon 1 should have died (served {})", d1.blocks_served());
+        // Exactly 40 when blocks come one per request; a request past the budget is not served.
+        assert!(d1.blocks_served() <= 40, "{what}: daemon 1 served {}", d1.blocks_served());
+        assert!(d2.blocks_served() > 0, "{what}: daemon 2 served no block");
+
+        // Daemon 1 comes back and daemon 2 goes away: new blocks come from daemon 1.
+        d1.set_chain(longer.blocks().to_vec());
+        d2.set_chain(longer.blocks().to_vec());
+        d1.revive();
+        d2.kill();
+        wait_synced(&mut ferrum, &longer);
+        ferrum.stop();
+        assert!(d1.blocks_served() > 40, "{what}: daemon 1 not used again after reviving");
+        assert_same_index(&dump(&dir.path().join("db")), &reference, &format!("after failover ({what})"));
+    }
+}
+
+#[test]
+fn daemon_warmup_is_waited_for() {
+    let mut chain = ChainBuilder::with_options(8, small_opts());
+    chain.add_blocks(40);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    // A node still loading its block index answers -28 for a while.
+    daemon.set_warmup(5); // ferrum backs off exponentially: keep it short
+    let dir = TempDir::new().expect("tempdir");
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), &[]);
+    wait_synced(&mut ferrum, &chain);
+    assert_eq!(daemon.warmup_left(), 0);
+
+    // Warm-up again in the middle of the run (a node restarted under ferrum).
+    let mut longer = chain.clone();
+    longer.add_blocks(5);
+    daemon.set_warmup(3);
+    daemon.set_chain(longer.blocks().to_vec());
+    wait_synced(&mut ferrum, &longer);
+    ferrum.stop();
+    assert_eq!(daemon.warmup_left(), 0);
+    assert_same_index(&dump(&dir.path().join("db")), &fresh_dump(longer.blocks(), &[]), "after warm-up");
+}
+
+#[test]
+fn rest_on_and_off_give_same_index() {
+    let mut chain = ChainBuilder::with_options(9, small_opts());
+    chain.add_blocks(80);
+    let mut dumps = Vec::new();
+    for rest in [true, false] {
+        let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions { rest, ..Default::default() });
+        let dir = TempDir::new().expect("tempdir");
+        let mut ferrum = start_ferrum(&dir, &daemon.url(), &[]);
+        wait_synced(&mut ferrum, &chain);
+        ferrum.stop();
+        eprintln!(
+            "REST {rest}: {} blocks over REST, {} over JSON-RPC",
+            daemon.rest_block_calls(),
+            daemon.getblock_calls()
+        );
+        if !rest {
+            assert_eq!(daemon.rest_block_calls(), 0);
+            assert!(daemon.getblock_calls() >= u64::from(chain.height()), "blocks came over JSON-RPC");
+        }
+        dumps.push(dump(&dir.path().join("db")));
+    }
+    assert_same_index(&dumps[1], &dumps[0], "REST off vs REST on");
+}
+
+#[test]
+fn kill9_during_sync_then_restart_matches() {
+    let env = [("CACHE_MB", "1")];
+    let mut chain = ChainBuilder::with_options(6, ChainOptions { min_txs: 10, max_txs: 40, ..ChainOptions::default() });
+    chain.add_blocks(200);
+    let reference = fresh_dump(chain.blocks(), &env);
+
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), &env);
+    let mut rng = StdRng::seed_from_u64(0xfe44);
+    let mut targets: Vec<u64> = (0..5).map(|_| rng.gen_range(1..u64::from(chain.height()))).collect();
+    targets.sort_unstable();
+    let mut killed_at = Vec::new();
+    for target in targets {
+        // Wait until ferrum is up (it must never refuse to start) and has reached `target`.
+        let start = Instant::now();
+        let height = loop {
+            if let Some(status) = ferrum.exited() {
+                panic!("ferrum exited by itself ({status}) after a kill -9 restart\n{}", ferrum.log_tail());
+            }
+            if let Some(h) = ferrum.getinfo().and_then(|info| info["db_height"].as_u64()) {
+                if h >= target {
+                    break h;
+                }
+            }
+            assert!(start.elapsed() < SYNC_TIMEOUT, "no progress to height {target}\n{}", ferrum.log_tail());
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
+        ferrum.kill9();
+        killed_at.push(height);
+        ferrum.spawn();
+    }
+    eprintln!("killed at heights {killed_at:?}");
+    wait_synced(&mut ferrum, &chain);
+    ferrum.stop();
+    assert_same_index(&dump(&dir.path().join("db")), &reference, "after kill -9 restarts");
+}
+
+#[test]
+fn reorg_during_initial_sync() {
+    let env = [("REORG_LIMIT", "60")];
+    let mut a = ChainBuilder::with_options(11, small_opts());
+    a.add_blocks(160);
+    // The switch happens while ferrum is at height >= `progress`: once to a fork below that
+    // point (ferrum must unwind), once to a fork above it (blocks it may have prefetched from
+    // the old branch must not be indexed).
+    for (progress, fork_at) in [(60u64, 50u32), (60, 120)] {
+        let mut b = a.fork(fork_at);
+        b.add_blocks((a.height() - fork_at + 3) as usize);
+        let daemon = ScriptedDaemon::start(a.blocks().to_vec(), DaemonOptions::default());
+        daemon.set_response_delay(Duration::from_millis(10)); // a slow node: sync takes seconds
+        let dir = TempDir::new().expect("tempdir");
+        let mut ferrum = start_ferrum(&dir, &daemon.url(), &env);
+        let start = Instant::now();
+        let height = loop {
+            eprintln!(
+                "{:?} {:?}",
+                start.elapsed(),
+                ferrum.getinfo().map(|i| (i["db_height"].clone(), i["daemon_height"].clone(), i["tx_count"].clone()))
+            );
+            if let Some(h) = ferrum.getinfo().and_then(|i| i["db_height"].as_u64()).filter(|&h| h >= progress) {
+                break h;
+            }
+            assert!(ferrum.exited().is_none(), "ferrum died\n{}", ferrum.log_tail());
+            assert!(start.elapsed() < SYNC_TIMEOUT, "no progress\n{}", ferrum.log_tail());
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        daemon.set_chain(b.blocks().to_vec());
+        eprintln!("switched to a fork at {fork_at} with ferrum at height {height}");
+        assert!(height < u64::from(a.height()), "ferrum finished the sync before the switch");
+        daemon.set_response_delay(Duration::ZERO);
+        wait_synced(&mut ferrum, &b);
+        ferrum.stop();
+        assert_same_index(
+            &dump(&dir.path().join("db")),
+            &fresh_dump(b.blocks(), &env),
+            &format!("switch to a fork at {fork_at} during initial sync"),
+        );
+    }
+}
+
+#[test]
+fn kill9_during_reorg_then_restart_matches() {
+    let env = [("CACHE_MB", "1"), ("REORG_LIMIT", "10")];
+    let mut current = ChainBuilder::with_options(10, small_opts());
+    current.add_blocks(60);
+    let daemon = ScriptedDaemon::start(current.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let db = dir.path().join("db");
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), &env);
+    wait_synced(&mut ferrum, &current);
+    // A slow node stretches each reorg over a few hundred ms, so the kills land inside it.
+    daemon.set_response_delay(Duration::from_millis(30));
+    let mut rng = StdRng::seed_from_u64(0x4e0);
+    for round in 0..4u32 {
+        let mut branch = current.fork(current.height() - (3 + 2 * round));
+        branch.add_blocks(4 + 2 * round as usize);
+        daemon.set_chain(branch.blocks().to_vec());
+        std::thread::sleep(Duration::from_millis(rng.gen_range(20..300)));
+        let info = ferrum.getinfo().unwrap_or_default();
+        ferrum.kill9();
+        let tip = info["db_tip"].as_str().unwrap_or_default().to_string();
+        let stage = if tip == branch.tip_hash().to_string() {
+            "after the reorg"
+        } else if tip == current.tip_hash().to_string() {
+            "before the reorg"
+        } else {
+            "inside the reorg"
+        };
+        eprintln!("round {round}: killed {stage} (db_height {})", info["db_height"]);
+        ferrum.spawn();
+        wait_synced(&mut ferrum, &branch);
+        ferrum.stop();
+        assert_same_index(
+            &dump(&db),
+            &fresh_dump(branch.blocks(), &env),
+            &format!("kill -9 during reorg, round {round}"),
+        );
+        ferrum.spawn();
+        wait_synced(&mut ferrum, &branch);
+        current = branch;
+    }
+    ferrum.stop();
+}
+
+#[test]
+fn wrong_chain_refused() {
+    // Testnet's genesis, then a regtest genesis with a different nonce: neither is regtest's.
+    let mut other = genesis_block(Network::Regtest);
+    other.header.nonce += 1;
+    let genesis_variants = [("testnet genesis", genesis_block(Network::Testnet)), ("altered regtest genesis", other)];
+    for (what, genesis) in genesis_variants {
+        let mut chain = ChainBuilder::from_genesis(7, small_opts(), genesis);
+        chain.add_blocks(5);
+        let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+        let dir = TempDir::new().expect("tempdir");
+        let mut ferrum = start_ferrum(&dir, &daemon.url(), &[]);
+        let status = ferrum.wait_exit(Duration::from_secs(60));
+        assert!(!status.success(), "{what}: ferrum accepted the wrong chain\n{}", ferrum.log_tail());
+        eprintln!("{what} refused with:\n{}", error_lines(&ferrum));
+        let log = std::fs::read_to_string(&ferrum.log_path).unwrap_or_default();
+        let wrong_hash = chain.block_hash(0).to_string();
+        assert!(
+            ["genesis", "wrong chain"].iter().any(|w| log.to_lowercase().contains(w)) || log.contains(&wrong_hash),
+            "{what}: the log should name the genesis mismatch\n{}",
+            ferrum.log_tail()
+        );
+    }
+}
