@@ -701,6 +701,16 @@ fn admin_reorg_unwinds_and_resyncs() {
     wait_synced(&mut ferrum, &chain);
     ferrum.stop();
     assert_same_index(&dump(&db), &before, "after admin reorg 3");
+
+    // Deeper than the undo data kept (REORG_LIMIT=10): refusing or clamping are both fine, but
+    // ferrum must stay up and keep an identical index.
+    ferrum.spawn();
+    wait_synced(&mut ferrum, &chain);
+    let reply = ferrum.call("reorg", json!([25]));
+    eprintln!("admin reorg 25 with REORG_LIMIT=10 answered {reply:?}");
+    wait_synced(&mut ferrum, &chain);
+    ferrum.stop();
+    assert_same_index(&dump(&db), &before, "after admin reorg 25");
 }
 
 #[test]
@@ -739,6 +749,25 @@ fn failover_to_second_daemon() {
         assert!(d1.blocks_served() > 40, "{what}: daemon 1 not used again after reviving");
         assert_same_index(&dump(&dir.path().join("db")), &reference, &format!("after failover ({what})"));
     }
+}
+
+#[test]
+fn failover_skips_bad_credentials_and_dead_daemons() {
+    let mut chain = ChainBuilder::with_options(12, small_opts());
+    chain.add_blocks(30);
+    let bad = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dead = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    dead.kill();
+    let good = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    // The first daemon answers 401 (wrong password), the second refuses connections.
+    let urls = format!("http://user:wrong@127.0.0.1:{}/,{},{}", bad.port(), dead.url(), good.url());
+    let dir = TempDir::new().expect("tempdir");
+    let mut ferrum = start_ferrum(&dir, &urls, &[]);
+    wait_synced(&mut ferrum, &chain);
+    ferrum.stop();
+    assert_eq!(bad.getblock_calls(), 0, "JSON-RPC with a wrong password was answered");
+    assert!(good.blocks_served() > 0);
+    assert_same_index(&dump(&dir.path().join("db")), &fresh_dump(chain.blocks(), &[]), "after skipping bad daemons");
 }
 
 #[test]
@@ -810,14 +839,20 @@ fn kill9_during_sync_then_restart_matches() {
         wait_progress(&mut ferrum, target);
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..30)));
         let info = ferrum.getinfo().unwrap_or_default();
-        ferrum.kill9();
-        kills.push((info["sync_height"].as_u64(), info["db_height"].as_u64()));
+        // Now and then a clean stop in the middle of the sync instead.
+        let how = if rng.gen_bool(0.2) { "stop" } else { "kill" };
+        if how == "stop" {
+            ferrum.stop();
+        } else {
+            ferrum.kill9();
+        }
+        kills.push((how, info["sync_height"].as_u64(), info["db_height"].as_u64()));
         ferrum.spawn();
     }
-    eprintln!("killed at (sync_height, db_height) {kills:?}");
+    eprintln!("interrupted at (how, sync_height, db_height) {kills:?}");
     // The kills must have hit a partly flushed index, between flushes.
-    assert!(kills.iter().any(|(_, db)| db.is_some_and(|h| h < tip)), "no kill after a flush: {kills:?}");
-    assert!(kills.iter().any(|(s, db)| s.is_some() && s > db), "no kill between flushes: {kills:?}");
+    assert!(kills.iter().any(|(_, _, db)| db.is_some_and(|h| h < tip)), "no kill after a flush: {kills:?}");
+    assert!(kills.iter().any(|(_, s, db)| s.is_some() && s > db), "no kill between flushes: {kills:?}");
     wait_synced(&mut ferrum, &chain);
     ferrum.stop();
     assert_same_index(&dump(&dir.path().join("db")), &reference, "after kill -9 restarts");
