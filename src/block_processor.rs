@@ -8,16 +8,19 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rocksdb::WriteBatch;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::block::{OutPoint, ParsedBlock};
 use crate::chain::Chain;
 use crate::coins::Coin;
 use crate::db::Db;
+use crate::prefetch::Fetched;
 use crate::schema::*;
 use crate::status::Status;
 
@@ -67,7 +70,6 @@ struct Pending {
     history: Vec<[u8; HASHX_LEN + TXNUM_LEN]>,
     /// Txids of tx numbers from the last flushed tx count on.
     txids: Vec<Txid>,
-    headers: Vec<(u32, [u8; 80], u64)>,
     undo: Vec<(u32, Vec<u8>)>,
     undo_bytes: usize,
 }
@@ -78,12 +80,7 @@ impl Pending {
             + self.spent_db.len() * SPENT_ENTRY_BYTES
             + self.history.len() * HISTORY_ENTRY_BYTES
             + self.txids.len() * TXID_ENTRY_BYTES
-            + self.headers.len() * 100
             + self.undo_bytes
-    }
-
-    fn is_empty(&self) -> bool {
-        self.headers.is_empty()
     }
 }
 
@@ -107,8 +104,8 @@ pub struct BlockProcessor {
     db: Arc<Db>,
     coin: &'static Coin,
     chain: Arc<RwLock<Chain>>,
-    /// What the database holds: tx count and height of the last flush.
-    flushed_tx_count: u64,
+    /// Height of the last flush: blocks above it are in `chain` and `pending` only.
+    flushed_height: Option<u32>,
     cache_limit: usize,
     reorg_limit: u32,
     pending: Pending,
@@ -120,7 +117,8 @@ struct Progress {
     last: Instant,
     last_height: u32,
     last_txs: u64,
-    started: Instant,
+    /// Whether the last block reached the daemon's tip, to log the moment sync completes.
+    caught_up: bool,
 }
 
 impl BlockProcessor {
@@ -132,30 +130,26 @@ impl BlockProcessor {
         reorg_limit: u32,
         status: Arc<Status>,
     ) -> Result<Self> {
-        let (tx_count, height) = {
+        let (tx_count, flushed_height) = {
             let c = chain.read().expect("lock");
-            (c.tx_count(), c.height().unwrap_or(0))
+            (c.tx_count(), c.height())
         };
         Ok(BlockProcessor {
             db,
             coin,
             chain,
-            flushed_tx_count: tx_count,
+            flushed_height,
             cache_limit,
             reorg_limit,
             pending: Pending::default(),
             status,
             progress: Progress {
                 last: Instant::now(),
-                last_height: height,
+                last_height: flushed_height.unwrap_or(0),
                 last_txs: tx_count,
-                started: Instant::now(),
+                caught_up: false,
             },
         })
-    }
-
-    pub fn chain(&self) -> &Arc<RwLock<Chain>> {
-        &self.chain
     }
 
     fn tip(&self) -> (Option<u32>, Option<[u8; 32]>, u64) {
@@ -246,7 +240,6 @@ impl BlockProcessor {
             self.pending.txids.push(tx.txid);
         }
         let tx_count = base + block.txs.len() as u64;
-        self.pending.headers.push((height, block.header, tx_count));
         if keep_undo {
             let enc = undo.encode();
             self.pending.undo_bytes += enc.len();
@@ -266,14 +259,16 @@ impl BlockProcessor {
 
     /// Writes everything pending, with the chain state, in one atomic batch.
     pub fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        let chain = self.chain.clone();
+        let chain = chain.read().expect("lock");
+        let (Some(height), Some(tip)) = (chain.height(), chain.tip_hash()) else { return Ok(()) };
+        if self.flushed_height == Some(height) {
             return Ok(());
         }
         let started = Instant::now();
-        let (height, tip, tx_count) = {
-            let c = self.chain.read().expect("lock");
-            (c.height().expect("pending blocks"), c.tip_hash().expect("pending blocks"), c.tx_count())
-        };
+        let tx_count = chain.tx_count();
+        let first_new = self.flushed_height.map_or(0, |h| h + 1);
+        let first_tx_num = chain.tx_range(first_new).map_or(tx_count, |(start, _)| start);
         let p = std::mem::take(&mut self.pending);
         let (n_utxos, n_spent, n_hist, n_txs) = (p.utxos.len(), p.spent_db.len(), p.history.len(), p.txids.len());
         let db = &self.db;
@@ -293,13 +288,14 @@ impl BlockProcessor {
         }
         let (cf_txid, cf_txnum) = (db.cf(CF_TXID), db.cf(CF_TXNUM));
         for (i, txid) in p.txids.iter().enumerate() {
-            let tx_num = self.flushed_tx_count + i as u64;
+            let tx_num = first_tx_num + i as u64;
             batch.put_cf(cf_txid, txid_key(tx_num), txid.0);
             batch.put_cf(cf_txnum, txnum_key(txid, tx_num), []);
         }
         let cf_header = db.cf(CF_HEADER);
-        for (h, header, count) in &p.headers {
-            batch.put_cf(cf_header, header_key(*h), header_value(header, *count));
+        for h in first_new..=height {
+            let (header, count) = (chain.header(h).expect("in chain"), chain.tx_range(h).expect("in chain").1);
+            batch.put_cf(cf_header, header_key(h), header_value(header, count));
         }
         let cf_undo = db.cf(CF_UNDO);
         for (h, blob) in &p.undo {
@@ -312,7 +308,7 @@ impl BlockProcessor {
         let state = ChainState { height, tip, tx_count };
         batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
         db.write(batch)?;
-        self.flushed_tx_count = tx_count;
+        self.flushed_height = Some(height);
         let elapsed = started.elapsed();
         self.status.set_indexed(height, tip, tx_count);
         self.status.record_flush(elapsed);
@@ -373,10 +369,11 @@ impl BlockProcessor {
             batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
             db.write(batch)?;
             self.chain.write().expect("lock").pop();
-            self.flushed_tx_count = start;
+            self.flushed_height = Some(tip - 1);
             self.status.set_indexed(tip - 1, prev_hash, start);
             self.progress.last_height = tip - 1;
             self.progress.last_txs = start;
+            self.progress.caught_up = false;
             tracing::info!(
                 "unwound block {} at height {tip} ({} transactions)",
                 hex_rev(&tip_hash.expect("tip")),
@@ -389,12 +386,11 @@ impl BlockProcessor {
     fn report_progress(&mut self, height: u32, tx_count: u64, daemon_tip: u32, caught_up: bool) {
         let p = &mut self.progress;
         let elapsed = p.last.elapsed();
-        if caught_up {
-            if height > p.last_height.saturating_add(1) || p.started.elapsed() < Duration::from_secs(1) {
-                tracing::info!("caught up with the daemon at height {height} ({tx_count} transactions indexed)");
-            } else {
-                tracing::info!("indexed block {height}");
-            }
+        let was_caught_up = std::mem::replace(&mut p.caught_up, caught_up);
+        if caught_up && !was_caught_up {
+            tracing::info!("caught up with the daemon at height {height} ({tx_count} transactions indexed)");
+        } else if caught_up {
+            tracing::info!("indexed block {height}");
         } else if elapsed >= Duration::from_secs(10) {
             let secs = elapsed.as_secs_f64();
             let bps = height.saturating_sub(p.last_height) as f64 / secs;
@@ -414,6 +410,73 @@ impl BlockProcessor {
         p.last = Instant::now();
         p.last_height = height;
         p.last_txs = tx_count;
+    }
+}
+
+/// Requests to the block processor thread, handled in order.
+pub enum Command {
+    /// Apply a block; the second field is the daemon's tip height when it was fetched.
+    Block(Fetched, u32),
+    /// Waits for the blocks sent before it; answers whether one did not fit our tip.
+    Barrier(oneshot::Sender<Result<bool, String>>),
+    Unwind(u32, oneshot::Sender<Result<(), String>>),
+    /// Flush and stop.
+    Shutdown(oneshot::Sender<Result<(), String>>),
+}
+
+impl BlockProcessor {
+    /// The processor thread: applies commands until `Shutdown` or the channel closes. After a
+    /// block that does not extend the tip, blocks are skipped until the next `Barrier` reports
+    /// it; after a fatal error nothing more is written (`failed` stops the prefetcher), so the
+    /// last flush stays the truth.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>, failed: Arc<AtomicBool>) {
+        let mut mismatch = false;
+        let mut fatal: Option<String> = None;
+        while let Some(cmd) = rx.blocking_recv() {
+            match cmd {
+                Command::Block(f, daemon_tip) => {
+                    if fatal.is_some() || mismatch {
+                        continue;
+                    }
+                    match self.apply(&f.block, daemon_tip) {
+                        Ok(()) => {}
+                        Err(ApplyError::Mismatch { height }) => {
+                            tracing::info!(
+                                "block at height {height} does not extend our tip: the daemon's chain changed"
+                            );
+                            mismatch = true;
+                        }
+                        Err(ApplyError::Fatal(e)) => {
+                            failed.store(true, Ordering::SeqCst);
+                            fatal = Some(format!("{e:#}"));
+                        }
+                    }
+                }
+                Command::Barrier(reply) => {
+                    let _ = reply.send(match &fatal {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(std::mem::take(&mut mismatch)),
+                    });
+                }
+                Command::Unwind(height, reply) => {
+                    let r = match &fatal {
+                        Some(e) => Err(e.clone()),
+                        None => self.unwind_to(height).map_err(|e| format!("{e:#}")),
+                    };
+                    let _ = reply.send(r);
+                }
+                Command::Shutdown(reply) => {
+                    let r = if fatal.is_some() { Ok(()) } else { self.flush().map_err(|e| format!("{e:#}")) };
+                    let _ = reply.send(r);
+                    return;
+                }
+            }
+        }
+        if fatal.is_none() {
+            if let Err(e) = self.flush() {
+                tracing::error!("final flush failed: {e:#}");
+            }
+        }
     }
 }
 

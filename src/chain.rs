@@ -25,10 +25,6 @@ impl Chain {
         self.headers.len().checked_sub(1).map(|h| h as u32)
     }
 
-    pub fn len(&self) -> usize {
-        self.headers.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.headers.is_empty()
     }

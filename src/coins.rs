@@ -65,8 +65,6 @@ pub struct Coin {
     pub net_subdir: &'static str,
     /// `OP_FALSE OP_RETURN` outputs are the data carrier on BSV; both forms are unspendable there.
     pub op_false_op_return_unspendable: bool,
-    /// Default Electrum ports (tcp, ssl) advertised when REPORT_SERVICES names none.
-    pub default_ports: (u16, u16),
 }
 
 const BTC_REGTEST_GENESIS: &str = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
@@ -86,7 +84,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "",
         op_false_op_return_unspendable: false,
-        default_ports: (50001, 50002),
     },
     Coin {
         name: "Bitcoin",
@@ -101,7 +98,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "testnet3",
         op_false_op_return_unspendable: false,
-        default_ports: (51001, 51002),
     },
     Coin {
         name: "Bitcoin",
@@ -116,7 +112,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "testnet4",
         op_false_op_return_unspendable: false,
-        default_ports: (51001, 51002),
     },
     Coin {
         name: "Bitcoin",
@@ -131,7 +126,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "signet",
         op_false_op_return_unspendable: false,
-        default_ports: (53001, 53002),
     },
     Coin {
         name: "Bitcoin",
@@ -146,7 +140,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "regtest",
         op_false_op_return_unspendable: false,
-        default_ports: (51001, 51002),
     },
     Coin {
         name: "BitcoinSV",
@@ -161,7 +154,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "",
         op_false_op_return_unspendable: true,
-        default_ports: (50001, 50002),
     },
     Coin {
         name: "BitcoinSV",
@@ -176,7 +168,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "regtest",
         op_false_op_return_unspendable: true,
-        default_ports: (51001, 51002),
     },
     Coin {
         name: "Litecoin",
@@ -191,7 +182,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".litecoin",
         net_subdir: "",
         op_false_op_return_unspendable: false,
-        default_ports: (50001, 50002),
     },
     Coin {
         name: "Litecoin",
@@ -206,7 +196,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".litecoin",
         net_subdir: "testnet4",
         op_false_op_return_unspendable: false,
-        default_ports: (51001, 51002),
     },
     Coin {
         name: "Litecoin",
@@ -221,7 +210,6 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".litecoin",
         net_subdir: "regtest",
         op_false_op_return_unspendable: false,
-        default_ports: (51001, 51002),
     },
 ];
 

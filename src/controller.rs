@@ -2,7 +2,7 @@
 //! a reorg, prefetch and apply new blocks), serves admin requests that change the index, and
 //! shuts everything down cleanly.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -11,24 +11,15 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::admin::{self, AdminContext, AdminRequest};
-use crate::block_processor::{ApplyError, BlockProcessor};
+use crate::block_processor::{BlockProcessor, Command};
 use crate::chain::Chain;
 use crate::coins;
 use crate::config::Config;
 use crate::daemon::{Daemon, DaemonError};
 use crate::db::Db;
-use crate::prefetch::{FetchError, Fetched, Prefetcher};
+use crate::prefetch::{FetchError, Prefetcher};
 use crate::schema::hex_rev;
 use crate::status::Status;
-
-/// Commands to the block processor thread, handled in order.
-enum Cmd {
-    Block(Fetched, u32),
-    /// Waits for the blocks sent before it; reports whether one did not fit our tip.
-    Barrier(oneshot::Sender<Result<bool, String>>),
-    Unwind(u32, oneshot::Sender<Result<(), String>>),
-    Shutdown(oneshot::Sender<Result<(), String>>),
-}
 
 enum RoundError {
     Shutdown,
@@ -102,15 +93,13 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
     }
 
     // The block processor owns the writes, on its own thread.
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>(4096);
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(4096);
     let failed = Arc::new(AtomicBool::new(false));
     let processor =
         BlockProcessor::new(db.clone(), coin, chain.clone(), config.cache_bytes(), config.reorg_limit, status.clone())?;
     let thread = {
         let failed = failed.clone();
-        std::thread::Builder::new()
-            .name("block-processor".into())
-            .spawn(move || processor_thread(processor, cmd_rx, failed))?
+        std::thread::Builder::new().name("block-processor".into()).spawn(move || processor.run(cmd_rx, failed))?
     };
     let prefetcher = Prefetcher::new(daemon.clone(), coin, config.prefetch_bytes, config.prefetch_concurrency);
     let syncer = Syncer {
@@ -145,7 +134,7 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
 
     // Flush what is pending and stop the writer, whatever ended the loop.
     let (reply_tx, reply_rx) = oneshot::channel();
-    if cmd_tx.send(Cmd::Shutdown(reply_tx)).await.is_ok() {
+    if cmd_tx.send(Command::Shutdown(reply_tx)).await.is_ok() {
         if let Ok(Err(e)) = reply_rx.await {
             tracing::error!("final flush failed: {e}");
         }
@@ -214,61 +203,12 @@ async fn check_daemon(daemon: &Daemon, coin: &'static coins::Coin) -> Result<(),
     Ok(())
 }
 
-fn processor_thread(mut bp: BlockProcessor, mut rx: mpsc::Receiver<Cmd>, failed: Arc<AtomicBool>) {
-    let mut mismatch = false;
-    let mut fatal: Option<String> = None;
-    while let Some(cmd) = rx.blocking_recv() {
-        match cmd {
-            Cmd::Block(f, daemon_tip) => {
-                if fatal.is_some() || mismatch {
-                    continue;
-                }
-                match bp.apply(&f.block, daemon_tip) {
-                    Ok(()) => {}
-                    Err(ApplyError::Mismatch { height }) => {
-                        tracing::info!("block at height {height} does not extend our tip: the daemon's chain changed");
-                        mismatch = true;
-                    }
-                    Err(ApplyError::Fatal(e)) => {
-                        failed.store(true, Ordering::SeqCst);
-                        fatal = Some(format!("{e:#}"));
-                    }
-                }
-            }
-            Cmd::Barrier(reply) => {
-                let _ = reply.send(match &fatal {
-                    Some(e) => Err(e.clone()),
-                    None => Ok(std::mem::take(&mut mismatch)),
-                });
-            }
-            Cmd::Unwind(height, reply) => {
-                let r = match &fatal {
-                    Some(e) => Err(e.clone()),
-                    None => bp.unwind_to(height).map_err(|e| format!("{e:#}")),
-                };
-                let _ = reply.send(r);
-            }
-            Cmd::Shutdown(reply) => {
-                // After a fatal error nothing more is written: the last flush stays the truth.
-                let r = if fatal.is_some() { Ok(()) } else { bp.flush().map_err(|e| format!("{e:#}")) };
-                let _ = reply.send(r);
-                return;
-            }
-        }
-    }
-    if fatal.is_none() {
-        if let Err(e) = bp.flush() {
-            tracing::error!("final flush failed: {e:#}");
-        }
-    }
-}
-
 struct Syncer {
     config: Arc<Config>,
     daemon: Arc<Daemon>,
     chain: Arc<RwLock<Chain>>,
     status: Arc<Status>,
-    cmd_tx: mpsc::Sender<Cmd>,
+    cmd_tx: mpsc::Sender<Command>,
     failed: Arc<AtomicBool>,
     prefetcher: Prefetcher,
     db: Arc<Db>,
@@ -280,13 +220,13 @@ impl Syncer {
         (c.height(), c.tip_hash())
     }
 
-    async fn send(&self, cmd: Cmd) -> Result<(), RoundError> {
+    async fn send(&self, cmd: Command) -> Result<(), RoundError> {
         self.cmd_tx.send(cmd).await.map_err(|_| RoundError::Fatal(anyhow!("the block processor stopped")))
     }
 
     async fn unwind(&self, height: u32) -> Result<(), RoundError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Unwind(height, tx)).await?;
+        self.send(Command::Unwind(height, tx)).await?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RoundError::Fatal(anyhow!(e))),
@@ -324,10 +264,9 @@ impl Syncer {
     /// once (the chain changed while syncing).
     async fn round(&self, shutdown: &mut watch::Receiver<bool>) -> Result<bool, RoundError> {
         let (daemon_height, daemon_tip) = self.daemon.best_block().await?;
-        self.status.set_daemon_height(daemon_height);
+        self.status.set_daemon_tip(daemon_height, daemon_tip);
         let (our_height, our_tip) = self.tip();
         if our_tip == Some(daemon_tip) {
-            self.status.set_caught_up(true);
             return Ok(false);
         }
         let start = match our_height {
@@ -361,59 +300,48 @@ impl Syncer {
         if start > daemon_height {
             return Ok(false);
         }
-        self.status.set_caught_up(false);
         if our_height.is_none() || daemon_height - start > 10 {
             tracing::info!("syncing blocks {start}..={daemon_height} from the daemon");
         }
 
-        let (tx, mut rx) = mpsc::channel::<Fetched>(1024);
-        let stop = self.failed.clone();
-        let fetch = async {
-            let r = self.prefetcher.fetch_range(start, daemon_height, &tx, &stop).await;
-            drop(tx);
-            r
-        };
-        let forward = async {
-            while let Some(f) = rx.recv().await {
-                if self.cmd_tx.send(Cmd::Block(f, daemon_height)).await.is_err() {
-                    break;
-                }
-            }
-        };
+        // Blocks go straight into the processor's queue; `failed` stops the fetch after a fatal error.
+        let fetch = self.prefetcher.fetch_range(
+            start,
+            daemon_height,
+            &self.cmd_tx,
+            |f| Command::Block(f, daemon_height),
+            &self.failed,
+        );
         let fetched = tokio::select! {
-            (r, ()) = async { tokio::join!(fetch, forward) } => r,
+            r = fetch => r,
             _ = shutdown.wait_for(|s| *s) => return Err(RoundError::Shutdown),
         };
 
         let (btx, brx) = oneshot::channel();
-        self.send(Cmd::Barrier(btx)).await?;
+        self.send(Command::Barrier(btx)).await?;
         let mismatch = match brx.await {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => return Err(RoundError::Fatal(anyhow!(e))),
             Err(_) => return Err(RoundError::Fatal(anyhow!("the block processor stopped"))),
         };
+        if mismatch {
+            tracing::info!("the daemon's chain changed during sync; comparing tips again");
+        }
+        // Whatever happened, look at the daemon's tip again at once: new blocks may have come.
         match fetched {
-            Ok(()) => {}
-            Err(FetchError::Daemon(DaemonError::Shutdown)) => return Err(RoundError::Shutdown),
+            Ok(()) => Ok(true),
+            Err(FetchError::Daemon(DaemonError::Shutdown)) => Err(RoundError::Shutdown),
             Err(FetchError::Daemon(DaemonError::MethodNotFound(m))) => {
-                return Err(RoundError::Fatal(anyhow!(DaemonError::MethodNotFound(m))))
+                Err(RoundError::Fatal(anyhow!(DaemonError::MethodNotFound(m))))
             }
             Err(FetchError::Daemon(e)) => {
-                // E.g. a block pruned or reorganised away between two calls: look again.
+                // E.g. a block pruned or reorganised away between two calls: look again soon.
                 tracing::warn!("fetching blocks failed ({e}); retrying");
-                return Ok(false);
+                Ok(false)
             }
-            Err(e @ FetchError::Parse { .. }) => return Err(RoundError::Fatal(anyhow!(e))),
-            Err(FetchError::Closed) => return Err(RoundError::Fatal(anyhow!("the block processor stopped"))),
+            Err(e @ (FetchError::Parse { .. } | FetchError::WrongBlock { .. })) => Err(RoundError::Fatal(anyhow!(e))),
+            Err(FetchError::Closed) => Err(RoundError::Fatal(anyhow!("the block processor stopped"))),
         }
-        if mismatch {
-            return Ok(true);
-        }
-        let (_, tip) = self.tip();
-        if tip == Some(daemon_tip) {
-            self.status.set_caught_up(true);
-        }
-        Ok(true)
     }
 
     async fn handle_admin(&self, req: AdminRequest) {

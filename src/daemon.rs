@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -73,7 +73,7 @@ struct Endpoint {
 }
 
 pub struct Daemon {
-    endpoints: RwLock<Vec<std::sync::Arc<Endpoint>>>,
+    endpoints: Vec<Endpoint>,
     current: AtomicUsize,
     client: reqwest::Client,
     cookie_file: PathBuf,
@@ -101,7 +101,11 @@ impl Daemon {
             .build()
             .expect("HTTP client builds with static options");
         Daemon {
-            endpoints: RwLock::new(Self::make_endpoints(&config.daemon_urls)),
+            endpoints: config
+                .daemon_urls
+                .iter()
+                .map(|u| Endpoint { url: u.clone(), rest: tokio::sync::OnceCell::new() })
+                .collect(),
             current: AtomicUsize::new(0),
             client,
             cookie_file: config.cookie_file.clone(),
@@ -114,28 +118,15 @@ impl Daemon {
         }
     }
 
-    fn make_endpoints(urls: &[DaemonUrl]) -> Vec<std::sync::Arc<Endpoint>> {
-        urls.iter()
-            .map(|u| std::sync::Arc::new(Endpoint { url: u.clone(), rest: tokio::sync::OnceCell::new() }))
-            .collect()
-    }
-
-    /// Replaces the daemon list at run time (admin `daemon_url`).
-    pub fn set_urls(&self, urls: &[DaemonUrl]) {
-        *self.endpoints.write().expect("lock") = Self::make_endpoints(urls);
-        self.current.store(0, Ordering::SeqCst);
-    }
-
     /// The daemon currently in use, for logs and getinfo.
     pub fn current_url(&self) -> String {
-        let eps = self.endpoints.read().expect("lock");
-        eps[self.current.load(Ordering::SeqCst) % eps.len()].url.redacted()
+        self.endpoint().1.url.redacted()
     }
 
-    fn endpoint(&self) -> (usize, std::sync::Arc<Endpoint>, usize) {
-        let eps = self.endpoints.read().expect("lock");
-        let i = self.current.load(Ordering::SeqCst) % eps.len();
-        (i, eps[i].clone(), eps.len())
+    /// The endpoint in use: its index, itself, and how many there are.
+    fn endpoint(&self) -> (usize, &Endpoint, usize) {
+        let i = self.current.load(Ordering::SeqCst) % self.endpoints.len();
+        (i, &self.endpoints[i], self.endpoints.len())
     }
 
     fn auth_header(&self, ep: &Endpoint) -> Option<String> {
@@ -187,8 +178,8 @@ impl Daemon {
                 return Err(DaemonError::Shutdown);
             }
             let (index, ep, count) = self.endpoint();
-            let mut req = make(&self.client, &ep);
-            if let Some(h) = self.auth_header(&ep) {
+            let mut req = make(&self.client, ep);
+            if let Some(h) = self.auth_header(ep) {
                 req = req.header(reqwest::header::AUTHORIZATION, h);
             }
             let trouble = match req.send().await {
@@ -226,8 +217,7 @@ impl Daemon {
                 let next = (index + 1) % count;
                 if self.current.compare_exchange(index, next, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                     self.failovers.fetch_add(1, Ordering::Relaxed);
-                    let eps = self.endpoints.read().expect("lock");
-                    tracing::warn!("failing over to daemon {}", eps[next % eps.len()].url.redacted());
+                    tracing::warn!("failing over to daemon {}", self.endpoints[next].url.redacted());
                 }
                 // Try the next daemon at once; back off only after a full round of failures.
                 if failures_in_row % count != 0 {
@@ -342,7 +332,7 @@ impl Daemon {
             let rest = *ep
                 .rest
                 .get_or_init(|| async {
-                    let r = self.probe_rest(&ep).await;
+                    let r = self.probe_rest(ep).await;
                     if r {
                         tracing::info!("daemon {} serves REST; fetching blocks in binary", ep.url.redacted());
                     } else {

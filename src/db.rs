@@ -2,7 +2,7 @@
 //! change applied as one atomic WriteBatch that also carries the chain state. A kill at any
 //! instant leaves the last complete batch, so the database is always consistent.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rocksdb::{
@@ -20,7 +20,6 @@ pub type DumpRow = (String, Vec<u8>, Vec<u8>);
 
 pub struct Db {
     db: DB,
-    path: PathBuf,
 }
 
 /// Hint added to every disk error: what the operator should check, and that nothing is lost.
@@ -86,7 +85,7 @@ impl Db {
                 anyhow!("cannot open the database at {}: {msg}; {DISK_HINT}", path.display())
             }
         })?;
-        let me = Db { db, path: path.to_path_buf() };
+        let me = Db { db };
         let coin_id = format!("{}/{}", coin.name, coin.net.name());
         match me.get(CF_META, META_VERSION)? {
             None => {
@@ -122,11 +121,7 @@ impl Db {
     pub fn open_read_only(path: &Path) -> Result<Db> {
         let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors(), false)
             .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
-        Ok(Db { db, path: path.to_path_buf() })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Db { db })
     }
 
     pub fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -198,13 +193,10 @@ impl Db {
     pub fn tx_nums_of(&self, txid: &Txid) -> Result<Vec<TxNum>> {
         let prefix = &txid.0[..TXID_PREFIX_LEN];
         let mut candidates = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf(CF_TXNUM), prefix) {
-            let (k, _) = item.map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
-            if !k.starts_with(prefix) {
-                break;
-            }
+        self.prefix_scan(CF_TXNUM, prefix, |k, _| {
             candidates.push(decode_txnum(&k[TXID_PREFIX_LEN..]));
-        }
+            true
+        })?;
         let mut out = Vec::new();
         for n in candidates {
             if self.txid(n)?.as_ref() == Some(txid) {
@@ -286,18 +278,6 @@ impl Db {
             .iter()
             .filter_map(|cf| self.db.property_int_value_cf(self.cf(cf), "rocksdb.total-sst-files-size").ok().flatten())
             .sum()
-    }
-
-    /// Number of keys in a column family (RocksDB's estimate).
-    pub fn estimate_keys(&self, cf: &str) -> u64 {
-        self.db.property_int_value_cf(self.cf(cf), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
-    }
-
-    pub fn flush_memtables(&self) -> Result<()> {
-        for cf in ALL_CFS {
-            self.db.flush_cf(self.cf(cf)).map_err(|e| anyhow!("database flush failed: {e}; {DISK_HINT}"))?;
-        }
-        Ok(())
     }
 
     pub fn iter_cf(&self, cf: &str) -> impl Iterator<Item = Result<KeyValue>> + '_ {

@@ -29,6 +29,8 @@ pub enum FetchError {
     Daemon(#[from] DaemonError),
     #[error("the daemon sent a block at height {height} ({hash}) that does not parse: {error}")]
     Parse { height: u32, hash: String, error: crate::block::ParseError },
+    #[error("asked the daemon for block {asked} at height {height} but it sent block {got}")]
+    WrongBlock { height: u32, asked: String, got: String },
     #[error("the block processor stopped")]
     Closed,
 }
@@ -47,13 +49,15 @@ impl Prefetcher {
         Prefetcher { daemon, coin, window: Arc::new(Semaphore::new(window_kb as usize)), window_kb, concurrency }
     }
 
-    /// Fetches heights `from..=to` in order into `out`. Stops early (Ok) when the daemon's chain
-    /// gets shorter or `stop` is set; the block processor notices any change of branch.
-    pub async fn fetch_range(
+    /// Fetches heights `from..=to` and sends them, in order and wrapped by `wrap`, to `out`.
+    /// Stops early (Ok) when the daemon's chain gets shorter or `stop` is set; the block
+    /// processor notices any change of branch.
+    pub async fn fetch_range<T>(
         &self,
         from: u32,
         to: u32,
-        out: &mpsc::Sender<Fetched>,
+        out: &mpsc::Sender<T>,
+        wrap: impl Fn(Fetched) -> T,
         stop: &AtomicBool,
     ) -> Result<(), FetchError> {
         let mut start = from;
@@ -76,7 +80,7 @@ impl Prefetcher {
                 }
                 let kb = ((block.size / 1024) as u32).clamp(1, self.window_kb);
                 let permit = self.window.clone().acquire_many_owned(kb).await.map_err(|_| FetchError::Closed)?;
-                out.send(Fetched { block, permit }).await.map_err(|_| FetchError::Closed)?;
+                out.send(wrap(Fetched { block, permit })).await.map_err(|_| FetchError::Closed)?;
             }
             if got < count {
                 break;
@@ -102,11 +106,7 @@ async fn fetch_one(
     let parsed = rx.await.map_err(|_| FetchError::Closed)?;
     let block = parsed.map_err(|error| FetchError::Parse { height, hash: hex_rev(&hash), error })?;
     if block.hash != hash {
-        return Err(FetchError::Parse {
-            height,
-            hash: hex_rev(&hash),
-            error: crate::block::ParseError::MerkleMismatch,
-        });
+        return Err(FetchError::WrongBlock { height, asked: hex_rev(&hash), got: hex_rev(&block.hash) });
     }
     Ok(Box::new(block))
 }

@@ -14,8 +14,8 @@ struct Inner {
     /// Applied in memory (ahead of `indexed` during initial sync).
     processed: Option<u32>,
     tx_count: u64,
-    daemon_height: Option<u32>,
-    caught_up: bool,
+    /// The daemon's best block when last asked; "caught up" is our flushed tip being it.
+    daemon_tip: Option<(u32, [u8; 32])>,
     flushes: u64,
     last_flush: Duration,
     reorgs: u64,
@@ -42,9 +42,6 @@ impl Status {
             s.indexed = Some((height, hash));
             s.processed = Some(height);
             s.tx_count = tx_count;
-            if s.daemon_height.is_some_and(|d| height < d) {
-                s.caught_up = false;
-            }
         })
     }
 
@@ -59,24 +56,12 @@ impl Status {
         })
     }
 
-    pub fn set_daemon_height(&self, height: u32) {
-        self.with(|s| s.daemon_height = Some(height))
-    }
-
-    pub fn set_caught_up(&self, v: bool) {
-        self.with(|s| s.caught_up = v)
-    }
-
-    pub fn caught_up(&self) -> bool {
-        self.with(|s| s.caught_up)
+    pub fn set_daemon_tip(&self, height: u32, hash: [u8; 32]) {
+        self.with(|s| s.daemon_tip = Some((height, hash)))
     }
 
     pub fn count_reorg(&self) {
         self.with(|s| s.reorgs += 1)
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// The index part of the admin `getinfo` answer.
@@ -87,8 +72,8 @@ impl Status {
             "db_tip": s.indexed.map(|(_, hash)| hex_rev(&hash)),
             "sync_height": s.processed,
             "tx_count": s.tx_count,
-            "daemon_height": s.daemon_height,
-            "caught_up": s.caught_up,
+            "daemon_height": s.daemon_tip.map(|(h, _)| h),
+            "caught_up": s.indexed.is_some_and(|(_, ours)| s.daemon_tip.is_some_and(|(_, theirs)| ours == theirs)),
             "flushes": s.flushes,
             "last_flush_ms": s.last_flush.as_millis() as u64,
             "reorgs": s.reorgs,
