@@ -36,6 +36,7 @@ const INVALID_PARAMS: i64 = -32602;
 const METHOD_NOT_FOUND: i64 = -32601;
 const PARSE_ERROR: i64 = -32700;
 const INTERNAL: i64 = -32603;
+const INVALID_REQUEST: i64 = -32600;
 
 type RpcResult = Result<Value, (i64, String)>;
 
@@ -87,6 +88,9 @@ async fn serve(stream: TcpStream, ctx: Arc<AdminContext>) -> Result<()> {
         let reply = match serde_json::from_slice::<Value>(&line) {
             Err(e) => {
                 json!({"jsonrpc": "2.0", "id": null, "error": {"code": PARSE_ERROR, "message": format!("invalid JSON: {e}")}})
+            }
+            Ok(Value::Array(_)) => {
+                json!({"jsonrpc": "2.0", "id": null, "error": {"code": INVALID_REQUEST, "message": "the admin RPC does not take batches: send one request per line"}})
             }
             Ok(req) => {
                 let id = req.get("id").cloned().unwrap_or(Value::Null);
@@ -158,7 +162,8 @@ async fn dispatch(ctx: &AdminContext, method: &str, params: &Value) -> RpcResult
             };
             let (db, chain, coin) = (ctx.db.clone(), ctx.chain.clone(), ctx.config.coin);
             tokio::task::spawn_blocking(move || {
-                let chain = chain.read().expect("lock").clone();
+                // Held for the query's few reads; cloning the chain would copy every header.
+                let chain = chain.read().expect("lock");
                 items
                     .iter()
                     .map(|item| {

@@ -323,6 +323,22 @@ impl BlockProcessor {
     /// atomic batch.
     pub fn unwind_to(&mut self, height: u32) -> Result<()> {
         self.flush()?;
+        // All or nothing: check the undo data reaches the target before touching anything.
+        // Undo rows always cover a contiguous range ending at the tip (they are written for the
+        // newest blocks and pruned from the bottom), so the lowest one tells the reach.
+        let tip = self.chain.read().expect("lock").height();
+        if tip.is_some_and(|t| t > height) {
+            let lowest = self.db.lowest_undo_height()?;
+            if lowest.is_none_or(|l| l > height + 1) {
+                bail!(
+                    "cannot unwind to height {height}: undo data covers only heights {}..={} (REORG_LIMIT={}); \
+                     the index is unchanged",
+                    lowest.map_or("none".to_string(), |l| l.to_string()),
+                    tip.unwrap_or(0),
+                    self.reorg_limit
+                );
+            }
+        }
         loop {
             let (tip, tip_hash) = {
                 let c = self.chain.read().expect("lock");

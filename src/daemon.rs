@@ -184,7 +184,7 @@ impl Daemon {
             }
             let trouble = match req.send().await {
                 Err(e) if e.is_timeout() => Transient::Timeout,
-                Err(e) => Transient::Connect(error_chain(&e)),
+                Err(e) => Transient::Connect(error_chain(&e.without_url())),
                 Ok(resp) => {
                     let status = resp.status();
                     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -193,7 +193,7 @@ impl Daemon {
                     } else {
                         match resp.bytes().await {
                             Err(e) if e.is_timeout() => Transient::Timeout,
-                            Err(e) => Transient::Connect(error_chain(&e)),
+                            Err(e) => Transient::Connect(error_chain(&e.without_url())),
                             Ok(bytes) if !want_json => return Ok((status, Body::Bytes(bytes.to_vec()))),
                             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                                 Ok(v) => match warmup_message(&v) {

@@ -55,35 +55,32 @@ pub fn history(db: &Db, chain: &Chain, scripthash: &[u8; 32], limit: usize) -> R
     Ok(out)
 }
 
-/// Confirmed unspent outputs in chain order, at most `limit`.
-pub fn utxos(db: &Db, chain: &Chain, scripthash: &[u8; 32], limit: usize) -> Result<Vec<Utxo>> {
+/// Confirmed unspent outputs in chain order (at most `limit` of them) and the confirmed
+/// balance over all of them, from one scan.
+pub fn utxos_and_balance(db: &Db, chain: &Chain, scripthash: &[u8; 32], limit: usize) -> Result<(Vec<Utxo>, u64)> {
     let hashx = hashx_from_scripthash(scripthash);
+    let rows = db.hashx_utxos(&hashx)?;
+    let balance = rows.iter().map(|(_, _, v)| v).sum();
     let mut out = Vec::new();
-    for (tx_num, vout, value) in db.hashx_utxos(&hashx)?.into_iter().take(limit) {
+    for &(tx_num, vout, value) in rows.iter().take(limit) {
         let Some((height, _)) = chain.locate(tx_num) else { continue };
         let txid =
             db.txid(tx_num)?.ok_or_else(|| anyhow!("the index is inconsistent: no txid for tx number {tx_num}"))?;
         out.push(Utxo { txid, vout, height, value });
     }
-    Ok(out)
-}
-
-/// Confirmed balance in satoshis.
-pub fn balance(db: &Db, scripthash: &[u8; 32]) -> Result<u64> {
-    let hashx = hashx_from_scripthash(scripthash);
-    Ok(db.hashx_utxos(&hashx)?.iter().map(|(_, _, v)| v).sum())
+    Ok((out, balance))
 }
 
 /// The admin `query` answer for one item.
 pub fn query_item(db: &Db, chain: &Chain, coin: &Coin, item: &str, limit: usize) -> Result<Value> {
     let sh = resolve_item(coin, item)?;
     let hist = history(db, chain, &sh, limit)?;
-    let unspent = utxos(db, chain, &sh, limit)?;
+    let (unspent, balance) = utxos_and_balance(db, chain, &sh, limit)?;
     Ok(json!({
         "item": item,
         "scripthash": hex_rev(&sh),
         "history": hist.iter().map(|h| json!({"tx_hash": h.txid.to_string(), "height": h.height})).collect::<Vec<_>>(),
         "utxos": unspent.iter().map(|u| json!({"tx_hash": u.txid.to_string(), "tx_pos": u.vout, "height": u.height, "value": u.value})).collect::<Vec<_>>(),
-        "balance": balance(db, &sh)?,
+        "balance": balance,
     }))
 }

@@ -702,12 +702,15 @@ fn admin_reorg_unwinds_and_resyncs() {
     ferrum.stop();
     assert_same_index(&dump(&db), &before, "after admin reorg 3");
 
-    // Deeper than the undo data kept (REORG_LIMIT=10): refusing or clamping are both fine, but
-    // ferrum must stay up and keep an identical index.
+    // Deeper than the undo data kept (REORG_LIMIT=10): refused before anything changes, and
+    // ferrum keeps running.
     ferrum.spawn();
     wait_synced(&mut ferrum, &chain);
     let reply = ferrum.call("reorg", json!([25]));
-    eprintln!("admin reorg 25 with REORG_LIMIT=10 answered {reply:?}");
+    let err = reply.expect_err("admin reorg 25 with REORG_LIMIT=10 must be refused");
+    assert!(err.contains("undo data") && err.contains("unchanged"), "unclear refusal: {err}");
+    let info = ferrum.getinfo().expect("ferrum still answers");
+    assert_eq!(info["db_height"].as_u64(), Some(u64::from(chain.height())), "a refused reorg changed the tip");
     wait_synced(&mut ferrum, &chain);
     ferrum.stop();
     assert_same_index(&dump(&db), &before, "after admin reorg 25");
