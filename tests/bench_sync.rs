@@ -1,7 +1,8 @@
 //! Sync benchmark: a generated chain served by the scripted daemon, indexed by the real ferrum
 //! binary. Ignored in the normal test run; run it with
 //!   FERRUM_BENCH_BLOCKS=1000 FERRUM_BENCH_TXS=100 cargo test --release --test bench_sync -- --ignored --nocapture
-//! It prints wall time, blocks/s, txs/s, ferrum's peak RSS, CPU seconds and DB size.
+//! It prints wall time, blocks/s, txs/s, ferrum's peak RSS, CPU seconds, DB size, and how many
+//! spends had to look their output up on disk (summed from ferrum's per-flush debug lines).
 
 mod common;
 
@@ -66,7 +67,13 @@ fn bench_initial_sync() {
     let cache = cache_mb.to_string();
     let mut f = FerrumProcess::start(
         &db,
-        &[("DAEMON_URL", &url), ("COIN", "Bitcoin"), ("NET", "regtest"), ("CACHE_MB", &cache), ("LOG_LEVEL", "info")],
+        &[
+            ("DAEMON_URL", &url),
+            ("COIN", "Bitcoin"),
+            ("NET", "regtest"),
+            ("CACHE_MB", &cache),
+            ("LOG_LEVEL", "info,ferrum=debug"),
+        ],
     );
     let tip = chain.tip_hash().to_string();
     let pid = f.child.as_ref().unwrap().id();
@@ -75,12 +82,26 @@ fn bench_initial_sync() {
     let (rss_kb, cpu) = proc_stats(pid);
     f.stop();
     let size = dir_size(&db);
+    let log = std::fs::read_to_string(&f.log_path).unwrap_or_default();
+    // Each flush logs "flushed to height H in M ms: ..., S spent from disk, ...".
+    let number_before =
+        |line: &str, marker: &str| -> Option<u64> { line.split(marker).next()?.rsplit(' ').next()?.parse().ok() };
+    for line in log.lines().filter(|l| l.contains("flushed to height")) {
+        eprintln!("{}", line.split("flushed").nth(1).map_or(line, |rest| rest));
+    }
+    let (flushes, flush_ms, disk_spends) = log
+        .lines()
+        .filter(|l| l.contains("flushed to height"))
+        .filter_map(|l| Some((number_before(l, " ms:")?, number_before(l, " spent from disk")?)))
+        .fold((0, 0, 0), |(n, ms, sp), (m, s)| (n + 1, ms + m, sp + s));
     println!(
-        "sync: {} blocks, {total_txs} txs in {wall:.2}s = {:.0} blocks/s, {:.0} txs/s; peak RSS {:.0} MB; CPU {cpu:.1}s; DB {:.1} MB",
+        "sync: {} blocks, {total_txs} txs in {wall:.2}s = {:.0} blocks/s, {:.0} txs/s; peak RSS {:.0} MB; CPU {cpu:.1}s; \
+         DB {:.1} MB; {flushes} flushes taking {:.2}s, {disk_spends} spends looked up on disk",
         blocks + 1,
         (blocks + 1) as f64 / wall,
         total_txs as f64 / wall,
         rss_kb as f64 / 1024.0,
-        size as f64 / 1e6
+        size as f64 / 1e6,
+        flush_ms as f64 / 1e3
     );
 }
