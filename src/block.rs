@@ -132,7 +132,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_tx(r: &mut Reader, coin: &Coin) -> Result<ParsedTx, ParseError> {
+/// Parses one transaction; also returns how many of its bytes are witness data (marker, flag
+/// and witnesses), for its virtual size.
+fn parse_tx(r: &mut Reader, coin: &Coin) -> Result<(ParsedTx, usize), ParseError> {
     let start = r.pos;
     r.take(4)?; // version
                 // BIP 144: a zero input count followed by flag 1 marks witness serialization.
@@ -161,13 +163,16 @@ fn parse_tx(r: &mut Reader, coin: &Coin) -> Result<ParsedTx, ParseError> {
         outputs.push(TxOut { hashx, value });
     }
     let body_end = r.pos;
+    let mut witness = 0;
     if segwit {
+        let witness_start = r.pos;
         for _ in 0..n_in {
             let items = r.count(1)?;
             for _ in 0..items {
                 r.bytes()?;
             }
         }
+        witness = 2 + r.pos - witness_start;
     }
     let lock = r.take(4)?;
     // The txid hashes the serialization without marker, flag and witnesses.
@@ -176,7 +181,19 @@ fn parse_tx(r: &mut Reader, coin: &Coin) -> Result<ParsedTx, ParseError> {
     h.update(&r.data[body_start..body_end]);
     h.update(lock);
     let txid: [u8; 32] = Sha256::digest(h.finalize()).into();
-    Ok(ParsedTx { txid: Txid(txid), inputs, outputs })
+    Ok((ParsedTx { txid: Txid(txid), inputs, outputs }, witness))
+}
+
+/// A loose transaction (from the mempool): what the index needs, and its virtual size.
+pub fn parse_transaction(data: &[u8], coin: &Coin) -> Result<(ParsedTx, u32), ParseError> {
+    let mut r = Reader { data, pos: 0 };
+    let (tx, witness) = parse_tx(&mut r, coin)?;
+    if r.pos != data.len() {
+        return Err(ParseError::Trailing(data.len() - r.pos));
+    }
+    // BIP 141: weight = 3 × size without witness data + full size; vsize rounds the quarter up.
+    let base = data.len() - witness;
+    Ok((tx, (base * 3 + data.len()).div_ceil(4) as u32))
 }
 
 /// Bitcoin's merkle root over txids (odd levels duplicate their last node).
@@ -208,7 +225,7 @@ pub fn parse_block(data: &[u8], height: u32, coin: &Coin) -> Result<ParsedBlock,
     }
     let mut txs = Vec::with_capacity(n_tx);
     for _ in 0..n_tx {
-        txs.push(parse_tx(&mut r, coin)?);
+        txs.push(parse_tx(&mut r, coin)?.0);
     }
     if r.pos != data.len() {
         return Err(ParseError::Trailing(data.len() - r.pos));
@@ -327,6 +344,17 @@ mod tests {
             }
         }
         assert!(parsed.txs[0].inputs.is_empty(), "coinbase has no spent outpoints");
+    }
+
+    #[test]
+    fn loose_transactions_and_their_vsize() {
+        for tx in &sample_block().txdata {
+            let raw = serialize(tx);
+            let (p, vsize) = parse_transaction(&raw, regtest()).unwrap();
+            assert_eq!(p.txid.0, tx.compute_txid().to_byte_array());
+            assert_eq!(vsize as usize, tx.vsize());
+            assert!(parse_transaction(&raw[..raw.len() - 1], regtest()).is_err());
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::block::{OutPoint, ParsedBlock};
 use crate::chain::Chain;
 use crate::coins::Coin;
 use crate::db::Db;
+use crate::index::{Index, IndexEvent, Tip};
 use crate::prefetch::Fetched;
 use crate::schema::*;
 use crate::status::Status;
@@ -72,6 +73,8 @@ struct Pending {
     txids: Vec<Txid>,
     undo: Vec<(u32, Vec<u8>)>,
     undo_bytes: usize,
+    /// Outputs spent by blocks near the tip, so publishing them can evict mempool double spends.
+    spent_outpoints: Vec<OutPoint>,
 }
 
 impl Pending {
@@ -81,6 +84,7 @@ impl Pending {
             + self.history.len() * HISTORY_ENTRY_BYTES
             + self.txids.len() * TXID_ENTRY_BYTES
             + self.undo_bytes
+            + self.spent_outpoints.len() * std::mem::size_of::<OutPoint>()
     }
 }
 
@@ -101,6 +105,7 @@ impl From<anyhow::Error> for ApplyError {
 }
 
 pub struct BlockProcessor {
+    index: Arc<Index>,
     db: Arc<Db>,
     coin: &'static Coin,
     chain: Arc<RwLock<Chain>>,
@@ -123,18 +128,19 @@ struct Progress {
 
 impl BlockProcessor {
     pub fn new(
-        db: Arc<Db>,
+        index: Arc<Index>,
         coin: &'static Coin,
-        chain: Arc<RwLock<Chain>>,
         cache_limit: usize,
         reorg_limit: u32,
         status: Arc<Status>,
     ) -> Result<Self> {
+        let (db, chain) = (index.db.clone(), index.chain.clone());
         let (tx_count, flushed_height) = {
             let c = chain.read().expect("lock");
             (c.tx_count(), c.height())
         };
         Ok(BlockProcessor {
+            index,
             db,
             coin,
             chain,
@@ -209,6 +215,9 @@ impl BlockProcessor {
         for (i, tx) in block.txs.iter().enumerate() {
             let tx_num = base + i as u64;
             touched.clear();
+            if keep_undo {
+                self.pending.spent_outpoints.extend_from_slice(&tx.inputs);
+            }
             for prevout in &tx.inputs {
                 let (hashx, from_tx, value) = self
                     .spend(prevout, keep_undo)
@@ -259,8 +268,8 @@ impl BlockProcessor {
 
     /// Writes everything pending, with the chain state, in one atomic batch.
     pub fn flush(&mut self) -> Result<()> {
-        let chain = self.chain.clone();
-        let chain = chain.read().expect("lock");
+        let chain_lock = self.chain.clone();
+        let chain = chain_lock.read().expect("lock");
         let (Some(height), Some(tip)) = (chain.height(), chain.tip_hash()) else { return Ok(()) };
         if self.flushed_height == Some(height) {
             return Ok(());
@@ -307,8 +316,20 @@ impl BlockProcessor {
         }
         let state = ChainState { height, tip, tx_count };
         batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
-        db.write(batch)?;
+        drop(chain);
+        // Readers see the new blocks, and the mempool loses their transactions, at one instant.
+        let mempool_touched = {
+            let mut live = self.index.live.write().expect("lock");
+            db.write(batch)?;
+            live.tip = Some(Tip { height, hash: tip, tx_count });
+            live.mempool.remove_confirmed(&p.txids, &p.spent_outpoints)
+        };
         self.flushed_height = Some(height);
+        if self.index.serving() {
+            let mut touched = mempool_touched;
+            touched.extend(p.history.iter().map(|k| <HashX>::try_from(&k[..HASHX_LEN]).expect("hashx prefix")));
+            self.index.publish(IndexEvent { touched, new_tip: true });
+        }
         let elapsed = started.elapsed();
         self.status.set_indexed(height, tip, tx_count);
         self.status.record_flush(elapsed);
@@ -383,8 +404,16 @@ impl BlockProcessor {
             batch.delete_cf(db.cf(CF_UNDO), undo_key(tip));
             let state = ChainState { height: tip - 1, tip: prev_hash, tx_count: start };
             batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
-            db.write(batch)?;
-            self.chain.write().expect("lock").pop();
+            {
+                let mut live = self.index.live.write().expect("lock");
+                db.write(batch)?;
+                self.chain.write().expect("lock").pop();
+                live.tip = Some(Tip { height: tip - 1, hash: prev_hash, tx_count: start });
+            }
+            if self.index.serving() {
+                let touched = undo.spent.iter().map(|s| s.hashx).chain(undo.created.iter().map(|c| c.hashx)).collect();
+                self.index.publish(IndexEvent { touched, new_tip: true });
+            }
             self.flushed_height = Some(tip - 1);
             self.status.set_indexed(tip - 1, prev_hash, start);
             self.progress.last_height = tip - 1;

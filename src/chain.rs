@@ -1,15 +1,20 @@
 //! The indexed chain in memory: every header, its hash, and the cumulative transaction count,
 //! so a tx number maps to its height by binary search without touching the disk.
 
+use std::sync::Mutex;
+
 use crate::block::header_hash;
+use crate::merkle;
 use crate::schema::TxNum;
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct Chain {
     headers: Vec<[u8; 80]>,
     hashes: Vec<[u8; 32]>,
     /// `tx_counts[h]` = transactions in blocks 0..=h.
     tx_counts: Vec<u64>,
+    /// Roots of complete chunks of block hashes, for `cp_height` proofs (see `merkle`).
+    chunk_roots: Mutex<Vec<[u8; 32]>>,
 }
 
 impl Chain {
@@ -17,7 +22,7 @@ impl Chain {
         use rayon::prelude::*;
         let hashes = rows.par_iter().map(|(h, _)| header_hash(h)).collect();
         let (headers, tx_counts) = rows.into_iter().unzip();
-        Chain { headers, hashes, tx_counts }
+        Chain { headers, hashes, tx_counts, chunk_roots: Mutex::default() }
     }
 
     /// Height of the tip; `None` before genesis is indexed.
@@ -74,6 +79,18 @@ impl Chain {
         self.headers.pop();
         self.hashes.pop();
         self.tx_counts.pop();
+        // A chunk root covering the dropped height is stale.
+        self.chunk_roots.get_mut().expect("lock").truncate(self.hashes.len() / merkle::CHUNK);
+    }
+
+    /// Merkle branch and root proving the header at `height` under the checkpoint `cp_height`
+    /// (the tree over block hashes 0..=cp_height). Both must be in the chain, height ≤ cp_height.
+    pub fn header_proof(&self, height: u32, cp_height: u32) -> Option<(Vec<[u8; 32]>, [u8; 32])> {
+        if height > cp_height || cp_height as usize >= self.hashes.len() {
+            return None;
+        }
+        let mut cache = self.chunk_roots.lock().expect("lock");
+        Some(merkle::header_branch(&self.hashes[..=cp_height as usize], height as usize, &mut cache))
     }
 }
 

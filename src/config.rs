@@ -106,6 +106,20 @@ pub struct Config {
     pub prefetch_concurrency: usize,
     /// ferrum-only: use the daemon's REST interface for blocks when it offers it.
     pub daemon_rest: bool,
+    pub ssl_certfile: Option<PathBuf>,
+    pub ssl_keyfile: Option<PathBuf>,
+    pub max_sessions: usize,
+    /// Bytes per incoming message.
+    pub max_recv: usize,
+    /// Bytes per response.
+    pub max_send: usize,
+    pub session_timeout: Duration,
+    pub request_timeout: Duration,
+    /// ferrum-only: requests in one JSON-RPC batch.
+    pub max_batch: usize,
+    pub drop_client: Option<regex::Regex>,
+    pub banner_file: Option<PathBuf>,
+    pub donation_address: String,
 }
 
 /// Obsolete ElectrumX variables and what replaced them: start-up stops if one is set.
@@ -259,6 +273,20 @@ impl Config {
         let poll_mempool: u64 = env.integer("DAEMON_POLL_INTERVAL_MEMPOOL", 5000, "milliseconds")?;
         let prefetch_mb: usize = env.integer("PREFETCH_MB", 64, "a whole number of megabytes")?;
         let prefetch_concurrency: usize = env.integer("PREFETCH_CONCURRENCY", 8, "a number of requests")?;
+        let max_sessions: usize = env.integer("MAX_SESSIONS", 1000, "a number of sessions")?;
+        let max_recv: usize = env.integer("MAX_RECV", 1_000_000, "a number of bytes")?;
+        // ElectrumX's floor: smaller responses would break ordinary wallets.
+        let max_send: usize = env.integer::<usize>("MAX_SEND", 8_100_000, "a number of bytes")?.max(350_000);
+        let session_timeout: u64 = env.integer("SESSION_TIMEOUT", 600, "a number of seconds")?;
+        let request_timeout: u64 = env.integer("REQUEST_TIMEOUT", 30, "a number of seconds")?;
+        let max_batch: usize = env.integer("MAX_BATCH", 500, "a number of requests")?;
+        let drop_client = match env.get("DROP_CLIENT") {
+            None => None,
+            Some(re) => Some(
+                regex::Regex::new(re)
+                    .map_err(|e| ConfigError(format!("DROP_CLIENT must be a regular expression: {e}")))?,
+            ),
+        };
 
         Ok(Config {
             coin,
@@ -276,6 +304,17 @@ impl Config {
             prefetch_bytes: prefetch_mb.max(1) * 1_000_000,
             prefetch_concurrency: prefetch_concurrency.clamp(1, 64),
             daemon_rest: env.boolean("DAEMON_REST", true),
+            ssl_certfile: env.get("SSL_CERTFILE").map(PathBuf::from),
+            ssl_keyfile: env.get("SSL_KEYFILE").map(PathBuf::from),
+            max_sessions: max_sessions.max(1),
+            max_recv: max_recv.max(1000),
+            max_send,
+            session_timeout: Duration::from_secs(session_timeout.max(1)),
+            request_timeout: Duration::from_secs(request_timeout.max(1)),
+            max_batch: max_batch.max(1),
+            drop_client,
+            banner_file: env.get("BANNER_FILE").map(PathBuf::from),
+            donation_address: env.get("DONATION_ADDRESS").unwrap_or("").to_string(),
         })
     }
 

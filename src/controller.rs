@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::admin::{self, AdminContext, AdminRequest};
 use crate::block_processor::{BlockProcessor, Command};
@@ -17,8 +17,11 @@ use crate::coins;
 use crate::config::Config;
 use crate::daemon::{Daemon, DaemonError};
 use crate::db::Db;
+use crate::index::{Index, IndexEvent};
+use crate::mempool;
 use crate::prefetch::{FetchError, Prefetcher};
 use crate::schema::hex_rev;
+use crate::session::Manager;
 use crate::status::Status;
 
 enum RoundError {
@@ -62,27 +65,24 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         _ => tracing::info!("index is empty; starting initial sync from genesis"),
     }
     let chain = Arc::new(RwLock::new(chain));
+    let index = Arc::new(Index::new(db.clone(), chain.clone(), coin));
     let daemon = Arc::new(Daemon::new(&config, shutdown_tx.subscribe()));
+    let mempool_wakeup = Arc::new(Notify::new());
+    let sessions =
+        Manager::new(config.clone(), index.clone(), daemon.clone(), mempool_wakeup.clone(), shutdown_tx.subscribe())?;
 
     let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(16);
     let ctx = Arc::new(AdminContext {
         config: config.clone(),
         status: status.clone(),
-        db: db.clone(),
-        chain: chain.clone(),
+        index: index.clone(),
+        sessions: sessions.clone(),
         daemon: daemon.clone(),
         requests: admin_tx,
         shutdown: shutdown_tx.clone(),
     });
     if let Some(svc) = config.rpc_service() {
         admin::start(svc, ctx).await?;
-    }
-    for svc in config.services.iter().filter(|s| s.protocol != crate::config::ServiceProtocol::Rpc) {
-        tracing::warn!(
-            "{}://{} is configured but this ferrum does not serve Electrum clients yet",
-            svc.protocol.name(),
-            svc.bind_addr()
-        );
     }
 
     let mut shutdown = shutdown_tx.subscribe();
@@ -95,8 +95,7 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
     // The block processor owns the writes, on its own thread.
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(4096);
     let failed = Arc::new(AtomicBool::new(false));
-    let processor =
-        BlockProcessor::new(db.clone(), coin, chain.clone(), config.cache_bytes(), config.reorg_limit, status.clone())?;
+    let processor = BlockProcessor::new(index.clone(), coin, config.cache_bytes(), config.reorg_limit, status.clone())?;
     let thread = {
         let failed = failed.clone();
         std::thread::Builder::new().name("block-processor".into()).spawn(move || processor.run(cmd_rx, failed))?
@@ -112,6 +111,7 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         prefetcher,
     };
 
+    let mut serving = false;
     let result = loop {
         if *shutdown.borrow() {
             break Ok(());
@@ -124,8 +124,36 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         if again {
             continue;
         }
+        if status.caught_up() {
+            // Between block rounds, so the mempool's view of the UTXO set cannot shift under it.
+            match mempool::sync(&index, &daemon).await {
+                Ok(report) => {
+                    if report.added + report.removed > 0 {
+                        tracing::debug!(
+                            "mempool: {} added, {} removed, {} skipped",
+                            report.added,
+                            report.removed,
+                            report.skipped
+                        );
+                    }
+                    if !report.touched.is_empty() {
+                        index.publish(IndexEvent { touched: report.touched, new_tip: false });
+                    }
+                }
+                Err(DaemonError::Shutdown) => break Ok(()),
+                Err(e) => tracing::warn!("refreshing the mempool failed: {e}"),
+            }
+            if !serving {
+                // As ElectrumX does: clients only once the index has caught up with the daemon.
+                if let Err(e) = sessions.start().await {
+                    break Err(e);
+                }
+                serving = true;
+            }
+        }
         tokio::select! {
-            _ = tokio::time::sleep(config.poll_interval_blocks) => {}
+            _ = tokio::time::sleep(config.poll_interval_blocks.min(config.poll_interval_mempool)) => {}
+            _ = mempool_wakeup.notified() => {}
             _ = shutdown.changed() => {}
             Some(req) = admin_rx.recv() => syncer.handle_admin(req).await,
         }

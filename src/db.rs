@@ -188,6 +188,19 @@ impl Db {
         Ok(out)
     }
 
+    /// Txids of tx numbers given in ascending order, read in one batched lookup.
+    pub fn txids(&self, nums: &[TxNum]) -> Result<Vec<Txid>> {
+        let keys: Vec<[u8; TXNUM_LEN]> = nums.iter().map(|n| txid_key(*n)).collect();
+        let cf = self.cf(CF_TXID);
+        let mut out = Vec::with_capacity(nums.len());
+        for (n, r) in nums.iter().zip(self.db.batched_multi_get_cf(cf, keys.iter(), true)) {
+            let v = r.map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
+            let v = v.ok_or_else(|| anyhow!("the index is inconsistent: no txid for tx number {n}"))?;
+            out.push(Txid(v.as_ref().try_into().map_err(|_| anyhow!("corrupt txid row for tx number {n}"))?));
+        }
+        Ok(out)
+    }
+
     /// Tx numbers of stored transactions with this txid (normally one; two for the historic
     /// duplicate coinbases), oldest first.
     pub fn tx_nums_of(&self, txid: &Txid) -> Result<Vec<TxNum>> {
@@ -215,6 +228,18 @@ impl Db {
             .get(CF_HASHX_UTXO, &hashx_utxo_key(hashx, tx_num, vout))?
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map(u64::from_be_bytes))
+    }
+
+    /// An unspent output by outpoint: its script hash and value.
+    pub fn utxo(&self, txid: &Txid, vout: u32) -> Result<Option<(HashX, u64)>> {
+        for tx_num in self.tx_nums_of(txid)?.into_iter().rev() {
+            if let Some(hashx) = self.utxo_hashx(tx_num, vout)? {
+                if let Some(value) = self.utxo_value(&hashx, tx_num, vout)? {
+                    return Ok(Some((hashx, value)));
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn prefix_scan(&self, cf: &str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {

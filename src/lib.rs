@@ -1,8 +1,10 @@
 //! ferrum: an Electrum-protocol indexer server.
 //!
 //! The modules follow the pipeline: `daemon` → `prefetch` (+ `block` parsing) →
-//! `block_processor` → `db` (`schema` layouts, `chain` in memory) → `query`; `controller` runs
-//! the stages, `admin` serves operators, `config` and `coins` describe the setup.
+//! `block_processor` → `db` (`schema` layouts, `chain` in memory); `mempool` mirrors the
+//! daemon's mempool; `index` is what readers see (tip and mempool under one lock); `session`
+//! serves Electrum clients with `protocol` (and `merkle` proofs); `controller` runs the stages,
+//! `admin` serves operators (`query` for its lookups), `config` and `coins` describe the setup.
 
 pub mod admin;
 pub mod block;
@@ -13,9 +15,14 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod db;
+pub mod index;
+pub mod mempool;
+pub mod merkle;
 pub mod prefetch;
+pub mod protocol;
 pub mod query;
 pub mod schema;
+pub mod session;
 pub mod status;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,28 +1,13 @@
-//! Read-side lookups on the index: a script hash's history, unspent outputs and balance.
-//! Used by the admin `query` command now and by the Electrum sessions later.
+//! The admin `query` command: a script hash's history, unspent outputs and balance, given an
+//! address, a script or a script hash.
 
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::chain::Chain;
 use crate::coins::Coin;
-use crate::db::Db;
-use crate::schema::{hashx_from_scripthash, hex_rev, Txid};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryItem {
-    pub txid: Txid,
-    pub height: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Utxo {
-    pub txid: Txid,
-    pub vout: u32,
-    pub height: u32,
-    pub value: u64,
-}
+use crate::index::Index;
+use crate::schema::{hashx_from_scripthash, hex_rev};
 
 /// Turns an address, a hex script, or a 64-hex Electrum script hash into the script hash
 /// (sha256 of the script, internal order).
@@ -41,46 +26,24 @@ pub fn resolve_item(coin: &Coin, item: &str) -> Result<[u8; 32]> {
     }
 }
 
-/// Confirmed history in chain order, at most `limit` entries.
-pub fn history(db: &Db, chain: &Chain, scripthash: &[u8; 32], limit: usize) -> Result<Vec<HistoryItem>> {
-    let hashx = hashx_from_scripthash(scripthash);
-    let mut out = Vec::new();
-    for tx_num in db.history(&hashx, limit)? {
-        // A row past our in-memory chain belongs to a block being unwound right now.
-        let Some((height, _)) = chain.locate(tx_num) else { continue };
-        let txid =
-            db.txid(tx_num)?.ok_or_else(|| anyhow!("the index is inconsistent: no txid for tx number {tx_num}"))?;
-        out.push(HistoryItem { txid, height });
-    }
-    Ok(out)
-}
-
-/// Confirmed unspent outputs in chain order (at most `limit` of them) and the confirmed
-/// balance over all of them, from one scan.
-pub fn utxos_and_balance(db: &Db, chain: &Chain, scripthash: &[u8; 32], limit: usize) -> Result<(Vec<Utxo>, u64)> {
-    let hashx = hashx_from_scripthash(scripthash);
-    let rows = db.hashx_utxos(&hashx)?;
-    let balance = rows.iter().map(|(_, _, v)| v).sum();
-    let mut out = Vec::new();
-    for &(tx_num, vout, value) in rows.iter().take(limit) {
-        let Some((height, _)) = chain.locate(tx_num) else { continue };
-        let txid =
-            db.txid(tx_num)?.ok_or_else(|| anyhow!("the index is inconsistent: no txid for tx number {tx_num}"))?;
-        out.push(Utxo { txid, vout, height, value });
-    }
-    Ok((out, balance))
-}
-
-/// The admin `query` answer for one item.
-pub fn query_item(db: &Db, chain: &Chain, coin: &Coin, item: &str, limit: usize) -> Result<Value> {
-    let sh = resolve_item(coin, item)?;
-    let hist = history(db, chain, &sh, limit)?;
-    let (unspent, balance) = utxos_and_balance(db, chain, &sh, limit)?;
+/// The admin `query` answer for one item: the first `limit` confirmed transactions and
+/// unspent outputs, the confirmed balance, and apart from them the mempool's transactions and
+/// balance delta.
+pub fn query_item(index: &Index, item: &str, limit: usize) -> Result<Value> {
+    let sh = resolve_item(index.coin, item)?;
+    let hashx = hashx_from_scripthash(&sh);
+    let snap = index.snapshot();
+    let hist = snap.history_prefix(&hashx, limit)?;
+    let unspent = snap.confirmed_unspent(&hashx)?;
+    let mempool = snap.mempool().history(&hashx);
+    let (confirmed, unconfirmed) = snap.balance(&hashx)?;
     Ok(json!({
         "item": item,
         "scripthash": hex_rev(&sh),
-        "history": hist.iter().map(|h| json!({"tx_hash": h.txid.to_string(), "height": h.height})).collect::<Vec<_>>(),
-        "utxos": unspent.iter().map(|u| json!({"tx_hash": u.txid.to_string(), "tx_pos": u.vout, "height": u.height, "value": u.value})).collect::<Vec<_>>(),
-        "balance": balance,
+        "history": hist.iter().map(|(t, h)| json!({"tx_hash": t.to_string(), "height": h})).collect::<Vec<_>>(),
+        "mempool": mempool.iter().map(|e| json!({"tx_hash": e.txid.to_string(), "height": e.height, "fee": e.fee})).collect::<Vec<_>>(),
+        "utxos": unspent.iter().take(limit).map(|u| json!({"tx_hash": u.txid.to_string(), "tx_pos": u.vout, "height": u.height, "value": u.value})).collect::<Vec<_>>(),
+        "balance": confirmed,
+        "unconfirmed": unconfirmed,
     }))
 }

@@ -64,6 +64,11 @@ impl Status {
         self.with(|s| s.reorgs += 1)
     }
 
+    /// Whether the flushed tip is the daemon's best block as last seen.
+    pub fn caught_up(&self) -> bool {
+        self.with(|s| s.indexed.is_some_and(|(_, ours)| s.daemon_tip.is_some_and(|(_, theirs)| ours == theirs)))
+    }
+
     /// The index part of the admin `getinfo` answer.
     pub fn to_json(&self) -> Value {
         let s = self.with(|s| s.clone());

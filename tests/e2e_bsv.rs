@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bitcoin::{Address, Network, ScriptBuf};
+use common::client::{scripthash, Client};
 use common::ferrum::FerrumProcess;
 use common::nodes::{assert_caught_up, assert_ferrum_matches, sats, scripts_of, BitcoinSv, ChainView};
 use serde_json::json;
@@ -89,8 +90,9 @@ fn e2e_bsv_sync_follow_reorg() {
 
     let tmp = tempfile::Builder::new().prefix("ferrum-e2e-bsv-").tempdir().unwrap();
     let url = sv.url();
-    let mut ferrum = FerrumProcess::start(
+    let (mut ferrum, ports) = FerrumProcess::start_serving(
         &tmp.path().join("db"),
+        &["tcp"],
         &[("DAEMON_URL", &url), ("COIN", "BitcoinSV"), ("NET", "regtest"), ("CACHE_MB", "64")],
     );
     // `wallet_check`: also compare with listunspent; not after the reorg, where the wallet still
@@ -114,6 +116,28 @@ fn e2e_bsv_sync_follow_reorg() {
 
     // 1. Initial sync.
     sync(&mut ferrum, &addresses, "initial sync", true);
+
+    // The Electrum protocol on a node without fee estimation, and its mempool.
+    ferrum.wait_port(ports["tcp"], SYNC_TIMEOUT);
+    let mut client = Client::tcp(ports["tcp"]);
+    assert_eq!(client.version(json!(["1.4", "1.6"])), "1.6");
+    assert_eq!(client.ok("blockchain.estimatefee", json!([2])), json!(-1), "BSV cannot estimate fees");
+    assert!(client.ok("mempool.get_info", json!([]))["minrelaytxfee"].is_number());
+    let sh = scripthash(payees[3].script_pubkey().as_bytes());
+    let paid = sv.send_to(&payees[3].to_string(), 3_300_000);
+    let start = std::time::Instant::now();
+    let mempool = loop {
+        let m = client.ok("blockchain.scripthash.get_mempool", json!([sh]));
+        if m.as_array().is_some_and(|a| !a.is_empty()) {
+            break m;
+        }
+        assert!(start.elapsed() < SYNC_TIMEOUT, "the payment never reached ferrum's mempool\n{}", ferrum.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let entry = sv.call("getmempoolentry", json!([paid]));
+    assert_eq!(mempool[0]["tx_hash"], json!(paid));
+    assert_eq!(mempool[0]["fee"].as_u64(), Some(sats(&entry["fee"])), "fee from the prevouts");
+    assert_eq!(client.ok("blockchain.scripthash.get_balance", json!([sh]))["unconfirmed"], json!(3_300_000));
 
     // 2. Follow: a new payee, more payments (the wallet may also spend payee outputs as inputs).
     let fresh = sv.new_address();

@@ -38,6 +38,8 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// One row per connected Electrum session.
+    Sessions,
     /// Flush the index and shut ferrum down.
     Stop,
 }
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Getinfo => ("getinfo", json!([])),
         Command::Reorg { count } => ("reorg", json!([count])),
         Command::Query { items, limit } => ("query", json!([items, limit])),
+        Command::Sessions => ("sessions", json!([])),
         Command::Stop => ("stop", json!([])),
     };
     match call(&args.host, args.port, method, params) {

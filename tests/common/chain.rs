@@ -293,6 +293,27 @@ impl ChainBuilder {
 
     /// Appends a block with a coinbase and (up to) `ntx` spending transactions.
     pub fn add_block_with_txs(&mut self, ntx: usize) -> &Block {
+        self.add_block_including(Vec::new(), ntx)
+    }
+
+    /// A transaction spending `inputs` (which must be unspent on this branch or created by a
+    /// transaction that will precede it) and paying `outputs`; the UTXO set is not changed until
+    /// the transaction is put in a block with `add_block_including`.
+    pub fn make_tx(&mut self, inputs: &[Utxo], outputs: &[(ScriptBuf, u64)]) -> Transaction {
+        Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: inputs.iter().map(|u| self.dummy_input(u)).collect(),
+            output: outputs
+                .iter()
+                .map(|(s, v)| TxOut { value: Amount::from_sat(*v), script_pubkey: s.clone() })
+                .collect(),
+        }
+    }
+
+    /// Appends a block holding `include` (in order, right after the coinbase), then up to `ntx`
+    /// random transactions.
+    pub fn add_block_including(&mut self, include: Vec<Transaction>, ntx: usize) -> &Block {
         let height = self.height() + 1;
         let mut txs: Vec<Transaction> = Vec::with_capacity(ntx + 1);
         // Outputs created by this block that are still unspent: candidates for in-block spends.
@@ -300,6 +321,28 @@ impl ChainBuilder {
         let mut fees = 0u64;
         // Txids are hashed once here (debug-build SHA256 dominates the builder's cost).
         let mut txids: Vec<Txid> = Vec::with_capacity(ntx + 1);
+        for tx in include {
+            let txid = tx.compute_txid();
+            let mut spent = 0u64;
+            for i in &tx.input {
+                let u = self.utxos.remove(&i.previous_output).expect("an included tx spends an unspent output");
+                spent += u.value;
+            }
+            fees += spent - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>();
+            for (vout, o) in tx.output.iter().enumerate() {
+                if !o.script_pubkey.is_op_return() {
+                    let outpoint = OutPoint::new(txid, vout as u32);
+                    self.utxos.insert(Utxo {
+                        outpoint,
+                        script: o.script_pubkey.clone(),
+                        value: o.value.to_sat(),
+                        height,
+                    });
+                }
+            }
+            txs.push(tx);
+            txids.push(txid);
+        }
         for _ in 0..ntx {
             if self.utxos.len() == 0 {
                 break;

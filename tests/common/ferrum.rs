@@ -59,6 +59,39 @@ impl FerrumProcess {
         p
     }
 
+    /// Starts ferrum serving Electrum clients on free ports for each of `protocols` ("tcp",
+    /// "ssl", "ws", "wss") plus the admin RPC; returns it with the ports by protocol.
+    pub fn start_serving(
+        db_dir: &Path,
+        protocols: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> (FerrumProcess, BTreeMap<String, u16>) {
+        let ports: BTreeMap<String, u16> = protocols.iter().map(|p| (p.to_string(), free_port())).collect();
+        let admin_port = free_port();
+        let mut services: Vec<String> = ports.iter().map(|(p, port)| format!("{p}://127.0.0.1:{port}")).collect();
+        services.push(format!("rpc://127.0.0.1:{admin_port}"));
+        let services = services.join(",");
+        let mut env: Vec<(&str, &str)> = vec![("SERVICES", &services), ("DAEMON_POLL_INTERVAL_MEMPOOL", "100")];
+        env.extend_from_slice(extra_env);
+        let mut p = FerrumProcess::start(db_dir, &env);
+        p.admin_port = admin_port;
+        (p, ports)
+    }
+
+    /// Waits until a client port accepts connections (ferrum serves clients once caught up).
+    pub fn wait_port(&mut self, port: u16, timeout: Duration) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.exited() {
+                panic!("ferrum exited ({status}) before serving port {port}\n{}", self.log_tail());
+            }
+            if start.elapsed() > timeout {
+                panic!("ferrum did not open port {port} within {timeout:?}\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// (Re)starts the process with the same environment and DB (after `kill9` or `stop`).
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod client;
+pub mod electrum;
 pub mod ferrum;
 pub mod nodes;
 pub mod scripted_daemon;

@@ -185,6 +185,12 @@ struct State {
     alive: bool,
     /// Added before every response, to slow a sync down enough to interrupt it.
     delay: Duration,
+    /// The mempool, in arrival order.
+    mempool: Vec<bitcoin::Transaction>,
+    /// When set, sendrawtransaction fails with this (code, message).
+    reject: Option<(i64, String)>,
+    /// What estimatesmartfee answers (BTC/kvB); `None`: "insufficient data".
+    fee_estimate: Option<f64>,
 }
 
 struct Shared {
@@ -245,6 +251,9 @@ impl ScriptedDaemon {
                 die_budget: None,
                 alive: true,
                 delay: Duration::ZERO,
+                mempool: Vec::new(),
+                reject: None,
+                fee_estimate: None,
             }),
             auth: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
             getblock_calls: AtomicU64::new(0),
@@ -285,6 +294,24 @@ impl ScriptedDaemon {
         let previous = self.shared.state().chain.clone();
         let data = Arc::new(ChainData::new(blocks, Some(&previous)));
         self.shared.state().chain = data;
+    }
+
+    /// Replaces the mempool.
+    pub fn set_mempool(&self, txs: Vec<bitcoin::Transaction>) {
+        self.shared.state().mempool = txs;
+    }
+
+    pub fn mempool(&self) -> Vec<bitcoin::Transaction> {
+        self.shared.state().mempool.clone()
+    }
+
+    /// Makes sendrawtransaction / submitpackage fail with this bitcoind error (or succeed again).
+    pub fn set_reject(&self, reject: Option<(i64, &str)>) {
+        self.shared.state().reject = reject.map(|(c, m)| (c, m.to_string()));
+    }
+
+    pub fn set_fee_estimate(&self, fee: Option<f64>) {
+        self.shared.state().fee_estimate = fee;
     }
 
     pub fn tip_height(&self) -> u64 {
@@ -764,6 +791,10 @@ fn parse_hex256(v: Option<&Value>, name: &str) -> Result<String, RpcError> {
     Ok(s.to_ascii_lowercase())
 }
 
+fn parse_hex_str(v: Option<&Value>) -> Result<String, RpcError> {
+    v.and_then(Value::as_str).map(str::to_string).ok_or_else(|| err(-3, "hexstring must be a string"))
+}
+
 fn parse_block_hash(v: Option<&Value>) -> Result<BlockHash, RpcError> {
     let s = parse_hex256(v, "blockhash")?;
     BlockHash::from_str(&s).map_err(|e| err(RPC_INVALID_PARAMETER, e.to_string()))
@@ -902,6 +933,15 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             let txid = Txid::from_str(&txid_hex).map_err(|e| err(RPC_INVALID_PARAMETER, e.to_string()))?;
             let verbose = parse_verbosity(param(params, 1, "verbose"), 0)?;
             let Some(bh) = param(params, 2, "blockhash") else {
+                let mempool = shared.state().mempool.clone();
+                if let Some(tx) = mempool.iter().find(|t| t.compute_txid() == txid) {
+                    return Ok(if verbose == 0 {
+                        json!(hex::encode(serialize(tx)))
+                    } else {
+                        json!({"txid": txid.to_string(), "hash": tx.compute_wtxid().to_string(), "size": tx.total_size(),
+                               "vsize": tx.vsize(), "hex": hex::encode(serialize(tx))})
+                    });
+                }
                 return Err(err(
                     RPC_INVALID_ADDRESS_OR_KEY,
                     "No such mempool transaction. Use -txindex or provide a block hash to enable blockchain transaction queries. Use gettransaction for wallet transactions.",
@@ -922,12 +962,61 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
                 Ok(tx_json(&chain, e, pos))
             }
         }
-        // An empty mempool, for servers that poll it.
         "getrawmempool" => {
+            let ids: Vec<String> = shared.state().mempool.iter().map(|t| t.compute_txid().to_string()).collect();
             if parse_verbosity(param(params, 0, "verbose"), 0)? != 0 {
-                Ok(json!({}))
+                Ok(Value::Object(ids.into_iter().map(|i| (i, json!({}))).collect()))
             } else {
-                Ok(json!([]))
+                Ok(json!(ids))
+            }
+        }
+        "sendrawtransaction" | "submitpackage" => {
+            let raws: Vec<String> = if method == "submitpackage" {
+                param(params, 0, "package")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .ok_or_else(|| err(-3, "package must be an array"))?
+            } else {
+                vec![parse_hex_str(param(params, 0, "hexstring"))?]
+            };
+            let mut txs = Vec::new();
+            for raw in &raws {
+                let tx: bitcoin::Transaction = hex::decode(raw)
+                    .ok()
+                    .and_then(|b| bitcoin::consensus::deserialize(&b).ok())
+                    .ok_or_else(|| err(-22, "TX decode failed. Make sure the tx has at least one input."))?;
+                txs.push(tx);
+            }
+            let mut st = shared.state();
+            if let Some((code, message)) = st.reject.clone() {
+                if method == "submitpackage" {
+                    let results: serde_json::Map<String, Value> = txs
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.compute_wtxid().to_string(),
+                                json!({"txid": t.compute_txid().to_string(), "error": message}),
+                            )
+                        })
+                        .collect();
+                    return Ok(
+                        json!({"package_msg": "transaction failed", "tx-results": results, "replaced-transactions": []}),
+                    );
+                }
+                return Err(err(code, message));
+            }
+            let mut results = serde_json::Map::new();
+            for tx in txs {
+                let txid = tx.compute_txid();
+                results.insert(tx.compute_wtxid().to_string(), json!({"txid": txid.to_string(), "vsize": tx.vsize()}));
+                if !st.mempool.iter().any(|t| t.compute_txid() == txid) {
+                    st.mempool.push(tx);
+                }
+            }
+            if method == "submitpackage" {
+                Ok(json!({"package_msg": "success", "tx-results": results, "replaced-transactions": []}))
+            } else {
+                Ok(json!(results.values().next().map(|r| r["txid"].clone()).unwrap_or(Value::Null)))
             }
         }
         "getmempoolinfo" => Ok(json!({
@@ -935,7 +1024,10 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             "maxmempool": 300_000_000, "mempoolminfee": 0.00001, "minrelaytxfee": 0.00001,
             "incrementalrelayfee": 0.00001, "unbroadcastcount": 0, "fullrbf": true,
         })),
-        "estimatesmartfee" => Ok(json!({"errors": ["Insufficient data or no feerate found"], "blocks": 2})),
+        "estimatesmartfee" => match shared.state().fee_estimate {
+            Some(fee) => Ok(json!({"feerate": fee, "blocks": 2})),
+            None => Ok(json!({"errors": ["Insufficient data or no feerate found"], "blocks": 2})),
+        },
         "uptime" => Ok(json!(1)),
         _ => Err(err(RPC_METHOD_NOT_FOUND, "Method not found")),
     }

@@ -1,0 +1,296 @@
+//! The index as readers see it: the flushed tip and the mempool mirror under one lock, read
+//! together with the in-memory chain and the database.
+//!
+//! The block processor takes the write side while it writes a block's batch, moves the tip and
+//! drops the block's transactions from the mempool; the mempool refresh takes it to apply its
+//! changes. A reader holds the read side for the whole of one answer (`Snapshot`), so every
+//! answer describes one state: never a transaction both confirmed and unconfirmed, never a
+//! history from one block and balance from the next.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::block::OutPoint;
+use crate::chain::Chain;
+use crate::coins::Coin;
+use crate::db::Db;
+use crate::mempool::Mempool;
+use crate::schema::{HashX, Txid};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tip {
+    pub height: u32,
+    pub hash: [u8; 32],
+    pub tx_count: u64,
+}
+
+#[derive(Default)]
+pub struct Live {
+    /// The last flushed block: readers see the chain up to here.
+    pub tip: Option<Tip>,
+    pub mempool: Mempool,
+}
+
+/// What changed, for the session manager: script hashes whose history may differ, and whether
+/// the tip moved.
+#[derive(Debug, Default)]
+pub struct IndexEvent {
+    pub touched: HashSet<HashX>,
+    pub new_tip: bool,
+}
+
+pub struct Index {
+    pub db: Arc<Db>,
+    pub chain: Arc<RwLock<Chain>>,
+    pub coin: &'static Coin,
+    pub live: RwLock<Live>,
+    /// Set once sessions are served: only then do writers report what they touched.
+    serving: AtomicBool,
+    listener: Mutex<Option<UnboundedSender<IndexEvent>>>,
+}
+
+/// A confirmed history longer than the caller's limit (MAX_SEND could not carry it).
+#[derive(Debug, thiserror::Error)]
+#[error("history too large")]
+pub struct HistoryTooLarge;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unspent {
+    pub txid: Txid,
+    pub vout: u32,
+    /// 0 for a mempool output.
+    pub height: u32,
+    pub value: u64,
+}
+
+impl Index {
+    pub fn new(db: Arc<Db>, chain: Arc<RwLock<Chain>>, coin: &'static Coin) -> Index {
+        let tip = {
+            let c = chain.read().expect("lock");
+            c.height().zip(c.tip_hash()).map(|(height, hash)| Tip { height, hash, tx_count: c.tx_count() })
+        };
+        Index {
+            db,
+            chain,
+            coin,
+            live: RwLock::new(Live { tip, mempool: Mempool::default() }),
+            serving: AtomicBool::new(false),
+            listener: Mutex::new(None),
+        }
+    }
+
+    /// Starts reporting changes to the session manager.
+    pub fn set_listener(&self, tx: UnboundedSender<IndexEvent>) {
+        *self.listener.lock().expect("lock") = Some(tx);
+        self.serving.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether anyone listens for changes (so writers can skip collecting them).
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    pub fn publish(&self, event: IndexEvent) {
+        if let Some(tx) = self.listener.lock().expect("lock").as_ref() {
+            let _ = tx.send(event);
+        }
+    }
+
+    pub fn tip(&self) -> Option<Tip> {
+        self.live.read().expect("lock").tip
+    }
+
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        let live = self.live.read().expect("lock");
+        let chain = self.chain.read().expect("lock");
+        Snapshot { live, chain, db: &self.db }
+    }
+
+    /// An unspent confirmed output: its script hash and value.
+    pub fn utxo(&self, op: &OutPoint) -> Result<Option<(HashX, u64)>> {
+        self.db.utxo(&op.txid, op.vout)
+    }
+}
+
+/// One consistent view for one answer. Holds read locks: build the answer and drop it.
+pub struct Snapshot<'a> {
+    live: RwLockReadGuard<'a, Live>,
+    chain: RwLockReadGuard<'a, Chain>,
+    db: &'a Db,
+}
+
+impl Snapshot<'_> {
+    pub fn tip(&self) -> Option<Tip> {
+        self.live.tip
+    }
+
+    pub fn height(&self) -> Option<u32> {
+        self.live.tip.map(|t| t.height)
+    }
+
+    pub fn mempool(&self) -> &Mempool {
+        &self.live.mempool
+    }
+
+    fn visible(&self, height: u32) -> bool {
+        self.height().is_some_and(|tip| height <= tip)
+    }
+
+    pub fn header(&self, height: u32) -> Option<[u8; 80]> {
+        self.visible(height).then(|| self.chain.header(height).copied()).flatten()
+    }
+
+    pub fn block_hash(&self, height: u32) -> Option<[u8; 32]> {
+        self.visible(height).then(|| self.chain.hash(height)).flatten()
+    }
+
+    /// Up to `count` headers from `start`, as far as the tip.
+    pub fn headers(&self, start: u32, count: u32) -> Vec<[u8; 80]> {
+        let Some(tip) = self.height() else { return Vec::new() };
+        let end = (start as u64 + count as u64).min(tip as u64 + 1);
+        (start as u64..end).filter_map(|h| self.chain.header(h as u32).copied()).collect()
+    }
+
+    pub fn header_proof(&self, height: u32, cp_height: u32) -> Option<(Vec<[u8; 32]>, [u8; 32])> {
+        if !self.visible(cp_height) {
+            return None;
+        }
+        self.chain.header_proof(height, cp_height)
+    }
+
+    /// Confirmed transactions touching a script hash, in chain order: (txid, height). More than
+    /// `limit` of them is `HistoryTooLarge`.
+    pub fn confirmed_history(&self, hashx: &HashX, limit: usize) -> Result<Vec<(Txid, u32)>> {
+        self.history_up_to(hashx, limit, false)
+    }
+
+    /// The first `limit` confirmed transactions (for the admin `query`).
+    pub fn history_prefix(&self, hashx: &HashX, limit: usize) -> Result<Vec<(Txid, u32)>> {
+        self.history_up_to(hashx, limit, true)
+    }
+
+    fn history_up_to(&self, hashx: &HashX, limit: usize, truncate: bool) -> Result<Vec<(Txid, u32)>> {
+        let Some(tip) = self.live.tip else { return Ok(Vec::new()) };
+        let mut nums = self.db.history(hashx, limit.saturating_add(1))?;
+        if nums.len() > limit {
+            if !truncate {
+                return Err(HistoryTooLarge.into());
+            }
+            nums.truncate(limit);
+        }
+        // Rows of an unflushed block cannot be on disk; rows past the tip belong to a block being
+        // unwound right now and are not part of this state.
+        nums.retain(|n| *n < tip.tx_count);
+        let txids = self.db.txids(&nums)?;
+        Ok(nums
+            .iter()
+            .zip(txids)
+            .filter_map(|(n, txid)| self.chain.locate(*n).map(|(height, _)| (txid, height)))
+            .collect())
+    }
+
+    /// The Electrum status of a script hash: sha256 over "txid:height:" for each confirmed then
+    /// unconfirmed transaction; `None` without any.
+    pub fn status(&self, hashx: &HashX, limit: usize) -> Result<Option<[u8; 32]>> {
+        let confirmed = self.confirmed_history(hashx, limit)?;
+        let unconfirmed = self.live.mempool.history(hashx);
+        Ok(status_hash(
+            confirmed.iter().map(|(t, h)| (t, *h as i64)).chain(unconfirmed.iter().map(|e| (&e.txid, e.height as i64))),
+        ))
+    }
+
+    /// Confirmed balance and the mempool's effect on it.
+    pub fn balance(&self, hashx: &HashX) -> Result<(u64, i64)> {
+        let confirmed = self.db.hashx_utxos(hashx)?.iter().map(|(_, _, v)| v).sum();
+        Ok((confirmed, self.live.mempool.balance_delta(hashx)))
+    }
+
+    /// Unspent outputs: confirmed ones in chain order without those the mempool spends, then
+    /// mempool ones (height 0) not spent in the mempool.
+    pub fn unspent(&self, hashx: &HashX, limit: usize) -> Result<Vec<Unspent>> {
+        self.unspent_outputs(hashx, limit, true)
+    }
+
+    /// Confirmed unspent outputs only, mempool spends ignored (the admin `query`).
+    pub fn confirmed_unspent(&self, hashx: &HashX) -> Result<Vec<Unspent>> {
+        self.unspent_outputs(hashx, usize::MAX, false)
+    }
+
+    fn unspent_outputs(&self, hashx: &HashX, limit: usize, with_mempool: bool) -> Result<Vec<Unspent>> {
+        let Some(tip) = self.live.tip else { return Ok(Vec::new()) };
+        let rows = self.db.hashx_utxos(hashx)?;
+        if rows.len() > limit {
+            return Err(HistoryTooLarge.into());
+        }
+        let nums: Vec<u64> = rows.iter().map(|r| r.0).filter(|n| *n < tip.tx_count).collect();
+        let txids = self.db.txids(&nums)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for ((tx_num, vout, value), txid) in rows.iter().filter(|r| r.0 < tip.tx_count).zip(txids) {
+            if with_mempool && self.live.mempool.is_spent(&OutPoint { txid, vout: *vout }) {
+                continue;
+            }
+            let Some((height, _)) = self.chain.locate(*tx_num) else { continue };
+            out.push(Unspent { txid, vout: *vout, height, value: *value });
+        }
+        if with_mempool {
+            for (txid, vout, value) in self.live.mempool.unspent(hashx) {
+                out.push(Unspent { txid, vout, height: 0, value });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Height and position in its block of a confirmed transaction.
+    pub fn tx_location(&self, txid: &Txid) -> Result<Option<(u32, u32)>> {
+        let Some(tip) = self.live.tip else { return Ok(None) };
+        Ok(self.db.tx_nums_of(txid)?.into_iter().rev().filter(|n| *n < tip.tx_count).find_map(|n| self.chain.locate(n)))
+    }
+
+    /// Txids of the block at `height`, in block order.
+    pub fn block_txids(&self, height: u32) -> Result<Option<Vec<Txid>>> {
+        if !self.visible(height) {
+            return Ok(None);
+        }
+        let Some((start, end)) = self.chain.tx_range(height) else { return Ok(None) };
+        self.db.txids_range(start, end).map(Some)
+    }
+}
+
+/// The status hash over (txid, height) pairs in order.
+pub fn status_hash<'t>(items: impl Iterator<Item = (&'t Txid, i64)>) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut any = false;
+    for (txid, height) in items {
+        any = true;
+        h.update(format!("{txid}:{height}:").as_bytes());
+    }
+    any.then(|| h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protocol_documents_status_example() {
+        // docs/protocol-basics.rst, "Status Example": three confirmed txs and three mempool txs.
+        let items = [
+            ("a6c9c361bd0bc536d6a22648efbf8f9b200e425ef6c3a7a9669dc444c532a347", 2472),
+            ("9c42f84b2fcdaff676ba25d9d4941741cc0d1a01cce0c23fdc4c0b2afa38431c", 2473),
+            ("770f2d4371b3fabb902dd9a103e2dd005fcd3971181078fca4a2a1d6ff127b30", 2473),
+            ("80b19848aed792565ab7c5a79b7c2a00fbf985741579396ebe0ab6098e607311", 0),
+            ("e02a1dadfa83b996b24175df807b271ea5d02937ef5b35c195fac1e1bdc3198f", 0),
+            ("bb4c8ab438c13b89ca80d1d5bee25b0b6b7f55673f4d801998ba97db161d9e85", -1),
+        ];
+        let txids: Vec<(Txid, i64)> =
+            items.iter().map(|(h, n)| (Txid(crate::schema::parse_hex_rev32(h).unwrap()), *n)).collect();
+        let status = status_hash(txids.iter().map(|(t, h)| (t, *h))).unwrap();
+        assert_eq!(hex::encode(status), "78e96c6562cafa71c115503b9411fdfdc595a45031e2ab76ff75162fe1b0590d");
+        assert_eq!(status_hash(std::iter::empty()), None);
+    }
+}

@@ -1,0 +1,504 @@
+//! A mirror of the daemon's mempool: its transactions with their fees and the script hashes
+//! they touch, kept so that per-script-hash answers (unconfirmed history, balance delta,
+//! unspent mempool outputs) and the fee histogram need no daemon round trip.
+//!
+//! `Mempool` is the state; `sync` refreshes it from the daemon. The state lives next to the
+//! flushed tip under one lock (`index::Live`), and the block processor removes confirmed
+//! transactions in the same critical section that publishes a block, so no reader ever sees a
+//! transaction both confirmed and unconfirmed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::block::{parse_transaction, OutPoint, TxOut};
+use crate::daemon::{Daemon, DaemonError};
+use crate::index::Index;
+use crate::schema::{HashX, Txid};
+
+/// Transactions fetched per daemon batch.
+const FETCH_BATCH: usize = 500;
+
+#[derive(Clone, Debug)]
+pub struct MempoolTx {
+    pub txid: Txid,
+    pub fee: u64,
+    pub vsize: u32,
+    /// Spent outputs, with the script hash and value each had.
+    pub inputs: Vec<(OutPoint, Option<HashX>, u64)>,
+    pub outputs: Vec<TxOut>,
+}
+
+impl MempoolTx {
+    fn hashxs(&self) -> impl Iterator<Item = HashX> + '_ {
+        self.inputs.iter().filter_map(|i| i.1).chain(self.outputs.iter().filter_map(|o| o.hashx))
+    }
+}
+
+/// An unconfirmed transaction as a script hash sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MempoolEntry {
+    pub txid: Txid,
+    /// 0 when every input is confirmed, -1 when one spends another mempool transaction.
+    pub height: i32,
+    pub fee: u64,
+}
+
+#[derive(Default)]
+pub struct Mempool {
+    txs: HashMap<Txid, MempoolTx>,
+    by_hashx: HashMap<HashX, HashSet<Txid>>,
+    /// Outputs spent by mempool transactions, and by which.
+    spends: HashMap<OutPoint, Txid>,
+    /// Sum of the transactions' virtual sizes.
+    vsize: u64,
+    histogram: Vec<(f64, u64)>,
+}
+
+impl Mempool {
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    pub fn vsize(&self) -> u64 {
+        self.vsize
+    }
+
+    pub fn contains(&self, txid: &Txid) -> bool {
+        self.txs.contains_key(txid)
+    }
+
+    pub fn get(&self, txid: &Txid) -> Option<&MempoolTx> {
+        self.txs.get(txid)
+    }
+
+    pub fn txids(&self) -> impl Iterator<Item = &Txid> {
+        self.txs.keys()
+    }
+
+    fn has_unconfirmed_input(&self, tx: &MempoolTx) -> bool {
+        tx.inputs.iter().any(|(op, _, _)| self.txs.contains_key(&op.txid))
+    }
+
+    /// Unconfirmed transactions touching a script hash, in the canonical order of protocol 1.6:
+    /// height 0 before height -1, then by txid as displayed.
+    pub fn history(&self, hashx: &HashX) -> Vec<MempoolEntry> {
+        let Some(ids) = self.by_hashx.get(hashx) else { return Vec::new() };
+        let mut out: Vec<MempoolEntry> = ids
+            .iter()
+            .filter_map(|id| self.txs.get(id))
+            .map(|tx| MempoolEntry {
+                txid: tx.txid,
+                height: if self.has_unconfirmed_input(tx) { -1 } else { 0 },
+                fee: tx.fee,
+            })
+            .collect();
+        out.sort_by(|a, b| b.height.cmp(&a.height).then_with(|| display_order(&a.txid, &b.txid)));
+        out
+    }
+
+    /// What the mempool adds to (outputs) and takes from (spends) a script hash's balance.
+    pub fn balance_delta(&self, hashx: &HashX) -> i64 {
+        let Some(ids) = self.by_hashx.get(hashx) else { return 0 };
+        let mut delta = 0i64;
+        for tx in ids.iter().filter_map(|id| self.txs.get(id)) {
+            for (_, h, value) in &tx.inputs {
+                if h.as_ref() == Some(hashx) {
+                    delta -= *value as i64;
+                }
+            }
+            for out in &tx.outputs {
+                if out.hashx.as_ref() == Some(hashx) {
+                    delta += out.value as i64;
+                }
+            }
+        }
+        delta
+    }
+
+    /// Mempool outputs paying a script hash that no mempool transaction spends: (txid, vout, value),
+    /// ordered by txid then output index so answers are stable.
+    pub fn unspent(&self, hashx: &HashX) -> Vec<(Txid, u32, u64)> {
+        let Some(ids) = self.by_hashx.get(hashx) else { return Vec::new() };
+        let mut out = Vec::new();
+        for tx in ids.iter().filter_map(|id| self.txs.get(id)) {
+            for (vout, o) in tx.outputs.iter().enumerate() {
+                let op = OutPoint { txid: tx.txid, vout: vout as u32 };
+                if o.hashx.as_ref() == Some(hashx) && !self.spends.contains_key(&op) {
+                    out.push((tx.txid, vout as u32, o.value));
+                }
+            }
+        }
+        out.sort_by(|a, b| display_order(&a.0, &b.0).then(a.1.cmp(&b.1)));
+        out
+    }
+
+    pub fn is_spent(&self, op: &OutPoint) -> bool {
+        self.spends.contains_key(op)
+    }
+
+    /// The fee histogram: `[fee rate sat/vB, vsize]` bins, fee rate descending.
+    pub fn fee_histogram(&self) -> &[(f64, u64)] {
+        &self.histogram
+    }
+
+    fn insert(&mut self, tx: MempoolTx, touched: &mut HashSet<HashX>) {
+        if self.txs.contains_key(&tx.txid) {
+            return;
+        }
+        // Mempool children of this tx (e.g. it came back from an unwound block) now have an
+        // unconfirmed parent: their height turns from 0 to -1.
+        for vout in 0..tx.outputs.len() as u32 {
+            if let Some(child) = self.spends.get(&OutPoint { txid: tx.txid, vout }).and_then(|c| self.txs.get(c)) {
+                touched.extend(child.hashxs());
+            }
+        }
+        for h in tx.hashxs() {
+            touched.insert(h);
+            self.by_hashx.entry(h).or_default().insert(tx.txid);
+        }
+        for (op, _, _) in &tx.inputs {
+            self.spends.insert(*op, tx.txid);
+        }
+        self.vsize += tx.vsize as u64;
+        self.txs.insert(tx.txid, tx);
+    }
+
+    fn remove(&mut self, txid: &Txid, touched: &mut HashSet<HashX>) -> Option<MempoolTx> {
+        // Children left behind (the parent was mined in a block not indexed yet) now have a
+        // confirmed-looking parent: their height turns from -1 to 0.
+        self.children_hashxs(txid, touched);
+        let tx = self.txs.remove(txid)?;
+        for h in tx.hashxs() {
+            touched.insert(h);
+            if let Some(set) = self.by_hashx.get_mut(&h) {
+                set.remove(txid);
+                if set.is_empty() {
+                    self.by_hashx.remove(&h);
+                }
+            }
+        }
+        for (op, _, _) in &tx.inputs {
+            if self.spends.get(op) == Some(txid) {
+                self.spends.remove(op);
+            }
+        }
+        self.vsize -= tx.vsize as u64;
+        Some(tx)
+    }
+
+    /// Script hashes of the mempool transactions spending outputs of `txid`: their height turns
+    /// from -1 to 0 when `txid` confirms, which changes those script hashes' status.
+    fn children_hashxs(&self, txid: &Txid, touched: &mut HashSet<HashX>) {
+        let Some(parent) = self.txs.get(txid) else { return };
+        for vout in 0..parent.outputs.len() as u32 {
+            if let Some(child) = self.spends.get(&OutPoint { txid: *txid, vout }).and_then(|c| self.txs.get(c)) {
+                touched.extend(child.hashxs());
+            }
+        }
+    }
+
+    /// Called by the block processor as it publishes a block: the block's transactions are no
+    /// longer unconfirmed, and mempool transactions spending the same outputs (double spends
+    /// the block won) are gone, with their descendants. Returns the script hashes whose
+    /// unconfirmed part changed.
+    pub fn remove_confirmed(&mut self, txids: &[Txid], spent: &[OutPoint]) -> HashSet<HashX> {
+        let mut touched = HashSet::new();
+        if self.txs.is_empty() {
+            return touched;
+        }
+        for txid in txids {
+            self.remove(txid, &mut touched);
+        }
+        let confirmed: HashSet<&Txid> = txids.iter().collect();
+        let mut doomed: Vec<Txid> =
+            spent.iter().filter_map(|op| self.spends.get(op)).filter(|t| !confirmed.contains(t)).copied().collect();
+        while let Some(txid) = doomed.pop() {
+            if let Some(tx) = self.remove(&txid, &mut touched) {
+                for vout in 0..tx.outputs.len() as u32 {
+                    if let Some(child) = self.spends.get(&OutPoint { txid, vout }) {
+                        doomed.push(*child);
+                    }
+                }
+            }
+        }
+        if !touched.is_empty() {
+            self.update_histogram();
+        }
+        touched
+    }
+
+    /// Compact bins: fee rates descending, each bin closed once it holds more than a growing
+    /// amount of virtual size, so the histogram stays short however large the mempool is.
+    fn update_histogram(&mut self) {
+        let mut rates: Vec<(f64, u32)> =
+            self.txs.values().map(|t| (t.fee as f64 / t.vsize.max(1) as f64, t.vsize)).collect();
+        rates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut out: Vec<(f64, u64)> = Vec::new();
+        let mut bin_size = 30_000f64;
+        let mut acc = 0u64;
+        for (i, (rate, vsize)) in rates.iter().enumerate() {
+            acc += *vsize as u64;
+            if acc as f64 > bin_size || i == rates.len() - 1 {
+                // Rates are reported to 0.1 sat/vB, rounded down so a bin never overstates.
+                let r = (rate * 10.0).floor() / 10.0;
+                match out.last_mut() {
+                    Some(last) if last.0 == r => last.1 += acc,
+                    _ => out.push((r, acc)),
+                }
+                acc = 0;
+                bin_size *= 1.1;
+            }
+        }
+        self.histogram = out;
+    }
+}
+
+/// Orders txids as their display hex (reversed bytes) sorts.
+pub fn display_order(a: &Txid, b: &Txid) -> std::cmp::Ordering {
+    a.0.iter().rev().cmp(b.0.iter().rev())
+}
+
+/// What one refresh changed.
+#[derive(Default, Debug)]
+pub struct SyncReport {
+    pub added: usize,
+    pub removed: usize,
+    /// Transactions the daemon listed that could not be used this time (gone before we fetched
+    /// them, or spending outputs of a block not indexed yet); the next refresh tries again.
+    pub skipped: usize,
+    pub touched: HashSet<HashX>,
+}
+
+/// Brings the mirror up to date with the daemon's mempool. Runs between block rounds (never
+/// while blocks are applied), so prevouts looked up in the index stay valid until the mirror is
+/// updated.
+pub async fn sync(index: &Arc<Index>, daemon: &Daemon) -> Result<SyncReport, DaemonError> {
+    let listed = daemon.call("getrawmempool", json!([false])).await?;
+    let listed: HashSet<Txid> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().and_then(crate::schema::parse_hex_rev32)).map(Txid).collect())
+        .unwrap_or_default();
+    let (gone, new): (Vec<Txid>, Vec<Txid>) = {
+        let live = index.live.read().expect("lock");
+        let known: HashSet<&Txid> = live.mempool.txids().collect();
+        (
+            known.iter().filter(|t| !listed.contains(t)).map(|t| **t).collect(),
+            listed.iter().filter(|t| !known.contains(t)).copied().collect(),
+        )
+    };
+    let mut report = SyncReport::default();
+
+    // Fetch the new ones in batches; one missing (mined or evicted meanwhile) is just skipped.
+    let mut fetched = Vec::with_capacity(new.len());
+    for chunk in new.chunks(FETCH_BATCH) {
+        let params: Vec<Value> = chunk.iter().map(|t| json!([t.to_string(), false])).collect();
+        for (txid, r) in chunk.iter().zip(daemon.batch("getrawtransaction", params).await?) {
+            match r {
+                Ok(Value::String(hex)) => {
+                    match hex::decode(&hex).ok().and_then(|raw| parse_transaction(&raw, index.coin).ok()) {
+                        Some((tx, vsize)) if tx.txid == *txid => fetched.push((tx, vsize)),
+                        _ => {
+                            tracing::warn!("the daemon returned an unreadable mempool transaction {txid}; skipping it");
+                            report.skipped += 1;
+                        }
+                    }
+                }
+                Ok(_) | Err(DaemonError::Rpc { .. }) => report.skipped += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    // Resolve prevouts (from the mempool, this batch, or the UTXO set) off the async threads.
+    let resolved = {
+        let index = index.clone();
+        tokio::task::spawn_blocking(move || resolve(&index, fetched))
+            .await
+            .map_err(|e| DaemonError::Rpc { code: 0, message: format!("mempool task failed: {e}") })?
+    };
+    let (resolved, unresolved) = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("reading the index for mempool prevouts failed: {e:#}");
+            return Ok(report);
+        }
+    };
+    report.skipped += unresolved;
+
+    let mut live = index.live.write().expect("lock");
+    for txid in &gone {
+        if live.mempool.remove(txid, &mut report.touched).is_some() {
+            report.removed += 1;
+        }
+    }
+    for tx in resolved {
+        // Its parents may have been removed just above (replaced): then it goes too, next time.
+        live.mempool.insert(tx, &mut report.touched);
+        report.added += 1;
+    }
+    if report.added + report.removed > 0 {
+        live.mempool.update_histogram();
+    }
+    Ok(report)
+}
+
+type Resolved = (Vec<MempoolTx>, usize);
+
+fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow::Result<Resolved> {
+    let batch: HashMap<Txid, usize> = fetched.iter().enumerate().map(|(i, (t, _))| (t.txid, i)).collect();
+    let mut done: Vec<Option<MempoolTx>> = vec![None; fetched.len()];
+    let mut failed = vec![false; fetched.len()];
+    // Parents within the batch must be resolved first: repeat until nothing more resolves.
+    loop {
+        let mut progress = false;
+        for (i, (tx, vsize)) in fetched.iter().enumerate() {
+            if done[i].is_some() || failed[i] {
+                continue;
+            }
+            let mut inputs = Vec::with_capacity(tx.inputs.len());
+            let mut waiting = false;
+            for op in &tx.inputs {
+                if let Some(&j) = batch.get(&op.txid) {
+                    match &done[j] {
+                        Some(p) => match p.outputs.get(op.vout as usize) {
+                            Some(o) => inputs.push((*op, o.hashx, o.value)),
+                            None => failed[i] = true,
+                        },
+                        None if failed[j] => failed[i] = true,
+                        None => waiting = true,
+                    }
+                    continue;
+                }
+                let from_mempool = {
+                    let live = index.live.read().expect("lock");
+                    live.mempool.get(&op.txid).map(|p| p.outputs.get(op.vout as usize).map(|o| (o.hashx, o.value)))
+                };
+                match from_mempool {
+                    Some(Some((h, v))) => inputs.push((*op, h, v)),
+                    Some(None) => failed[i] = true,
+                    None => match index.utxo(op)? {
+                        Some((h, v)) => inputs.push((*op, Some(h), v)),
+                        None => failed[i] = true,
+                    },
+                }
+            }
+            if failed[i] {
+                progress = true;
+                continue;
+            }
+            if waiting {
+                continue;
+            }
+            let spent: u64 = inputs.iter().map(|i| i.2).sum();
+            let paid: u64 = tx.outputs.iter().map(|o| o.value).sum();
+            done[i] = Some(MempoolTx {
+                txid: tx.txid,
+                fee: spent.saturating_sub(paid),
+                vsize: *vsize,
+                inputs,
+                outputs: tx.outputs.clone(),
+            });
+            progress = true;
+        }
+        if !progress {
+            break;
+        }
+    }
+    let unresolved = done.iter().filter(|d| d.is_none()).count();
+    Ok((done.into_iter().flatten().collect(), unresolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txid(n: u8) -> Txid {
+        let mut t = [0u8; 32];
+        t[31] = n; // the displayed hex starts with this byte
+        Txid(t)
+    }
+
+    fn hx(n: u8) -> HashX {
+        [n; 11]
+    }
+
+    fn tx(id: u8, inputs: Vec<(u8, u32, u8, u64)>, outputs: Vec<(u8, u64)>, fee: u64) -> MempoolTx {
+        MempoolTx {
+            txid: txid(id),
+            fee,
+            vsize: 100,
+            inputs: inputs
+                .into_iter()
+                .map(|(t, vout, h, v)| (OutPoint { txid: txid(t), vout }, Some(hx(h)), v))
+                .collect(),
+            outputs: outputs.into_iter().map(|(h, value)| TxOut { hashx: Some(hx(h)), value }).collect(),
+        }
+    }
+
+    #[test]
+    fn history_balance_and_unspent() {
+        let mut m = Mempool::default();
+        let mut touched = HashSet::new();
+        // 0xe0 spends a confirmed output of script 1, pays script 2 and back to 1.
+        m.insert(tx(0xe0, vec![(0x01, 0, 1, 1000)], vec![(2, 600), (1, 300)], 100), &mut touched);
+        // 0xbb spends 0xe0's change: an unconfirmed parent.
+        m.insert(tx(0xbb, vec![(0xe0, 1, 1, 300)], vec![(3, 250)], 50), &mut touched);
+        // 0x80 pays script 1 from elsewhere.
+        m.insert(tx(0x80, vec![(0x02, 0, 9, 70)], vec![(1, 50)], 20), &mut touched);
+        assert_eq!(touched, [hx(1), hx(2), hx(3), hx(9)].into_iter().collect());
+
+        let h = m.history(&hx(1));
+        let order: Vec<(u8, i32)> = h.iter().map(|e| (e.txid.0[31], e.height)).collect();
+        assert_eq!(order, vec![(0x80, 0), (0xe0, 0), (0xbb, -1)], "height 0 first, then by txid");
+        assert_eq!(m.balance_delta(&hx(1)), -1000 + 300 - 300 + 50);
+        assert_eq!(m.unspent(&hx(1)), vec![(txid(0x80), 0, 50)], "0xe0:1 is spent by 0xbb");
+        assert_eq!(m.unspent(&hx(2)), vec![(txid(0xe0), 0, 600)]);
+        assert!(m.is_spent(&OutPoint { txid: txid(0x01), vout: 0 }));
+        assert_eq!(m.vsize(), 300);
+
+        // 0xe0 confirms: 0xbb's height becomes 0, so script 3 (only touched by 0xbb) changes too.
+        let touched = m.remove_confirmed(&[txid(0xe0)], &[OutPoint { txid: txid(0x01), vout: 0 }]);
+        assert!(touched.contains(&hx(3)));
+        assert!(!m.contains(&txid(0xe0)));
+        assert_eq!(m.history(&hx(3))[0].height, 0);
+        assert!(m.contains(&txid(0xbb)), "a child of a confirmed tx stays");
+    }
+
+    #[test]
+    fn a_block_double_spend_evicts_the_loser_and_its_descendants() {
+        let mut m = Mempool::default();
+        let mut t = HashSet::new();
+        m.insert(tx(0x10, vec![(0x01, 0, 1, 1000)], vec![(2, 900)], 100), &mut t);
+        m.insert(tx(0x11, vec![(0x10, 0, 2, 900)], vec![(3, 800)], 100), &mut t);
+        m.insert(tx(0x12, vec![(0x05, 0, 4, 10)], vec![(4, 5)], 5), &mut t);
+        // A block confirms a different tx (0x99) spending 0x01:0.
+        let touched = m.remove_confirmed(&[txid(0x99)], &[OutPoint { txid: txid(0x01), vout: 0 }]);
+        assert!(!m.contains(&txid(0x10)) && !m.contains(&txid(0x11)));
+        assert!(m.contains(&txid(0x12)));
+        assert!(touched.contains(&hx(3)));
+        assert_eq!(m.len(), 1);
+        assert!(m.history(&hx(2)).is_empty());
+    }
+
+    #[test]
+    fn histogram_is_descending_and_covers_everything() {
+        let mut m = Mempool::default();
+        let mut t = HashSet::new();
+        for i in 0..200u8 {
+            let mut x = tx(i, vec![(i, 7, 1, 10_000)], vec![(2, 1)], (i as u64 % 50) * 100 + 100);
+            x.vsize = 1000;
+            m.insert(x, &mut t);
+        }
+        m.update_histogram();
+        let h = m.fee_histogram();
+        assert!(h.windows(2).all(|w| w[0].0 > w[1].0), "{h:?}");
+        assert_eq!(h.iter().map(|b| b.1).sum::<u64>(), 200_000);
+        assert!(h.len() < 20);
+    }
+}

@@ -1,0 +1,241 @@
+//! A minimal Electrum protocol client for the tests: newline-delimited JSON-RPC over TCP or TLS
+//! (any certificate accepted: the tests use self-signed ones), with notifications queued while
+//! waiting for responses. Every read has a timeout, so a test never hangs on a silent server.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+pub struct Client {
+    stream: BufReader<Box<dyn Stream>>,
+    tcp: TcpStream,
+    next_id: u64,
+    pub notifications: VecDeque<Value>,
+}
+
+/// A JSON-RPC error: (code, message).
+pub type RpcErr = (i64, String);
+
+impl Client {
+    pub fn tcp(port: u16) -> Client {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to ferrum");
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let boxed: Box<dyn Stream> = Box::new(tcp.try_clone().unwrap());
+        Client { stream: BufReader::new(boxed), tcp, next_id: 1, notifications: VecDeque::new() }
+    }
+
+    /// TLS 1.2+ with certificate checks off (self-signed test certificates).
+    pub fn tls(port: u16) -> Client {
+        use rustls::pki_types::ServerName;
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to ferrum");
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+        let boxed: Box<dyn Stream> = Box::new(rustls::StreamOwned::new(conn, tcp.try_clone().unwrap()));
+        Client { stream: BufReader::new(boxed), tcp, next_id: 1, notifications: VecDeque::new() }
+    }
+
+    pub fn set_timeout(&self, d: Duration) {
+        self.tcp.set_read_timeout(Some(d)).unwrap();
+    }
+
+    /// Sends one raw line (a newline is appended).
+    pub fn send_line(&mut self, line: &str) {
+        let w = self.stream.get_mut();
+        w.write_all(line.as_bytes()).unwrap();
+        w.write_all(b"\n").unwrap();
+        w.flush().unwrap();
+    }
+
+    /// The next message from the server, `None` on timeout or close.
+    pub fn read_message(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.stream.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {line:?}")))
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(_) => None,
+        }
+    }
+
+    /// Whether the server closed the connection (reads EOF within the timeout).
+    pub fn is_closed(&mut self, within: Duration) -> bool {
+        self.set_timeout(within);
+        let mut buf = [0u8; 1];
+        let r = loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break false,
+                Err(_) => break true,
+            }
+        };
+        self.set_timeout(Duration::from_secs(30));
+        r
+    }
+
+    /// Sends a request line and waits for the response with `id` (queueing notifications).
+    pub fn roundtrip(&mut self, request: &Value) -> Value {
+        let id = request["id"].clone();
+        self.send_line(&request.to_string());
+        self.response(&id).unwrap_or_else(|| panic!("no response to {request}"))
+    }
+
+    fn response(&mut self, id: &Value) -> Option<Value> {
+        loop {
+            let msg = self.read_message()?;
+            if msg.get("method").is_some() && msg.get("id").is_none() {
+                self.notifications.push_back(msg);
+                continue;
+            }
+            if &msg["id"] == id || msg.is_array() {
+                return Some(msg);
+            }
+        }
+    }
+
+    pub fn call(&mut self, method: &str, params: Value) -> Result<Value, RpcErr> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let resp = self.roundtrip(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        match resp.get("error") {
+            Some(e) if !e.is_null() => {
+                Err((e["code"].as_i64().unwrap_or(0), e["message"].as_str().unwrap_or("").to_string()))
+            }
+            _ => Ok(resp["result"].clone()),
+        }
+    }
+
+    /// `call` that must succeed.
+    pub fn ok(&mut self, method: &str, params: Value) -> Value {
+        self.call(method, params.clone()).unwrap_or_else(|e| panic!("{method}({params}) failed: {e:?}"))
+    }
+
+    /// Negotiates the protocol version; returns the negotiated version.
+    pub fn version(&mut self, v: Value) -> String {
+        let r = self.ok("server.version", json!(["ferrum-test", v]));
+        r[1].as_str().unwrap().to_string()
+    }
+
+    /// Waits for a notification of `method` matching `pred` (queued or new).
+    pub fn wait_notification(
+        &mut self,
+        method: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.notifications.iter().position(|n| n["method"] == method && pred(&n["params"])) {
+                return self.notifications.remove(i);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.set_timeout(left.min(Duration::from_millis(500)));
+            if let Some(msg) = self.read_message() {
+                if msg.get("method").is_some() {
+                    self.notifications.push_back(msg);
+                }
+            }
+            self.set_timeout(Duration::from_secs(30));
+        }
+    }
+
+    /// Collects every notification arriving within `d`.
+    pub fn drain_notifications(&mut self, d: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + d;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            self.set_timeout(left.max(Duration::from_millis(1)));
+            match self.read_message() {
+                Some(msg) if msg.get("method").is_some() => self.notifications.push_back(msg),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        self.set_timeout(Duration::from_secs(30));
+        self.notifications.drain(..).collect()
+    }
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A self-signed certificate and key for "localhost", written as PEM files into `dir`:
+/// (cert path, key path).
+pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// The Electrum script hash of a script: sha256, hex in reversed byte order.
+pub fn scripthash(script: &[u8]) -> String {
+    use bitcoin::hashes::{sha256, Hash};
+    let mut h = sha256::Hash::hash(script).to_byte_array();
+    h.reverse();
+    hex::encode(h)
+}
+
+/// The status hash the protocol defines, computed independently of ferrum.
+pub fn status_of(entries: &[(String, i64)]) -> Value {
+    use bitcoin::hashes::{sha256, Hash};
+    if entries.is_empty() {
+        return Value::Null;
+    }
+    let s: String = entries.iter().map(|(t, h)| format!("{t}:{h}:")).collect();
+    json!(hex::encode(sha256::Hash::hash(s.as_bytes()).to_byte_array()))
+}
