@@ -73,7 +73,8 @@ struct Pending {
     txids: Vec<Txid>,
     undo: Vec<(u32, Vec<u8>)>,
     undo_bytes: usize,
-    /// Outputs spent by blocks near the tip, so publishing them can evict mempool double spends.
+    /// Outputs spent by blocks applied while the mempool mirror was not empty, so publishing them
+    /// can evict mempool double spends.
     spent_outpoints: Vec<OutPoint>,
 }
 
@@ -127,14 +128,8 @@ struct Progress {
 }
 
 impl BlockProcessor {
-    pub fn new(
-        index: Arc<Index>,
-        coin: &'static Coin,
-        cache_limit: usize,
-        reorg_limit: u32,
-        status: Arc<Status>,
-    ) -> Result<Self> {
-        let (db, chain) = (index.db.clone(), index.chain.clone());
+    pub fn new(index: Arc<Index>, cache_limit: usize, reorg_limit: u32, status: Arc<Status>) -> Result<Self> {
+        let (db, chain, coin) = (index.db.clone(), index.chain.clone(), index.coin);
         let (tx_count, flushed_height) = {
             let c = chain.read().expect("lock");
             (c.tx_count(), c.height())
@@ -210,12 +205,14 @@ impl BlockProcessor {
             return Err(ApplyError::Fatal(anyhow!("transaction numbers exhausted")));
         }
         let keep_undo = height + self.reorg_limit > daemon_tip;
+        // Only a non-empty mempool (the mirror runs once caught up) can hold double spends.
+        let evict_from_mempool = !self.index.live.read().expect("lock").mempool.is_empty();
         let mut undo = UndoRecord::default();
         let mut touched: Vec<HashX> = Vec::new();
         for (i, tx) in block.txs.iter().enumerate() {
             let tx_num = base + i as u64;
             touched.clear();
-            if keep_undo {
+            if evict_from_mempool {
                 self.pending.spent_outpoints.extend_from_slice(&tx.inputs);
             }
             for prevout in &tx.inputs {

@@ -95,7 +95,7 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
     // The block processor owns the writes, on its own thread.
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(4096);
     let failed = Arc::new(AtomicBool::new(false));
-    let processor = BlockProcessor::new(index.clone(), coin, config.cache_bytes(), config.reorg_limit, status.clone())?;
+    let processor = BlockProcessor::new(index.clone(), config.cache_bytes(), config.reorg_limit, status.clone())?;
     let thread = {
         let failed = failed.clone();
         std::thread::Builder::new().name("block-processor".into()).spawn(move || processor.run(cmd_rx, failed))?

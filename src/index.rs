@@ -8,8 +8,7 @@
 //! history from one block and balance from the next.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -50,8 +49,7 @@ pub struct Index {
     pub coin: &'static Coin,
     pub live: RwLock<Live>,
     /// Set once sessions are served: only then do writers report what they touched.
-    serving: AtomicBool,
-    listener: Mutex<Option<UnboundedSender<IndexEvent>>>,
+    listener: OnceLock<UnboundedSender<IndexEvent>>,
 }
 
 /// A confirmed history longer than the caller's limit (MAX_SEND could not carry it).
@@ -79,24 +77,22 @@ impl Index {
             chain,
             coin,
             live: RwLock::new(Live { tip, mempool: Mempool::default() }),
-            serving: AtomicBool::new(false),
-            listener: Mutex::new(None),
+            listener: OnceLock::new(),
         }
     }
 
     /// Starts reporting changes to the session manager.
     pub fn set_listener(&self, tx: UnboundedSender<IndexEvent>) {
-        *self.listener.lock().expect("lock") = Some(tx);
-        self.serving.store(true, Ordering::SeqCst);
+        let _ = self.listener.set(tx);
     }
 
     /// Whether anyone listens for changes (so writers can skip collecting them).
     pub fn serving(&self) -> bool {
-        self.serving.load(Ordering::Relaxed)
+        self.listener.get().is_some()
     }
 
     pub fn publish(&self, event: IndexEvent) {
-        if let Some(tx) = self.listener.lock().expect("lock").as_ref() {
+        if let Some(tx) = self.listener.get() {
             let _ = tx.send(event);
         }
     }
@@ -265,11 +261,38 @@ impl Snapshot<'_> {
 pub fn status_hash<'t>(items: impl Iterator<Item = (&'t Txid, i64)>) -> Option<[u8; 32]> {
     let mut h = Sha256::new();
     let mut any = false;
+    let (mut rev, mut hex_buf, mut num_buf) = ([0u8; 32], [0u8; 64], [0u8; 20]);
     for (txid, height) in items {
         any = true;
-        h.update(format!("{txid}:{height}:").as_bytes());
+        // Hashed piece by piece: no allocation per transaction on long histories.
+        rev.copy_from_slice(&txid.0);
+        rev.reverse();
+        hex::encode_to_slice(rev, &mut hex_buf).expect("64 bytes for 32");
+        h.update(hex_buf);
+        h.update(b":");
+        h.update(decimal(height, &mut num_buf));
+        h.update(b":");
     }
     any.then(|| h.finalize().into())
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
 }
 
 #[cfg(test)]
@@ -292,5 +315,9 @@ mod tests {
         let status = status_hash(txids.iter().map(|(t, h)| (t, *h))).unwrap();
         assert_eq!(hex::encode(status), "78e96c6562cafa71c115503b9411fdfdc595a45031e2ab76ff75162fe1b0590d");
         assert_eq!(status_hash(std::iter::empty()), None);
+        let mut b = [0u8; 20];
+        for n in [0i64, -1, 7, 2472, i64::MIN + 1, i64::MAX] {
+            assert_eq!(decimal(n, &mut b), n.to_string().as_bytes());
+        }
     }
 }

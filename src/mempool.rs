@@ -316,16 +316,18 @@ pub async fn sync(index: &Arc<Index>, daemon: &Daemon) -> Result<SyncReport, Dae
     }
 
     // Resolve prevouts (from the mempool, this batch, or the UTXO set) off the async threads.
-    let resolved = {
+    let task = {
         let index = index.clone();
-        tokio::task::spawn_blocking(move || resolve(&index, fetched))
-            .await
-            .map_err(|e| DaemonError::Rpc { code: 0, message: format!("mempool task failed: {e}") })?
+        tokio::task::spawn_blocking(move || resolve(&index, fetched)).await
     };
-    let (resolved, unresolved) = match resolved {
-        Ok(r) => r,
+    let (resolved, unresolved) = match task {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!("reading the index for mempool prevouts failed: {e:#}; trying again next refresh");
+            return Ok(report);
+        }
         Err(e) => {
-            tracing::error!("reading the index for mempool prevouts failed: {e:#}");
+            tracing::error!("the mempool refresh failed: {e}; trying again next refresh");
             return Ok(report);
         }
     };
@@ -354,6 +356,8 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
     let batch: HashMap<Txid, usize> = fetched.iter().enumerate().map(|(i, (t, _))| (t.txid, i)).collect();
     let mut done: Vec<Option<MempoolTx>> = vec![None; fetched.len()];
     let mut failed = vec![false; fetched.len()];
+    // Read once for the whole pass: blocks are not applied while the mempool refreshes.
+    let live = index.live.read().expect("lock");
     // Parents within the batch must be resolved first: repeat until nothing more resolves.
     loop {
         let mut progress = false;
@@ -375,10 +379,8 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
                     }
                     continue;
                 }
-                let from_mempool = {
-                    let live = index.live.read().expect("lock");
-                    live.mempool.get(&op.txid).map(|p| p.outputs.get(op.vout as usize).map(|o| (o.hashx, o.value)))
-                };
+                let from_mempool =
+                    live.mempool.get(&op.txid).map(|p| p.outputs.get(op.vout as usize).map(|o| (o.hashx, o.value)));
                 match from_mempool {
                     Some(Some((h, v))) => inputs.push((*op, h, v)),
                     Some(None) => failed[i] = true,

@@ -253,7 +253,7 @@ pub async fn handle_request(
             s.headers_subscribed = true;
             let (height, header) = mgr.tip().ok_or_else(|| RpcError::new(SERVER_BUSY, "the index is empty"))?;
             s.last_tip_sent = Some(header);
-            Ok(json!({"hex": header_hex(&header), "height": height}))
+            Ok(header_json(height, &header))
         }
         "blockchain.block.header" => {
             let height = args.u32_or(0, "height", 0)?;
@@ -475,6 +475,11 @@ fn mempool_json(snap: &Snapshot, hashx: &HashX) -> Vec<Value> {
 
 fn header_hex(h: &[u8; 80]) -> String {
     hex::encode(h)
+}
+
+/// A tip as `blockchain.headers.subscribe` answers and notifies it.
+pub fn header_json(height: u32, header: &[u8; 80]) -> Value {
+    json!({"hex": header_hex(header), "height": height})
 }
 
 fn proof_json(snap: &Snapshot, height: u32, cp_height: u32) -> Result<Map<String, Value>, RpcError> {

@@ -296,12 +296,6 @@ impl Manager {
                         close = c;
                         out = reply.into_iter().collect();
                     }
-                    Incoming::NotUtf8 => {
-                        deadline = tokio::time::Instant::now() + timeout;
-                        let e = RpcError::new(protocol::PARSE_ERROR, "invalid JSON: the message is not UTF-8");
-                        out = vec![error_response(&Value::Null, &e)];
-                        self.update_info(id, &s, 1, out[0].len(), 1);
-                    }
                     Incoming::TooLarge => {
                         let msg = format!("request larger than MAX_RECV={} bytes", self.config.max_recv);
                         let _ = tokio::time::timeout(SEND_TIMEOUT, t.send(error_response(&Value::Null, &RpcError::new(protocol::EXCESSIVE_RESOURCE_USAGE, msg)))).await;
@@ -364,8 +358,9 @@ impl Manager {
 
     /// Answers one message (a request or a batch): the reply to send, if any, the number of
     /// errors, and whether to close the connection afterwards.
-    async fn handle_message(self: &Arc<Self>, s: &mut SessionState, text: &str) -> (Option<String>, u64, bool) {
-        let value: Value = match serde_json::from_str(text) {
+    async fn handle_message(self: &Arc<Self>, s: &mut SessionState, text: &[u8]) -> (Option<String>, u64, bool) {
+        // Bytes, not text: a message that is not UTF-8 is one more parse error.
+        let value: Value = match serde_json::from_slice(text) {
             Ok(v) => v,
             Err(e) => {
                 return (
@@ -469,10 +464,7 @@ impl Manager {
                     return Vec::new();
                 }
                 s.last_tip_sent = Some(*header);
-                vec![notification(
-                    "blockchain.headers.subscribe",
-                    json!([{"hex": hex::encode(header), "height": height}]),
-                )]
+                vec![tip_notification(*height, header)]
             }
             Event::Statuses(statuses) => {
                 let mut out = Vec::new();
@@ -502,10 +494,7 @@ impl Manager {
             if let Some((height, header)) = self.tip() {
                 if s.last_tip_sent != Some(header) {
                     s.last_tip_sent = Some(header);
-                    out.push(notification(
-                        "blockchain.headers.subscribe",
-                        json!([{"hex": hex::encode(header), "height": height}]),
-                    ));
+                    out.push(tip_notification(height, &header));
                 }
             }
         }
@@ -793,6 +782,10 @@ fn notification(method: &str, params: Value) -> String {
     json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
 }
 
+fn tip_notification(height: u32, header: &[u8; 80]) -> String {
+    notification("blockchain.headers.subscribe", json!([protocol::header_json(height, header)]))
+}
+
 fn status_notification(sh: &[u8; 32], status: Option<[u8; 32]>) -> String {
     notification("blockchain.scripthash.subscribe", json!([hex_rev(sh), status.map(hex::encode)]))
 }
@@ -823,9 +816,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
 }
 
 enum Incoming {
-    Message(String),
-    /// A line that is not UTF-8, so not JSON: a parse error, and the session goes on.
-    NotUtf8,
+    Message(Vec<u8>),
     TooLarge,
     Closed,
 }
@@ -849,20 +840,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport<S> {
             Transport::Raw { rx, .. } => loop {
                 match rx.next().await {
                     Some(Ok(line)) if line.trim_ascii().is_empty() => continue,
-                    Some(Ok(line)) => {
-                        return match std::str::from_utf8(line.trim_ascii()) {
-                            Ok(text) => Incoming::Message(text.to_string()),
-                            Err(_) => Incoming::NotUtf8,
-                        }
-                    }
+                    Some(Ok(line)) => return Incoming::Message(line.trim_ascii().to_vec()),
                     Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => return Incoming::TooLarge,
                     Some(Err(AnyDelimiterCodecError::Io(_))) | None => return Incoming::Closed,
                 }
             },
             Transport::Ws(ws) => loop {
                 match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return Incoming::Message(t),
-                    Some(Ok(Message::Binary(b))) => return Incoming::Message(String::from_utf8_lossy(&b).into_owned()),
+                    Some(Ok(Message::Text(t))) => return Incoming::Message(t.into_bytes()),
+                    Some(Ok(Message::Binary(b))) => return Incoming::Message(b),
                     Some(Ok(Message::Close(_))) | None => return Incoming::Closed,
                     Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
                     Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => return Incoming::TooLarge,

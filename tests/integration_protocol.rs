@@ -20,20 +20,34 @@ use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// ferrum on `chain`, serving `protocols`, once it has caught up: (process, ports by protocol).
+fn start_on(
+    chain: &ChainBuilder,
+    daemon: &ScriptedDaemon,
+    dir: &tempfile::TempDir,
+    protocols: &[&str],
+    env: &[(&str, &str)],
+) -> (FerrumProcess, std::collections::BTreeMap<String, u16>) {
+    let url = daemon.url();
+    let mut e = vec![("DAEMON_URL", url.as_str()), ("NET", "regtest")];
+    e.extend_from_slice(env);
+    let (mut f, ports) = FerrumProcess::start_serving(&dir.path().join("db"), protocols, &e);
+    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
+    for port in ports.values() {
+        f.wait_port(*port, WAIT);
+    }
+    (f, ports)
+}
+
+/// ferrum serving tcp only: (process, port).
 fn start(
     chain: &ChainBuilder,
     daemon: &ScriptedDaemon,
     dir: &tempfile::TempDir,
     env: &[(&str, &str)],
 ) -> (FerrumProcess, u16) {
-    let url = daemon.url();
-    let mut e = vec![("DAEMON_URL", url.as_str()), ("NET", "regtest")];
-    e.extend_from_slice(env);
-    let (mut f, ports) = FerrumProcess::start_serving(&dir.path().join("db"), &["tcp"], &e);
-    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
-    let port = ports["tcp"];
-    f.wait_port(port, WAIT);
-    (f, port)
+    let (f, ports) = start_on(chain, daemon, dir, &["tcp"], env);
+    (f, ports["tcp"])
 }
 
 /// The confirmed history the protocol must report, from the builder.
@@ -483,16 +497,8 @@ fn tls_and_websocket_serve_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = common::client::self_signed_cert(dir.path());
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
-    let url = daemon.url();
-    let (mut f, ports) = FerrumProcess::start_serving(
-        &dir.path().join("db"),
-        &["tcp", "ssl", "ws"],
-        &[("DAEMON_URL", &url), ("NET", "regtest"), ("SSL_CERTFILE", &cert), ("SSL_KEYFILE", &key)],
-    );
-    f.wait_for_tip(chain.height() as u64, None, WAIT);
-    for p in ports.values() {
-        f.wait_port(*p, WAIT);
-    }
+    let (_f, ports) =
+        start_on(&chain, &daemon, &dir, &["tcp", "ssl", "ws"], &[("SSL_CERTFILE", &cert), ("SSL_KEYFILE", &key)]);
     let mut tls = Client::tls(ports["ssl"]);
     assert_eq!(tls.version(json!(["1.4", "1.6"])), "1.6");
     assert_eq!(tls.ok("blockchain.headers.subscribe", json!([]))["height"], chain.height());

@@ -20,8 +20,7 @@
 //! skips the test, unless `FERRUM_REQUIRE_NODES=1`, where it fails.
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -31,6 +30,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::ferrum::free_port;
+use super::nodes::http_post;
 
 const RPC_USER: &str = "ferrum";
 const RPC_PASS: &str = "electrum-test";
@@ -262,7 +262,7 @@ impl ElectrumWallet {
 
     fn rpc_timeout(&self, method: &str, params: Value, timeout: Duration) -> Result<Value> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-        let (status, text) = http_post(self.rpc_port, &body, timeout)
+        let (status, text) = http_post(self.rpc_port, &rpc_auth(), &body, timeout)
             .map_err(|e| ElectrumError(format!("electrum {method}: transport: {e}")))?;
         let resp: Value = serde_json::from_slice(&text).map_err(|_| {
             ElectrumError(format!("electrum {method}: HTTP {status}: {}", String::from_utf8_lossy(&text)))
@@ -551,44 +551,6 @@ pub fn btc_to_sat(s: &str) -> Option<i64> {
     Some(if neg { -sats } else { sats })
 }
 
-/// One POST to the daemon; returns (status, body). Reads by Content-Length.
-fn http_post(port: u16, body: &str, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{RPC_USER}:{RPC_PASS}"));
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status {line:?}")))?;
-    let mut length = None;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse::<usize>().ok();
-        }
-    }
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            reader.read_exact(&mut body)?;
-        }
-        None => {
-            reader.read_to_end(&mut body)?;
-        }
-    }
-    Ok((status, body))
+fn rpc_auth() -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{RPC_USER}:{RPC_PASS}"))
 }

@@ -71,11 +71,12 @@ impl std::fmt::Display for RpcError {
     }
 }
 
-/// One POST; returns (status, body). Reads by Content-Length (or chunked) rather than to EOF, so
-/// it does not depend on the server honouring `Connection: close`.
-fn http_post(port: u16, auth: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
+/// One POST to 127.0.0.1 with Basic auth (`auth` is the base64 credentials); returns (status,
+/// body). Reads by Content-Length (or chunked) rather than to EOF, so it does not depend on the
+/// server honouring `Connection: close`. Shared by the node and Electrum wallet clients.
+pub fn http_post(port: u16, auth: &str, body: &str, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    stream.set_read_timeout(Some(timeout))?;
     write!(
         stream,
         "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n\
@@ -129,7 +130,7 @@ fn http_post(port: u16, auth: &str, body: &str) -> std::io::Result<(u16, Vec<u8>
 fn rpc_call(port: u16, method: &str, params: Value) -> Result<Value, RpcError> {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{RPC_USER}:{RPC_PASS}"));
     let req = json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params});
-    let (status, body) = http_post(port, &auth, &req.to_string())
+    let (status, body) = http_post(port, &auth, &req.to_string(), Duration::from_secs(300))
         .map_err(|e| RpcError { code: -1, message: format!("transport: {e}") })?;
     // Core and SV answer RPC errors with HTTP 500/404 and a JSON body, so parse before status.
     match serde_json::from_slice::<Value>(&body) {
