@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use rayon::iter::{IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator};
+use rayon::slice::ParallelSliceMut;
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
@@ -127,6 +129,26 @@ struct Progress {
     caught_up: bool,
 }
 
+/// An output being spent: (script hash, creating tx number, value; 0 unless asked for).
+type SpentOutput = (HashX, TxNum, u64);
+
+/// An unspent output in the database.
+fn find_on_disk(db: &Db, prevout: &OutPoint, need_value: bool) -> Result<Option<SpentOutput>> {
+    for tx_num in db.tx_nums_of(&prevout.txid)?.into_iter().rev() {
+        if let Some(hashx) = db.utxo_hashx(tx_num, prevout.vout)? {
+            let value = if need_value {
+                db.utxo_value(&hashx, tx_num, prevout.vout)?.ok_or_else(|| {
+                    anyhow!("the index is inconsistent: output {}:{} has no value row", prevout.txid, prevout.vout)
+                })?
+            } else {
+                0
+            };
+            return Ok(Some((hashx, tx_num, value)));
+        }
+    }
+    Ok(None)
+}
+
 impl BlockProcessor {
     pub fn new(index: Arc<Index>, cache_limit: usize, reorg_limit: u32, status: Arc<Status>) -> Result<Self> {
         let (db, chain, coin) = (index.db.clone(), index.chain.clone(), index.coin);
@@ -158,31 +180,52 @@ impl BlockProcessor {
         (c.height(), c.tip_hash(), c.tx_count())
     }
 
-    /// Spends an output, from the cache or the database: returns its script hash, creating tx
-    /// number and value (the value is only looked up when undo data needs it).
-    fn spend(&mut self, prevout: &OutPoint, need_value: bool) -> Result<(HashX, TxNum, u64)> {
+    /// Spends an output, from the cache, the block's disk lookups or the database: returns its
+    /// script hash, creating tx number and value (the value is only looked up when undo data
+    /// needs it).
+    fn spend(
+        &mut self,
+        prevout: &OutPoint,
+        need_value: bool,
+        from_disk: &mut OutPointMap<SpentOutput>,
+    ) -> Result<SpentOutput> {
         if let Some(c) = self.pending.utxos.remove(prevout) {
             return Ok((c.hashx, c.tx_num, c.value));
         }
-        for tx_num in self.db.tx_nums_of(&prevout.txid)?.into_iter().rev() {
-            if let Some(hashx) = self.db.utxo_hashx(tx_num, prevout.vout)? {
-                let value = if need_value {
-                    self.db.utxo_value(&hashx, tx_num, prevout.vout)?.ok_or_else(|| {
-                        anyhow!("the index is inconsistent: output {}:{} has no value row", prevout.txid, prevout.vout)
-                    })?
-                } else {
-                    0
-                };
-                self.pending.spent_db.push((tx_num, prevout.vout, hashx));
-                return Ok((hashx, tx_num, value));
-            }
-        }
-        bail!(
-            "a block spends output {}:{} which is not in the UTXO set: the daemon served an invalid chain or the index is damaged \
-             (delete DB_DIRECTORY to rebuild it)",
-            prevout.txid,
-            prevout.vout
-        )
+        let found = match from_disk.remove(prevout) {
+            Some(found) => Some(found),
+            None => find_on_disk(&self.db, prevout, need_value)?,
+        };
+        let Some((hashx, tx_num, value)) = found else {
+            bail!(
+                "a block spends output {}:{} which is not in the UTXO set: the daemon served an invalid chain or the index is damaged \
+                 (delete DB_DIRECTORY to rebuild it)",
+                prevout.txid,
+                prevout.vout
+            )
+        };
+        self.pending.spent_db.push((tx_num, prevout.vout, hashx));
+        Ok((hashx, tx_num, value))
+    }
+
+    /// Looks up, in parallel, the outputs a block spends that only the database has (not in the
+    /// cache, not created by the block itself). One at a time on the writer thread they cost
+    /// ~14 µs each, which dominated a new tip's processing time.
+    fn lookup_disk_spends(&self, block: &ParsedBlock, need_value: bool) -> Result<OutPointMap<SpentOutput>> {
+        let own: std::collections::HashSet<&Txid> = block.txs.iter().map(|t| &t.txid).collect();
+        let wanted: Vec<&OutPoint> = block
+            .txs
+            .iter()
+            .flat_map(|t| &t.inputs)
+            .filter(|op| !own.contains(&op.txid) && !self.pending.utxos.contains_key(op))
+            .collect();
+        let db = &self.db;
+        let found: Vec<Option<(OutPoint, SpentOutput)>> = wanted
+            .par_iter()
+            .with_min_len(64)
+            .map(|op| Ok(find_on_disk(db, op, need_value)?.map(|r| (**op, r))))
+            .collect::<Result<_>>()?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Applies a block on top of the tip. `daemon_tip` decides whether undo data is kept and
@@ -207,6 +250,7 @@ impl BlockProcessor {
         let keep_undo = height + self.reorg_limit > daemon_tip;
         // Only a non-empty mempool (the mirror runs once caught up) can hold double spends.
         let evict_from_mempool = !self.index.live.read().expect("lock").mempool.is_empty();
+        let mut from_disk = self.lookup_disk_spends(block, keep_undo).map_err(ApplyError::Fatal)?;
         let mut undo = UndoRecord::default();
         let mut touched: Vec<HashX> = Vec::new();
         for (i, tx) in block.txs.iter().enumerate() {
@@ -217,7 +261,7 @@ impl BlockProcessor {
             }
             for prevout in &tx.inputs {
                 let (hashx, from_tx, value) = self
-                    .spend(prevout, keep_undo)
+                    .spend(prevout, keep_undo, &mut from_disk)
                     .with_context(|| format!("applying block {} at height {height}", hex_rev(&block.hash)))?;
                 touched.push(hashx);
                 if keep_undo {
@@ -275,29 +319,59 @@ impl BlockProcessor {
         let tx_count = chain.tx_count();
         let first_new = self.flushed_height.map_or(0, |h| h + 1);
         let first_tx_num = chain.tx_range(first_new).map_or(tx_count, |(start, _)| start);
-        let p = std::mem::take(&mut self.pending);
+        let mut p = std::mem::take(&mut self.pending);
         let (n_utxos, n_spent, n_hist, n_txs) = (p.utxos.len(), p.spent_db.len(), p.history.len(), p.txids.len());
         let db = &self.db;
+        // Each column family's rows go into the batch in key order. RocksDB's memtable skiplist
+        // then finds every insert position next to the previous one; in random order each insert
+        // walks the list from the top, which made flushing ~75% of initial-sync time.
+        let mut utxo_rows: Vec<([u8; TXNUM_LEN + 4], HashX)> =
+            p.utxos.iter().map(|(op, c)| (utxo_key(c.tx_num, op.vout), c.hashx)).collect();
+        let mut hutxo_rows: Vec<([u8; HASHX_LEN + TXNUM_LEN + 4], u64)> =
+            p.utxos.iter().map(|(op, c)| (hashx_utxo_key(&c.hashx, c.tx_num, op.vout), c.value)).collect();
+        let mut utxo_dels: Vec<[u8; TXNUM_LEN + 4]> = p.spent_db.iter().map(|(n, v, _)| utxo_key(*n, *v)).collect();
+        let mut hutxo_dels: Vec<[u8; HASHX_LEN + TXNUM_LEN + 4]> =
+            p.spent_db.iter().map(|(n, v, h)| hashx_utxo_key(h, *n, *v)).collect();
+        let history = &mut p.history;
+        let mut txnum_rows: Vec<[u8; TXID_PREFIX_LEN + TXNUM_LEN]> =
+            p.txids.iter().enumerate().map(|(i, txid)| txnum_key(txid, first_tx_num + i as u64)).collect();
+        rayon::join(
+            || rayon::join(|| utxo_rows.par_sort_unstable(), || hutxo_rows.par_sort_unstable()),
+            || {
+                rayon::join(
+                    || rayon::join(|| utxo_dels.par_sort_unstable(), || hutxo_dels.par_sort_unstable()),
+                    || rayon::join(|| history.par_sort_unstable(), || txnum_rows.par_sort_unstable()),
+                )
+            },
+        );
         let mut batch = WriteBatch::default();
         let (cf_utxo, cf_hutxo) = (db.cf(CF_UTXO), db.cf(CF_HASHX_UTXO));
-        for (op, c) in &p.utxos {
-            batch.put_cf(cf_utxo, utxo_key(c.tx_num, op.vout), c.hashx);
-            batch.put_cf(cf_hutxo, hashx_utxo_key(&c.hashx, c.tx_num, op.vout), c.value.to_be_bytes());
+        for (key, hashx) in &utxo_rows {
+            batch.put_cf(cf_utxo, key, hashx);
         }
-        for (tx_num, vout, hashx) in &p.spent_db {
-            batch.delete_cf(cf_utxo, utxo_key(*tx_num, *vout));
-            batch.delete_cf(cf_hutxo, hashx_utxo_key(hashx, *tx_num, *vout));
+        for key in &utxo_dels {
+            batch.delete_cf(cf_utxo, key);
+        }
+        for (key, value) in &hutxo_rows {
+            batch.put_cf(cf_hutxo, key, value.to_be_bytes());
+        }
+        for key in &hutxo_dels {
+            batch.delete_cf(cf_hutxo, key);
         }
         let cf_hist = db.cf(CF_HISTORY);
-        for key in &p.history {
+        for key in history.iter() {
             batch.put_cf(cf_hist, key, []);
         }
-        let (cf_txid, cf_txnum) = (db.cf(CF_TXID), db.cf(CF_TXNUM));
+        // Tx numbers ascend, so txid rows are already in key order.
+        let cf_txid = db.cf(CF_TXID);
         for (i, txid) in p.txids.iter().enumerate() {
-            let tx_num = first_tx_num + i as u64;
-            batch.put_cf(cf_txid, txid_key(tx_num), txid.0);
-            batch.put_cf(cf_txnum, txnum_key(txid, tx_num), []);
+            batch.put_cf(cf_txid, txid_key(first_tx_num + i as u64), txid.0);
         }
+        let cf_txnum = db.cf(CF_TXNUM);
+        for key in &txnum_rows {
+            batch.put_cf(cf_txnum, key, []);
+        }
+        drop((utxo_rows, hutxo_rows, utxo_dels, hutxo_dels, txnum_rows));
         let cf_header = db.cf(CF_HEADER);
         for h in first_new..=height {
             let (header, count) = (chain.header(h).expect("in chain"), chain.tx_range(h).expect("in chain").1);
@@ -315,11 +389,14 @@ impl BlockProcessor {
         batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
         drop(chain);
         // Readers see the new blocks, and the mempool loses their transactions, at one instant.
-        let mempool_touched = {
+        let built = started.elapsed();
+        let (mempool_touched, locked, written) = {
             let mut live = self.index.live.write().expect("lock");
+            let locked = started.elapsed();
             db.write(batch)?;
+            let written = started.elapsed();
             live.tip = Some(Tip { height, hash: tip, tx_count });
-            live.mempool.remove_confirmed(&p.txids, &p.spent_outpoints)
+            (live.mempool.remove_confirmed(&p.txids, &p.spent_outpoints), locked, written)
         };
         self.flushed_height = Some(height);
         if self.index.serving() {
@@ -331,8 +408,12 @@ impl BlockProcessor {
         self.status.set_indexed(height, tip, tx_count);
         self.status.record_flush(elapsed);
         tracing::debug!(
-            "flushed to height {height} in {:.0} ms: {n_txs} txs, {n_utxos} new UTXOs, {n_spent} spent from disk, {n_hist} history rows",
-            elapsed.as_secs_f64() * 1e3
+            "flushed to height {height} in {:.0} ms: {n_txs} txs, {n_utxos} new UTXOs, {n_spent} spent from disk, {n_hist} history rows \
+             (batch built at {:.1} ms, lock taken at {:.1} ms, written at {:.1} ms)",
+            elapsed.as_secs_f64() * 1e3,
+            built.as_secs_f64() * 1e3,
+            locked.as_secs_f64() * 1e3,
+            written.as_secs_f64() * 1e3,
         );
         Ok(())
     }

@@ -111,6 +111,9 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         prefetcher,
     };
 
+    let block_wakeup = Arc::new(Notify::new());
+    tokio::spawn(watch_tip(daemon.clone(), block_wakeup.clone(), config.poll_interval_blocks, shutdown_tx.subscribe()));
+
     let mut serving = false;
     let result = loop {
         if *shutdown.borrow() {
@@ -154,6 +157,7 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         tokio::select! {
             _ = tokio::time::sleep(config.poll_interval_blocks.min(config.poll_interval_mempool)) => {}
             _ = mempool_wakeup.notified() => {}
+            _ = block_wakeup.notified() => {}
             _ = shutdown.changed() => {}
             Some(req) = admin_rx.recv() => syncer.handle_admin(req).await,
         }
@@ -172,6 +176,53 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         tracing::info!("shut down cleanly at height {}", chain.read().expect("lock").height().map_or(-1, |h| h as i64));
     }
     result
+}
+
+/// Wakes the controller the moment the daemon has a new block, by long-polling
+/// `waitforblockheight` (no ZMQ needed): polling alone would add up to DAEMON_POLL_INTERVAL_BLOCKS
+/// to every tip's latency. A daemon without the call is simply polled.
+async fn watch_tip(daemon: Arc<Daemon>, wakeup: Arc<Notify>, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+    // Short enough that a daemon restart or failover is noticed, long enough to cost nothing.
+    let long_poll = Duration::from_secs(10);
+    let mut known = None;
+    loop {
+        let next = match known {
+            Some(h) => h + 1,
+            None => match daemon.best_block().await {
+                Ok((h, _)) => h + 1,
+                Err(_) => return, // shutting down; other errors are retried inside `call`
+            },
+        };
+        let reply = tokio::select! {
+            r = daemon.wait_for_height(next, long_poll) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match reply {
+            Ok(h) => {
+                if h >= next {
+                    wakeup.notify_one();
+                }
+                known = Some(h.max(next - 1));
+            }
+            Err(DaemonError::Shutdown) => return,
+            Err(DaemonError::MethodNotFound(_)) | Err(DaemonError::Rpc { code: -32601, .. }) => {
+                tracing::info!(
+                    "the daemon has no waitforblockheight; new blocks are found by polling every {} ms",
+                    poll.as_millis()
+                );
+                return;
+            }
+            Err(e) => {
+                // E.g. a daemon that reorged below `next`; ask again from its tip after a pause.
+                tracing::debug!("waitforblockheight failed: {e}");
+                known = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
 }
 
 fn load_chain(db: &Db) -> Result<Chain> {

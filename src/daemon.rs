@@ -306,6 +306,13 @@ impl Daemon {
         Ok((height, hash))
     }
 
+    /// Long poll: returns the daemon's tip height as soon as it reaches `height`, or after
+    /// `timeout` with the height it has. Holds one of the daemon's RPC threads while it waits.
+    pub async fn wait_for_height(&self, height: u32, timeout: Duration) -> Result<u32, DaemonError> {
+        let v = self.call("waitforblockheight", json!([height, timeout.as_millis() as u64])).await?;
+        v["height"].as_u64().map(|h| h as u32).ok_or_else(|| bad_field("waitforblockheight", "height"))
+    }
+
     /// Block hashes of heights `from..from+count` (internal order); fewer if the chain is shorter.
     pub async fn block_hashes(&self, from: u32, count: u32) -> Result<Vec<[u8; 32]>, DaemonError> {
         let params = (from..from + count).map(|h| json!([h])).collect();

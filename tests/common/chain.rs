@@ -78,6 +78,8 @@ pub struct ChainOptions {
     /// Probability that a transaction's first input spends an output created earlier in the
     /// same block (when one is available).
     pub same_block_spend_probability: f64,
+    /// Probability that a transaction is a batch payout of 20-50 outputs (exchanges, pools).
+    pub batch_payout_probability: f64,
 }
 
 impl Default for ChainOptions {
@@ -92,6 +94,7 @@ impl Default for ChainOptions {
             hot_probability: 0.2,
             op_return_probability: 0.1,
             same_block_spend_probability: 0.3,
+            batch_payout_probability: 0.0,
         }
     }
 }
@@ -183,6 +186,33 @@ impl ChainBuilder {
             forks_made: Cell::new(0),
             priority_spends: Vec::new(),
         }
+    }
+
+    /// A builder that continues `blocks` (a chain this generator made with `seed` and `opts`,
+    /// e.g. loaded from the benchmark cache): the UTXO set is rebuilt from the blocks and new
+    /// blocks follow from a random stream derived from the seed and the height.
+    pub fn resume(seed: u64, opts: ChainOptions, blocks: Vec<Block>) -> ChainBuilder {
+        let mut b = ChainBuilder::with_options(seed, opts);
+        b.rng = StdRng::seed_from_u64(seed ^ (blocks.len() as u64).rotate_left(32));
+        for (height, block) in blocks.iter().enumerate().skip(1) {
+            for tx in &block.txdata {
+                if !tx.is_coinbase() {
+                    for i in &tx.input {
+                        b.utxos.remove(&i.previous_output);
+                    }
+                }
+                let txid = tx.compute_txid();
+                for (vout, o) in tx.output.iter().enumerate() {
+                    if !o.script_pubkey.is_op_return() {
+                        let outpoint = OutPoint::new(txid, vout as u32);
+                        let (script, value) = (o.script_pubkey.clone(), o.value.to_sat());
+                        b.utxos.insert(Utxo { outpoint, script, value, height: height as u32 });
+                    }
+                }
+            }
+        }
+        b.blocks = blocks;
+        b
     }
 
     pub fn blocks(&self) -> &[Block] {
@@ -457,8 +487,11 @@ impl ChainBuilder {
         let total: u64 = spent.iter().map(|u| u.value).sum();
         let fee = (200 + 100 * input.len() as u64).min(total / 2);
         let mut available = total - fee;
-        let max_out = (available / DUST).clamp(1, self.opts.max_outputs.max(1) as u64) as usize;
-        let n_out = self.rng.gen_range(1..=max_out);
+        let batch = self.opts.batch_payout_probability > 0.0 && self.rng.gen_bool(self.opts.batch_payout_probability);
+        let most = if batch { 50 } else { self.opts.max_outputs.max(1) as u64 };
+        let max_out = (available / DUST).clamp(1, most) as usize;
+        let n_out =
+            if batch && max_out >= 20 { self.rng.gen_range(20..=max_out) } else { self.rng.gen_range(1..=max_out) };
         let mut output = Vec::with_capacity(n_out + 1);
         for k in 0..n_out {
             // The last output takes the remainder; the others a random share of what is left.

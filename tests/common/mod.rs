@@ -2,6 +2,7 @@
 //! every helper is used by every binary.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod chain;
 pub mod client;
 pub mod electrum;

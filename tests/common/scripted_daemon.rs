@@ -93,6 +93,16 @@ impl ChainData {
         self.main.len() - 1
     }
 
+    /// This chain plus `block` on top (as `submitblock` does), sharing every existing entry.
+    fn with_block(&self, block: Block) -> ChainData {
+        let e = Arc::new(Entry { raw: serialize(&block), hash: block.block_hash(), height: self.main.len(), block });
+        let mut main = self.main.clone();
+        main.push(e.clone());
+        let mut known = self.known.clone();
+        known.insert(e.hash, e);
+        ChainData { main, known }
+    }
+
     fn tip(&self) -> &Entry {
         &self.main[self.tip_height()]
     }
@@ -186,7 +196,7 @@ struct State {
     /// Added before every response, to slow a sync down enough to interrupt it.
     delay: Duration,
     /// The mempool, in arrival order.
-    mempool: Vec<bitcoin::Transaction>,
+    mempool: Vec<(Txid, bitcoin::Transaction)>,
     /// When set, sendrawtransaction fails with this (code, message).
     reject: Option<(i64, String)>,
     /// What estimatesmartfee answers (BTC/kvB); `None`: "insufficient data".
@@ -205,6 +215,8 @@ struct Shared {
     slow_lane: tokio::sync::Mutex<()>,
     /// Bumped on every death; the listener and connections of an older generation close.
     generation: watch::Sender<u64>,
+    /// The served tip's height, for `waitforblockheight` long polls.
+    tip_height: watch::Sender<usize>,
 }
 
 impl Shared {
@@ -262,7 +274,9 @@ impl ScriptedDaemon {
             open_conns: AtomicUsize::new(0),
             slow_lane: tokio::sync::Mutex::new(()),
             generation: watch::channel(0).0,
+            tip_height: watch::channel(0).0,
         });
+        shared.tip_height.send_replace(shared.state().chain.tip_height());
         let listener = rt.block_on(bind(0)).expect("bind scripted daemon");
         let port = listener.local_addr().expect("local addr").port();
         let task = rt.spawn(accept_loop(listener, shared.clone(), 0));
@@ -293,16 +307,18 @@ impl ScriptedDaemon {
     pub fn set_chain(&self, blocks: Vec<Block>) {
         let previous = self.shared.state().chain.clone();
         let data = Arc::new(ChainData::new(blocks, Some(&previous)));
+        let height = data.tip_height();
         self.shared.state().chain = data;
+        self.shared.tip_height.send_replace(height);
     }
 
     /// Replaces the mempool.
     pub fn set_mempool(&self, txs: Vec<bitcoin::Transaction>) {
-        self.shared.state().mempool = txs;
+        self.shared.state().mempool = txs.into_iter().map(|t| (t.compute_txid(), t)).collect();
     }
 
     pub fn mempool(&self) -> Vec<bitcoin::Transaction> {
-        self.shared.state().mempool.clone()
+        self.shared.state().mempool.iter().map(|(_, t)| t.clone()).collect()
     }
 
     /// Makes sendrawtransaction / submitpackage fail with this bitcoind error (or succeed again).
@@ -552,6 +568,7 @@ async fn serve_conn(mut stream: TcpStream, shared: &Shared, generation: u64) {
             let _one_at_a_time = shared.slow_lane.lock().await;
             tokio::time::sleep(delay).await;
         }
+        long_poll(shared, &req).await;
         match handle(shared, &req) {
             Outcome::Reply { resp, die_after } => {
                 let keep = req.keep_alive && !die_after;
@@ -570,6 +587,28 @@ async fn serve_conn(mut stream: TcpStream, shared: &Shared, generation: u64) {
                 return;
             }
         }
+    }
+}
+
+/// `waitforblockheight height timeout_ms` (a single call) waits here, without holding the
+/// runtime, until the tip reaches `height` or the timeout passes; `handle` then answers with
+/// the tip, as bitcoind does.
+async fn long_poll(shared: &Shared, req: &Request) {
+    let Ok(call) = serde_json::from_slice::<Value>(&req.body) else { return };
+    if call.get("method").and_then(Value::as_str) != Some("waitforblockheight") {
+        return;
+    }
+    let Some(target) = param(call.get("params").unwrap_or(&Value::Null), 0, "height").and_then(Value::as_u64) else {
+        return;
+    };
+    let timeout_ms =
+        param(call.get("params").unwrap_or(&Value::Null), 1, "timeout").and_then(Value::as_u64).unwrap_or(0);
+    let mut rx = shared.tip_height.subscribe();
+    let wait = rx.wait_for(|h| *h as u64 >= target);
+    if timeout_ms == 0 {
+        let _ = wait.await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_millis(timeout_ms), wait).await;
     }
 }
 
@@ -887,6 +926,26 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             "warnings": "",
         })),
         "getblockcount" => Ok(json!(tip)),
+        "waitforblockheight" => Ok(json!({"hash": chain.tip().hash.to_string(), "height": tip})),
+        "submitblock" => {
+            let block: Block = hex::decode(parse_hex_str(param(params, 0, "hexdata"))?)
+                .ok()
+                .and_then(|b| bitcoin::consensus::deserialize(&b).ok())
+                .ok_or_else(|| err(-22, "Block decode failed"))?;
+            let mut st = shared.state();
+            if block.header.prev_blockhash != st.chain.tip().hash {
+                // bitcoind keeps such a block as a side branch; this stand-in only extends the tip.
+                return Ok(json!("inconclusive"));
+            }
+            let confirmed: HashSet<Txid> = block.txdata.iter().map(|t| t.compute_txid()).collect();
+            st.mempool.retain(|(id, _)| !confirmed.contains(id));
+            let data = Arc::new(st.chain.with_block(block));
+            let height = data.tip_height();
+            st.chain = data;
+            drop(st);
+            shared.tip_height.send_replace(height);
+            Ok(Value::Null)
+        }
         "getbestblockhash" => Ok(json!(chain.tip().hash.to_string())),
         "getblockhash" => {
             let h =
@@ -933,8 +992,8 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             let txid = Txid::from_str(&txid_hex).map_err(|e| err(RPC_INVALID_PARAMETER, e.to_string()))?;
             let verbose = parse_verbosity(param(params, 1, "verbose"), 0)?;
             let Some(bh) = param(params, 2, "blockhash") else {
-                let mempool = shared.state().mempool.clone();
-                if let Some(tx) = mempool.iter().find(|t| t.compute_txid() == txid) {
+                let found = shared.state().mempool.iter().find(|(id, _)| *id == txid).map(|(_, t)| t.clone());
+                if let Some(tx) = found.as_ref() {
                     return Ok(if verbose == 0 {
                         json!(hex::encode(serialize(tx)))
                     } else {
@@ -963,7 +1022,7 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             }
         }
         "getrawmempool" => {
-            let ids: Vec<String> = shared.state().mempool.iter().map(|t| t.compute_txid().to_string()).collect();
+            let ids: Vec<String> = shared.state().mempool.iter().map(|(id, _)| id.to_string()).collect();
             if parse_verbosity(param(params, 0, "verbose"), 0)? != 0 {
                 Ok(Value::Object(ids.into_iter().map(|i| (i, json!({}))).collect()))
             } else {
@@ -1009,8 +1068,8 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             for tx in txs {
                 let txid = tx.compute_txid();
                 results.insert(tx.compute_wtxid().to_string(), json!({"txid": txid.to_string(), "vsize": tx.vsize()}));
-                if !st.mempool.iter().any(|t| t.compute_txid() == txid) {
-                    st.mempool.push(tx);
+                if !st.mempool.iter().any(|(id, _)| *id == txid) {
+                    st.mempool.push((txid, tx));
                 }
             }
             if method == "submitpackage" {

@@ -1,0 +1,148 @@
+//! Query latency (p50/p99, one session, one call at a time) and throughput (several sessions
+//! calling in a loop) for the calls wallets make most.
+//!
+//!   cargo bench --bench queries
+//!
+//! ferrum serves the standard benchmark chain (the sync benchmark's, from the cache). The
+//! "ordinary" script hashes are random non-hot output scripts (1-3 transactions each); the hot
+//! one is the generator's first hot script, with over 100,000 transactions on the full chain.
+//! MAX_SEND is raised to 100 MB so that its history fits in one response.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::bench::{env_usize, full_run, proc_stats, throughput, time_calls, ChainSpec, Latencies, Session};
+use common::chain::ChainBuilder;
+use common::client::scripthash;
+use common::ferrum::FerrumProcess;
+use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+type MakeCall = Arc<dyn Fn(usize) -> (&'static str, Value) + Send + Sync>;
+
+fn main() {
+    let full = full_run();
+    let spec = ChainSpec::standard(
+        env_usize("FERRUM_BENCH_BLOCKS", if full { 5000 } else { 40 }),
+        env_usize("FERRUM_BENCH_TXS", if full { 200 } else { 20 }),
+    );
+    let n = env_usize("FERRUM_BENCH_CALLS", if full { 2000 } else { 20 });
+    let n_hot = env_usize("FERRUM_BENCH_HOT_CALLS", if full { 40 } else { 3 });
+    let secs = if full { 3 } else { 1 };
+    let chain = spec.load();
+    let hot = ChainBuilder::with_options(spec.seed, spec.opts.clone()).hot_scripts()[0].clone();
+    let hot_hash = scripthash(hot.as_bytes());
+    let hot_set: std::collections::HashSet<_> =
+        ChainBuilder::with_options(spec.seed, spec.opts.clone()).hot_scripts().iter().cloned().collect();
+
+    // Samples drawn once, deterministically, from the whole chain.
+    let mut rng = StdRng::seed_from_u64(7);
+    let tip = chain.len() - 1;
+    let mut ordinary = Vec::new();
+    let mut txs = Vec::new();
+    while ordinary.len() < 1000 {
+        let height = rng.gen_range(1..=tip);
+        let block = &chain[height];
+        let tx = &block.txdata[rng.gen_range(0..block.txdata.len())];
+        txs.push((tx.compute_txid().to_string(), height));
+        if let Some(o) =
+            tx.output.iter().find(|o| !o.script_pubkey.is_op_return() && !hot_set.contains(&o.script_pubkey))
+        {
+            ordinary.push(scripthash(o.script_pubkey.as_bytes()));
+        }
+    }
+    let (ordinary, txs) = (Arc::new(ordinary), Arc::new(txs));
+
+    let daemon = ScriptedDaemon::start(chain, DaemonOptions::default());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = daemon.url();
+    let (mut f, ports) = FerrumProcess::start_serving(
+        &tmp.path().join("db"),
+        &["tcp"],
+        &[
+            ("DAEMON_URL", &url),
+            ("COIN", "Bitcoin"),
+            ("NET", "regtest"),
+            ("CACHE_MB", "1200"),
+            ("MAX_SEND", "100000000"),
+        ],
+    );
+    let port = ports["tcp"];
+    f.wait_port(port, Duration::from_secs(1800));
+    let pid = f.child.as_ref().expect("running").id();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+
+    let hot_len = rt.block_on(async {
+        let mut s = Session::connect(port).await.expect("connect");
+        let h = s.call("blockchain.scripthash.get_history", json!([hot_hash])).await.expect("hot history");
+        h.as_array().map_or(0, Vec::len)
+    });
+    println!("hot script hash {hot_hash}: {hot_len} transactions in its history");
+    if full {
+        assert!(hot_len >= 100_000, "the hot script hash has at least 100,000 transactions");
+    }
+
+    let o = ordinary.clone();
+    let t = txs.clone();
+    let hh = hot_hash.clone();
+    let cases: Vec<(&str, usize, MakeCall)> = vec![
+        (
+            "get_history (ordinary)",
+            n,
+            Arc::new(move |i| ("blockchain.scripthash.get_history", json!([o[i % o.len()]]))),
+        ),
+        ("get_history (hot)", n_hot, {
+            let h = hh.clone();
+            Arc::new(move |_| ("blockchain.scripthash.get_history", json!([h])))
+        }),
+        ("get_balance (ordinary)", n, {
+            let o = ordinary.clone();
+            Arc::new(move |i| ("blockchain.scripthash.get_balance", json!([o[i % o.len()]])))
+        }),
+        ("get_balance (hot)", n_hot, {
+            let h = hh.clone();
+            Arc::new(move |_| ("blockchain.scripthash.get_balance", json!([h])))
+        }),
+        ("listunspent (ordinary)", n, {
+            let o = ordinary.clone();
+            Arc::new(move |i| ("blockchain.scripthash.listunspent", json!([o[i % o.len()]])))
+        }),
+        ("listunspent (hot)", n_hot, {
+            let h = hh.clone();
+            Arc::new(move |_| ("blockchain.scripthash.listunspent", json!([h])))
+        }),
+        ("transaction.get", n, Arc::new(move |i| ("blockchain.transaction.get", json!([t[i % t.len()].0])))),
+        ("transaction.get_merkle", n, {
+            let t = txs.clone();
+            Arc::new(move |i| ("blockchain.transaction.get_merkle", json!([t[i % t.len()].0, t[i % t.len()].1])))
+        }),
+        (
+            "block.headers (2016)",
+            n,
+            Arc::new(move |i| {
+                ("blockchain.block.headers", json!([(i * 7919) % tip.saturating_sub(2016).max(1), 2016]))
+            }),
+        ),
+    ];
+    println!("| call | calls | p50 ms | p99 ms | calls/s (4 sessions, {secs} s) |");
+    println!("|---|---|---|---|---|");
+    for (name, count, make) in cases {
+        let lat = rt.block_on(async {
+            let mut s = Session::connect(port).await.expect("connect");
+            time_calls(&mut s, count, make.as_ref()).await
+        });
+        let per_s = rt.block_on(throughput(port, 4, Duration::from_secs(secs), make));
+        println!(
+            "| {name} | {count} | {} | {} | {per_s:.0} |",
+            Latencies::ms(lat.percentile(0.5)),
+            Latencies::ms(lat.percentile(0.99))
+        );
+    }
+    let stats = proc_stats(pid);
+    println!("ferrum RSS {:.0} MB (peak {:.0} MB)", stats.rss_mb, stats.peak_rss_mb);
+}

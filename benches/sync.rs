@@ -1,0 +1,136 @@
+//! Initial-sync benchmark and its fetch limit.
+//!
+//!   cargo bench --bench sync              # ~1,000,000 txs (FERRUM_BENCH_BLOCKS x FERRUM_BENCH_TXS)
+//!
+//! A generated chain (cached under ~/.cache/ferrum/chains) is served by the scripted daemon.
+//! First the fetch limit: ferrum's own daemon client pulls every block (REST, binary) with the
+//! same concurrency as the prefetcher and parses nothing. Then the real `ferrum` binary indexes
+//! the chain from an empty database; the clock stops when getinfo reports the chain's tip as
+//! flushed, i.e. durable and queryable. Prints wall time, blocks/s, txs/s, peak RSS, CPU
+//! seconds, DB size, flush time, and the sync/fetch ratio.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::bench::{dir_size, env_usize, full_run, proc_stats, ChainSpec};
+use common::ferrum::FerrumProcess;
+use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
+use futures::StreamExt;
+
+/// Pulls every block of heights 1..=tip as the prefetcher does (hash batches of 500, then
+/// `concurrency` raw-block requests in flight), without parsing. Returns (time, bytes).
+fn fetch_limit(url: &str, tip: u32, concurrency: usize) -> (Duration, usize) {
+    let vars: HashMap<String, String> =
+        [("DAEMON_URL", url), ("COIN", "Bitcoin"), ("NET", "regtest"), ("DB_DIRECTORY", "/nonexistent")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let config = ferrum::config::Config::from_vars(vars).expect("config");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let daemon = Arc::new(ferrum::daemon::Daemon::new(&config, rx));
+        let started = Instant::now();
+        let mut bytes = 0;
+        let mut from = 1;
+        while from <= tip {
+            let count = 500.min(tip - from + 1);
+            let hashes = daemon.block_hashes(from, count).await.expect("hashes");
+            let mut stream = futures::stream::iter(hashes)
+                .map(|h| {
+                    let d = daemon.clone();
+                    tokio::spawn(async move { d.raw_block(&h).await.expect("block").len() })
+                })
+                .buffered(concurrency);
+            while let Some(n) = stream.next().await {
+                bytes += n.expect("task");
+            }
+            from += count;
+        }
+        (started.elapsed(), bytes)
+    })
+}
+
+fn main() {
+    let full = full_run();
+    let blocks = env_usize("FERRUM_BENCH_BLOCKS", if full { 5000 } else { 40 });
+    let txs = env_usize("FERRUM_BENCH_TXS", if full { 200 } else { 20 });
+    let cache_mb = env_usize("FERRUM_BENCH_CACHE_MB", if full { 1200 } else { 50 });
+    let concurrency = env_usize("PREFETCH_CONCURRENCY", 8);
+    let spec = ChainSpec::standard(blocks, txs);
+    let chain = spec.load();
+    let total_txs: usize = chain.iter().map(|b| b.txdata.len()).sum();
+    let tip = (chain.len() - 1) as u32;
+    let tip_hash = chain[tip as usize].block_hash().to_string();
+    let daemon = ScriptedDaemon::start(chain, DaemonOptions::default());
+    let url = daemon.url();
+
+    let (fetch, bytes) = fetch_limit(&url, tip, concurrency);
+    println!(
+        "fetch limit: {tip} blocks, {:.1} MB in {:.2} s = {:.0} blocks/s, {:.0} MB/s (concurrency {concurrency})",
+        bytes as f64 / 1e6,
+        fetch.as_secs_f64(),
+        tip as f64 / fetch.as_secs_f64(),
+        bytes as f64 / 1e6 / fetch.as_secs_f64()
+    );
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = tmp.path().join("db");
+    let cache = cache_mb.to_string();
+    let conc = concurrency.to_string();
+    let started = Instant::now();
+    let mut f = FerrumProcess::start(
+        &db,
+        &[
+            ("DAEMON_URL", &url),
+            ("COIN", "Bitcoin"),
+            ("NET", "regtest"),
+            ("CACHE_MB", &cache),
+            ("PREFETCH_CONCURRENCY", &conc),
+            ("LOG_LEVEL", "info,ferrum=debug"),
+        ],
+    );
+    let pid = f.child.as_ref().expect("running").id();
+    let mut peak = 0f64;
+    let deadline = Instant::now() + Duration::from_secs(if full { 3600 } else { 300 });
+    loop {
+        peak = peak.max(proc_stats(pid).peak_rss_mb);
+        let info = f.getinfo();
+        if info.as_ref().is_some_and(|i| i["db_height"] == tip && i["db_tip"] == tip_hash.as_str()) {
+            break;
+        }
+        assert!(f.exited().is_none(), "ferrum exited during sync:\n{}", f.log_tail());
+        assert!(Instant::now() < deadline, "sync did not finish:\n{}", f.log_tail());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let stats = proc_stats(pid);
+    f.stop();
+    let size = dir_size(&db);
+    let log = std::fs::read_to_string(&f.log_path).unwrap_or_default();
+    // Each flush logs "flushed to height H in M ms: ..., S spent from disk, ...".
+    let number_before =
+        |line: &str, marker: &str| -> Option<u64> { line.split(marker).next()?.rsplit(' ').next()?.parse().ok() };
+    let (flushes, flush_ms, disk_spends) = log
+        .lines()
+        .filter(|l| l.contains("flushed to height"))
+        .filter_map(|l| Some((number_before(l, " ms:")?, number_before(l, " spent from disk")?)))
+        .fold((0, 0, 0), |(n, ms, sp), (m, s)| (n + 1, ms + m, sp + s));
+    println!(
+        "sync: {} blocks, {total_txs} txs in {wall:.2} s = {:.0} blocks/s, {:.0} txs/s; peak RSS {:.0} MB (CACHE_MB={cache_mb}); \
+         CPU {:.1} s; DB {:.1} MB; {flushes} flushes taking {:.2} s; {disk_spends} spends read from disk",
+        tip + 1,
+        (tip + 1) as f64 / wall,
+        total_txs as f64 / wall,
+        peak.max(stats.peak_rss_mb),
+        stats.cpu_s,
+        size as f64 / 1e6,
+        flush_ms as f64 / 1e3
+    );
+    println!("sync / fetch limit = {:.2} (target <= 2)", wall / fetch.as_secs_f64());
+    assert!(flushes >= 1, "ferrum logged no flush:\n{}", f.log_tail());
+}

@@ -1,0 +1,371 @@
+//! What the benchmarks in `benches/` share: the cache of generated chains, figures read from
+//! /proc, latency statistics and a small async Electrum client for many concurrent sessions.
+//!
+//! Each benchmark is a `harness = false` target. `cargo bench --bench NAME` passes `--bench` and
+//! gets the full run; `cargo test` (CI) runs the same code on a small input, as a smoke test.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::consensus::encode::{deserialize, serialize};
+use bitcoin::Block;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::chain::{ChainBuilder, ChainOptions};
+
+/// Full run (`cargo bench`) or smoke run (`cargo test`).
+pub fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `$FERRUM_CACHE_DIR`, else `~/.cache/ferrum` (where the test nodes are cached too).
+pub fn cache_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("FERRUM_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    PathBuf::from(home).join(".cache/ferrum")
+}
+
+/// What a benchmark chain is made of; the same spec always gives the same blocks.
+#[derive(Clone, Debug)]
+pub struct ChainSpec {
+    pub seed: u64,
+    pub blocks: usize,
+    pub opts: ChainOptions,
+}
+
+impl ChainSpec {
+    /// The benchmarks' standard shape: `txs` transactions per block, five hot scripts taking 20%
+    /// of the outputs (each of them ends up in ~14% of all transactions), 30% of transactions
+    /// spending an output of their own block, 2% batch payouts of 20-50 outputs.
+    pub fn standard(blocks: usize, txs: usize) -> ChainSpec {
+        let opts = ChainOptions {
+            min_txs: txs,
+            max_txs: txs,
+            hot_scripts: 5,
+            hot_probability: 0.2,
+            batch_payout_probability: 0.02,
+            ..ChainOptions::default()
+        };
+        ChainSpec { seed: 42, blocks, opts }
+    }
+
+    /// File name: the parameters' digest, so a changed generator option never reuses a chain.
+    fn file(&self) -> PathBuf {
+        // Bump when the generator's output for the same options changes.
+        const GENERATOR_VERSION: u32 = 1;
+        let digest = Sha256::digest(format!("{GENERATOR_VERSION} {self:?}"));
+        cache_dir().join("chains").join(format!(
+            "chain-{}x{}-{}.bin",
+            self.blocks,
+            self.opts.max_txs,
+            hex::encode(&digest[..8])
+        ))
+    }
+
+    /// A builder positioned at the chain's tip, ready to add more blocks.
+    pub fn builder(&self) -> ChainBuilder {
+        ChainBuilder::resume(self.seed, self.opts.clone(), self.load())
+    }
+
+    /// The chain (genesis plus `blocks` blocks): read from the cache, or generated and cached.
+    pub fn load(&self) -> Vec<Block> {
+        let path = self.file();
+        let started = Instant::now();
+        if let Some(blocks) = read_chain(&path) {
+            eprintln!(
+                "loaded {} blocks from {} in {:.1} s",
+                blocks.len(),
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+            return blocks;
+        }
+        let mut b = ChainBuilder::with_options(self.seed, self.opts.clone());
+        b.add_blocks(self.blocks);
+        let blocks = b.blocks().to_vec();
+        let txs: usize = blocks.iter().map(|b| b.txdata.len()).sum();
+        eprintln!("generated {} blocks, {txs} txs in {:.1} s", blocks.len(), started.elapsed().as_secs_f64());
+        if let Err(e) = write_chain(&path, &blocks) {
+            eprintln!("could not cache the chain at {}: {e}", path.display());
+        }
+        blocks
+    }
+}
+
+const MAGIC: &[u8; 8] = b"FRMCHN01";
+
+fn read_chain(path: &Path) -> Option<Vec<Block>> {
+    let mut data = Vec::new();
+    std::fs::File::open(path).ok()?.read_to_end(&mut data).ok()?;
+    let rest = data.strip_prefix(MAGIC.as_slice())?;
+    let (count, mut rest) = rest.split_at_checked(4)?;
+    let count = u32::from_le_bytes(count.try_into().ok()?) as usize;
+    let mut blocks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (len, r) = rest.split_at_checked(4)?;
+        let (raw, r) = r.split_at_checked(u32::from_le_bytes(len.try_into().ok()?) as usize)?;
+        blocks.push(deserialize(raw).ok()?);
+        rest = r;
+    }
+    rest.is_empty().then_some(blocks)
+}
+
+fn write_chain(path: &Path, blocks: &[Block]) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    f.write_all(MAGIC)?;
+    f.write_all(&(blocks.len() as u32).to_le_bytes())?;
+    for b in blocks {
+        let raw = serialize(b);
+        f.write_all(&(raw.len() as u32).to_le_bytes())?;
+        f.write_all(&raw)?;
+    }
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    // Readers only ever see a complete file.
+    std::fs::rename(tmp, path)
+}
+
+pub fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Figures of a live process from /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcStats {
+    pub rss_mb: f64,
+    pub peak_rss_mb: f64,
+    pub cpu_s: f64,
+}
+
+pub fn proc_stats(pid: u32) -> ProcStats {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |field: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ProcStats { rss_mb: kb("VmRSS:") / 1024.0, peak_rss_mb: kb("VmHWM:") / 1024.0, cpu_s: ticks / 100.0 }
+}
+
+/// Raises this process's open-file limit to its hard limit (thousands of sessions need it).
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain libc calls on a properly initialised struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur
+}
+
+/// Latency samples.
+pub struct Latencies(pub Vec<Duration>);
+
+impl Latencies {
+    pub fn percentile(&self, p: f64) -> Duration {
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+
+    pub fn ms(d: Duration) -> String {
+        format!("{:.2}", d.as_secs_f64() * 1e3)
+    }
+}
+
+/// A minimal async Electrum client: enough for thousands of concurrent sessions in one process.
+pub struct Session {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    next_id: u64,
+    line: String,
+}
+
+impl Session {
+    pub async fn connect(port: u16) -> std::io::Result<Session> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        let mut s = Session { reader: BufReader::new(r), writer: w, next_id: 0, line: String::new() };
+        s.call("server.version", json!(["ferrum-bench", "1.4"])).await?;
+        Ok(s)
+    }
+
+    /// Reads the next message (response or notification).
+    pub async fn read(&mut self) -> std::io::Result<Value> {
+        self.line.clear();
+        if self.reader.read_line(&mut self.line).await? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the session"));
+        }
+        serde_json::from_str(&self.line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    pub async fn send(&mut self, request: &Value) -> std::io::Result<()> {
+        let mut line = request.to_string();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).await
+    }
+
+    /// One call; notifications arriving meanwhile are dropped. Errors become `InvalidData`.
+    pub async fn call(&mut self, method: &str, params: Value) -> std::io::Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await?;
+        loop {
+            let msg = self.read().await?;
+            if msg.get("id").and_then(Value::as_u64) == Some(id) {
+                if let Some(e) = msg.get("error").filter(|e| !e.is_null()) {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{method}: {e}")));
+                }
+                return Ok(msg["result"].clone());
+            }
+        }
+    }
+
+    /// Reads until each of `hashes` (and the headers, when `headers`) has been notified;
+    /// returns when the last one arrived. Panics after `timeout` without a message.
+    pub async fn await_notifications(
+        &mut self,
+        mut hashes: std::collections::HashSet<String>,
+        mut headers: bool,
+        timeout: Duration,
+    ) -> Instant {
+        let mut last = Instant::now();
+        while !hashes.is_empty() || headers {
+            let msg = tokio::time::timeout(timeout, self.read())
+                .await
+                .expect("notifications arrive in time")
+                .expect("session open");
+            last = Instant::now();
+            match msg["method"].as_str() {
+                Some("blockchain.scripthash.subscribe") => {
+                    hashes.remove(msg["params"][0].as_str().unwrap_or_default());
+                }
+                Some("blockchain.headers.subscribe") => headers = false,
+                _ => {}
+            }
+        }
+        last
+    }
+
+    /// Subscribes to `hashes` in one batch; returns their statuses.
+    pub async fn subscribe_all(&mut self, hashes: &[String]) -> std::io::Result<Vec<Value>> {
+        let first = self.next_id + 1;
+        self.next_id += hashes.len() as u64;
+        let batch: Vec<Value> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                json!({"jsonrpc": "2.0", "id": first + i as u64, "method": "blockchain.scripthash.subscribe", "params": [h]})
+            })
+            .collect();
+        self.send(&Value::Array(batch)).await?;
+        loop {
+            if let Value::Array(items) = self.read().await? {
+                return Ok(items.into_iter().map(|i| i["result"].clone()).collect());
+            }
+        }
+    }
+}
+
+/// Opens `n` sessions, `parallel` connection attempts at a time.
+pub async fn connect_many(port: u16, n: usize, parallel: usize) -> Vec<Session> {
+    futures::stream::iter(0..n)
+        .map(|_| async move {
+            let mut delay = Duration::from_millis(10);
+            loop {
+                match Session::connect(port).await {
+                    Ok(s) => return s,
+                    // A full accept backlog refuses or resets; try again shortly.
+                    Err(_) if delay < Duration::from_secs(5) => {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => panic!("cannot open a session: {e}"),
+                }
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await
+}
+
+/// Times a sequence of `count` calls made by `make(i)` on one session.
+pub async fn time_calls(
+    session: &mut Session,
+    count: usize,
+    make: &(dyn Fn(usize) -> (&'static str, Value) + Sync),
+) -> Latencies {
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let (method, params) = make(i);
+        let t = Instant::now();
+        session.call(method, params).await.expect("call succeeds");
+        samples.push(t.elapsed());
+    }
+    Latencies(samples)
+}
+
+/// Calls per second with `sessions` sessions each calling in a loop for `duration`.
+pub async fn throughput(
+    port: u16,
+    sessions: usize,
+    duration: Duration,
+    make: Arc<dyn Fn(usize) -> (&'static str, Value) + Send + Sync>,
+) -> f64 {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..sessions)
+        .map(|k| {
+            let make = make.clone();
+            tokio::spawn(async move {
+                let mut s = Session::connect(port).await.expect("connect");
+                let mut done = 0usize;
+                while started.elapsed() < duration {
+                    let (method, params) = make(k * 1_000_003 + done);
+                    s.call(method, params).await.expect("call succeeds");
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
