@@ -14,16 +14,21 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::bench::{env_usize, full_run, proc_stats, throughput, time_calls, ChainSpec, Latencies, Session};
+use common::bench::{env_usize, full_run, proc_stats, serve, throughput, time_calls, ChainSpec, Latencies, Session};
 use common::chain::ChainBuilder;
 use common::client::scripthash;
-use common::ferrum::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 type MakeCall = Arc<dyn Fn(usize) -> (&'static str, Value) + Send + Sync>;
+
+/// Calls `method` on the script hashes in turn.
+fn by_hash(method: &'static str, hashes: &Arc<Vec<String>>) -> MakeCall {
+    let hashes = hashes.clone();
+    Arc::new(move |i| (method, json!([hashes[i % hashes.len()]])))
+}
 
 fn main() {
     let full = full_run();
@@ -35,10 +40,10 @@ fn main() {
     let n_hot = env_usize("FERRUM_BENCH_HOT_CALLS", if full { 40 } else { 3 });
     let secs = if full { 3 } else { 1 };
     let chain = spec.load();
-    let hot = ChainBuilder::with_options(spec.seed, spec.opts.clone()).hot_scripts()[0].clone();
-    let hot_hash = scripthash(hot.as_bytes());
-    let hot_set: std::collections::HashSet<_> =
-        ChainBuilder::with_options(spec.seed, spec.opts.clone()).hot_scripts().iter().cloned().collect();
+    let hot_scripts = ChainBuilder::with_options(spec.seed, spec.opts.clone()).hot_scripts().to_vec();
+    // The generator's first hot script is the one measured.
+    let hot_hash = scripthash(hot_scripts[0].as_bytes());
+    let hot_set: std::collections::HashSet<_> = hot_scripts.into_iter().collect();
 
     // Samples drawn once, deterministically, from the whole chain.
     let mut rng = StdRng::seed_from_u64(7);
@@ -59,21 +64,7 @@ fn main() {
     let (ordinary, txs) = (Arc::new(ordinary), Arc::new(txs));
 
     let daemon = ScriptedDaemon::start(chain, DaemonOptions::default());
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let url = daemon.url();
-    let (mut f, ports) = FerrumProcess::start_serving(
-        &tmp.path().join("db"),
-        &["tcp"],
-        &[
-            ("DAEMON_URL", &url),
-            ("COIN", "Bitcoin"),
-            ("NET", "regtest"),
-            ("CACHE_MB", "1200"),
-            ("MAX_SEND", "100000000"),
-        ],
-    );
-    let port = ports["tcp"];
-    f.wait_port(port, Duration::from_secs(1800));
+    let (f, port, _dir) = serve(&daemon, &[("CACHE_MB", "1200"), ("MAX_SEND", "100000000")]);
     let pid = f.child.as_ref().expect("running").id();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
@@ -87,35 +78,15 @@ fn main() {
         assert!(hot_len >= 100_000, "the hot script hash has at least 100,000 transactions");
     }
 
-    let o = ordinary.clone();
+    let hot = Arc::new(vec![hot_hash.clone()]);
     let t = txs.clone();
-    let hh = hot_hash.clone();
     let cases: Vec<(&str, usize, MakeCall)> = vec![
-        (
-            "get_history (ordinary)",
-            n,
-            Arc::new(move |i| ("blockchain.scripthash.get_history", json!([o[i % o.len()]]))),
-        ),
-        ("get_history (hot)", n_hot, {
-            let h = hh.clone();
-            Arc::new(move |_| ("blockchain.scripthash.get_history", json!([h])))
-        }),
-        ("get_balance (ordinary)", n, {
-            let o = ordinary.clone();
-            Arc::new(move |i| ("blockchain.scripthash.get_balance", json!([o[i % o.len()]])))
-        }),
-        ("get_balance (hot)", n_hot, {
-            let h = hh.clone();
-            Arc::new(move |_| ("blockchain.scripthash.get_balance", json!([h])))
-        }),
-        ("listunspent (ordinary)", n, {
-            let o = ordinary.clone();
-            Arc::new(move |i| ("blockchain.scripthash.listunspent", json!([o[i % o.len()]])))
-        }),
-        ("listunspent (hot)", n_hot, {
-            let h = hh.clone();
-            Arc::new(move |_| ("blockchain.scripthash.listunspent", json!([h])))
-        }),
+        ("get_history (ordinary)", n, by_hash("blockchain.scripthash.get_history", &ordinary)),
+        ("get_history (hot)", n_hot, by_hash("blockchain.scripthash.get_history", &hot)),
+        ("get_balance (ordinary)", n, by_hash("blockchain.scripthash.get_balance", &ordinary)),
+        ("get_balance (hot)", n_hot, by_hash("blockchain.scripthash.get_balance", &hot)),
+        ("listunspent (ordinary)", n, by_hash("blockchain.scripthash.listunspent", &ordinary)),
+        ("listunspent (hot)", n_hot, by_hash("blockchain.scripthash.listunspent", &hot)),
         ("transaction.get", n, Arc::new(move |i| ("blockchain.transaction.get", json!([t[i % t.len()].0])))),
         ("transaction.get_merkle", n, {
             let t = txs.clone();

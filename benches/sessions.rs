@@ -14,13 +14,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use bitcoin::consensus::encode::serialize;
-use common::bench::{connect_many, env_usize, full_run, proc_stats, raise_fd_limit, ChainSpec, Latencies, Session};
+use common::bench::{
+    connect_many, env_usize, full_run, proc_stats, raise_fd_limit, serve, submit_block, ChainSpec, Latencies, Session,
+};
 use common::chain::{random_script, ScriptKind};
 use common::client::scripthash;
-use common::ferrum::FerrumProcess;
-use common::nodes::http_post;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -58,18 +56,11 @@ fn main() {
         .collect();
     let base = builder.blocks().to_vec();
     let block = builder.add_block_including(txs, 0).clone();
+    let block_txs = block.txdata.len();
 
     let daemon = ScriptedDaemon::start(base, DaemonOptions::default());
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let url = daemon.url();
     let max_sessions = (sessions + 100).to_string();
-    let (mut f, ports) = FerrumProcess::start_serving(
-        &tmp.path().join("db"),
-        &["tcp"],
-        &[("DAEMON_URL", &url), ("COIN", "Bitcoin"), ("NET", "regtest"), ("MAX_SESSIONS", &max_sessions)],
-    );
-    let port = ports["tcp"];
-    f.wait_port(port, Duration::from_secs(600));
+    let (f, port, _dir) = serve(&daemon, &[("MAX_SESSIONS", &max_sessions)]);
     let pid = f.child.as_ref().expect("running").id();
     let before = proc_stats(pid);
 
@@ -99,8 +90,6 @@ fn main() {
         (after.rss_mb - before.rss_mb) * 1024.0 / sessions as f64
     );
 
-    let auth = base64::engine::general_purpose::STANDARD.encode("user:pass");
-    let body = json!({"jsonrpc": "1.0", "id": 1, "method": "submitblock", "params": [hex::encode(serialize(&block))]});
     let daemon_port = daemon.port();
     let delivered = rt.block_on(async move {
         // Every session waits on its own task from before the block exists.
@@ -112,12 +101,7 @@ fn main() {
                 tokio::spawn(async move { s.await_notifications(want, true, Duration::from_secs(120)).await })
             })
             .collect();
-        let (status, reply) = tokio::task::spawn_blocking(move || {
-            http_post(daemon_port, &auth, &body.to_string(), Duration::from_secs(60)).expect("submitblock")
-        })
-        .await
-        .expect("submit");
-        assert_eq!(status, 200, "submitblock: {}", String::from_utf8_lossy(&reply));
+        tokio::task::spawn_blocking(move || submit_block(daemon_port, &block)).await.expect("submitblock");
         let submitted = Instant::now();
         let mut last = submitted;
         for w in waits {
@@ -129,7 +113,7 @@ fn main() {
     println!(
         "block with {} txs paying all {} script hashes: every notification delivered {} ms after submitblock (target < 1000 ms); \
          ferrum RSS {:.0} MB, peak {:.0} MB",
-        block.txdata.len(),
+        block_txs,
         sessions * SUBS,
         Latencies::ms(delivered),
         end.rss_mb,

@@ -95,18 +95,7 @@ fn main() {
         ],
     );
     let pid = f.child.as_ref().expect("running").id();
-    let mut peak = 0f64;
-    let deadline = Instant::now() + Duration::from_secs(if full { 3600 } else { 300 });
-    loop {
-        peak = peak.max(proc_stats(pid).peak_rss_mb);
-        let info = f.getinfo();
-        if info.as_ref().is_some_and(|i| i["db_height"] == tip && i["db_tip"] == tip_hash.as_str()) {
-            break;
-        }
-        assert!(f.exited().is_none(), "ferrum exited during sync:\n{}", f.log_tail());
-        assert!(Instant::now() < deadline, "sync did not finish:\n{}", f.log_tail());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    f.wait_for_tip(tip as u64, Some(&tip_hash), Duration::from_secs(if full { 3600 } else { 300 }));
     let wall = started.elapsed().as_secs_f64();
     let stats = proc_stats(pid);
     f.stop();
@@ -121,12 +110,12 @@ fn main() {
         .filter_map(|l| Some((number_before(l, " ms:")?, number_before(l, " spent from disk")?)))
         .fold((0, 0, 0), |(n, ms, sp), (m, s)| (n + 1, ms + m, sp + s));
     println!(
-        "sync: {} blocks, {total_txs} txs in {wall:.2} s = {:.0} blocks/s, {:.0} txs/s; peak RSS {:.0} MB (CACHE_MB={cache_mb}); \
+        "sync: {} blocks, {total_txs} txs in {wall:.2} s = {:.0} blocks/s, {:.0} txs/s; peak RSS (VmHWM) {:.0} MB (CACHE_MB={cache_mb}); \
          CPU {:.1} s; DB {:.1} MB; {flushes} flushes taking {:.2} s; {disk_spends} spends read from disk",
         tip + 1,
         (tip + 1) as f64 / wall,
         total_txs as f64 / wall,
-        peak.max(stats.peak_rss_mb),
+        stats.peak_rss_mb,
         stats.cpu_s,
         size as f64 / 1e6,
         flush_ms as f64 / 1e3

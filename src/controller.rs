@@ -205,7 +205,7 @@ async fn watch_tip(daemon: Arc<Daemon>, wakeup: Arc<Notify>, poll: Duration, mut
                 known = Some(h.max(next - 1));
             }
             Err(DaemonError::Shutdown) => return,
-            Err(DaemonError::MethodNotFound(_)) | Err(DaemonError::Rpc { code: -32601, .. }) => {
+            Err(DaemonError::MethodNotFound(_)) => {
                 tracing::info!(
                     "the daemon has no waitforblockheight; new blocks are found by polling every {} ms",
                     poll.as_millis()

@@ -965,3 +965,35 @@ fn wrong_chain_refused() {
         );
     }
 }
+
+/// A new block is noticed through the `waitforblockheight` long poll at once, not after the
+/// poll interval (a minute here); a daemon without the call is polled instead.
+#[test]
+fn new_blocks_are_noticed_by_long_poll_or_by_polling() {
+    let mut chain = ChainBuilder::with_options(61, small_opts());
+    chain.add_blocks(5);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().unwrap();
+    let slow_polls = [("DAEMON_POLL_INTERVAL_BLOCKS", "60000"), ("DAEMON_POLL_INTERVAL_MEMPOOL", "60000")];
+    let mut f = start_ferrum(&dir, &daemon.url(), &slow_polls);
+    wait_synced(&mut f, &chain);
+    for _ in 0..2 {
+        chain.add_block();
+        daemon.set_chain(chain.blocks().to_vec());
+        // Well under the poll interval: only the long poll can have woken ferrum.
+        f.wait_for_tip(u64::from(chain.height()), Some(&chain.tip_hash().to_string()), Duration::from_secs(10));
+    }
+    f.stop();
+
+    let plain = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    plain.disable_method("waitforblockheight");
+    let dir = TempDir::new().unwrap();
+    let mut f = start_ferrum(&dir, &plain.url(), &[("DAEMON_POLL_INTERVAL_BLOCKS", "200")]);
+    wait_synced(&mut f, &chain);
+    chain.add_block();
+    plain.set_chain(chain.blocks().to_vec());
+    wait_synced(&mut f, &chain);
+    let log = std::fs::read_to_string(&f.log_path).unwrap_or_default();
+    assert!(log.contains("has no waitforblockheight"), "the fallback to polling is logged:\n{}", f.log_tail());
+    assert_eq!(error_lines(&f), "", "no errors");
+}

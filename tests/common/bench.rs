@@ -18,6 +18,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::chain::{ChainBuilder, ChainOptions};
+use super::ferrum::FerrumProcess;
+use super::scripted_daemon::ScriptedDaemon;
 
 /// Full run (`cargo bench`) or smoke run (`cargo test`).
 pub fn full_run() -> bool {
@@ -136,6 +138,29 @@ fn write_chain(path: &Path, blocks: &[Block]) -> std::io::Result<()> {
     f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     // Readers only ever see a complete file.
     std::fs::rename(tmp, path)
+}
+
+/// ferrum indexing the daemon's regtest chain, waited for until it serves TCP (it opens client
+/// ports once caught up): the process, its TCP port, and the directory holding its DB and log.
+pub fn serve(daemon: &ScriptedDaemon, extra_env: &[(&str, &str)]) -> (FerrumProcess, u16, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = daemon.url();
+    let mut env = vec![("DAEMON_URL", url.as_str()), ("COIN", "Bitcoin"), ("NET", "regtest")];
+    env.extend_from_slice(extra_env);
+    let (mut f, ports) = FerrumProcess::start_serving(&tmp.path().join("db"), &["tcp"], &env);
+    let port = ports["tcp"];
+    f.wait_port(port, Duration::from_secs(1800));
+    (f, port, tmp)
+}
+
+/// Gives `block` to the scripted daemon by `submitblock`, as a miner gives it to bitcoind.
+pub fn submit_block(daemon_port: u16, block: &Block) {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("user:pass");
+    let body = json!({"jsonrpc": "1.0", "id": 1, "method": "submitblock", "params": [hex::encode(serialize(block))]});
+    let (status, reply) =
+        super::nodes::http_post(daemon_port, &auth, &body.to_string(), Duration::from_secs(60)).expect("submitblock");
+    assert_eq!(status, 200, "submitblock: {}", String::from_utf8_lossy(&reply));
 }
 
 pub fn dir_size(path: &Path) -> u64 {
