@@ -14,7 +14,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::bench::{env_usize, full_run, proc_stats, serve, throughput, time_calls, ChainSpec, Latencies, Session};
+use common::bench::{
+    env_usize, full_run, proc_stats, serve, throughput, time_calls, wait_idle, ChainSpec, Latencies, Session,
+};
 use common::chain::ChainBuilder;
 use common::client::scripthash;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
@@ -66,6 +68,8 @@ fn main() {
     let daemon = ScriptedDaemon::start(chain, DaemonOptions::default());
     let (f, port, _dir) = serve(&daemon, &[("CACHE_MB", "1200"), ("MAX_SEND", "100000000")]);
     let pid = f.child.as_ref().expect("running").id();
+    let waited = wait_idle(pid, Duration::from_secs(if full { 120 } else { 5 }));
+    println!("ferrum idle (background compactions done) after {:.1} s", waited.as_secs_f64());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
     let hot_len = rt.block_on(async {
@@ -104,7 +108,7 @@ fn main() {
     println!("|---|---|---|---|---|");
     for (name, count, make) in cases {
         let lat = rt.block_on(async {
-            let mut s = Session::connect(port).await.expect("connect");
+            let mut s = Session::connect_with_buffer(port, 1 << 20).await.expect("connect");
             time_calls(&mut s, count, make.as_ref()).await
         });
         let per_s = rt.block_on(throughput(port, 4, Duration::from_secs(secs), make));

@@ -358,14 +358,10 @@ impl BlockProcessor {
         for key in &hutxo_dels {
             batch.delete_cf(cf_hutxo, key);
         }
+        // One row per script hash: its first tx number in the key, the rest in the value.
         let cf_hist = db.cf(CF_HISTORY);
-        for key in history.iter() {
-            batch.put_cf(cf_hist, key, []);
-        }
-        // Tx numbers ascend, so txid rows are already in key order.
-        let cf_txid = db.cf(CF_TXID);
-        for (i, txid) in p.txids.iter().enumerate() {
-            batch.put_cf(cf_txid, txid_key(first_tx_num + i as u64), txid.0);
+        for group in history.chunk_by(|a, b| a[..HASHX_LEN] == b[..HASHX_LEN]) {
+            batch.put_cf(cf_hist, group[0], history_value(group[1..].iter().map(|k| decode_txnum(&k[HASHX_LEN..]))));
         }
         let cf_txnum = db.cf(CF_TXNUM);
         for key in &txnum_rows {
@@ -388,6 +384,8 @@ impl BlockProcessor {
         let state = ChainState { height, tip, tx_count };
         batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
         drop(chain);
+        // The txids go to their file first: the batch commits them by raising the tx count.
+        db.write_txids(first_tx_num, &p.txids)?;
         // Readers see the new blocks, and the mempool loses their transactions, at one instant.
         let built = started.elapsed();
         let (mempool_touched, locked, written) = {
@@ -468,14 +466,25 @@ impl BlockProcessor {
             for c in &undo.created {
                 batch.delete_cf(cf_utxo, utxo_key(c.tx_num, c.vout));
                 batch.delete_cf(cf_hutxo, hashx_utxo_key(&c.hashx, c.tx_num, c.vout));
-                batch.delete_cf(cf_hist, history_key(&c.hashx, c.tx_num));
             }
-            for s in &undo.spent {
-                batch.delete_cf(cf_hist, history_key(&s.hashx, s.spender));
+            // Every script hash the block touched loses its tx numbers from `start` on: rows
+            // starting there go, a row that began in an earlier block is cut.
+            let mut touched: Vec<HashX> =
+                undo.created.iter().map(|c| c.hashx).chain(undo.spent.iter().map(|s| s.hashx)).collect();
+            touched.sort_unstable();
+            touched.dedup();
+            for hashx in &touched {
+                for (key, nums) in self.db.history_rows_from(hashx, start)? {
+                    let keep = nums.partition_point(|n| *n < start);
+                    if keep == 0 {
+                        batch.delete_cf(cf_hist, &key);
+                    } else {
+                        batch.put_cf(cf_hist, &key, history_value(nums[1..keep].iter().copied()));
+                    }
+                }
             }
             for (i, txid) in txids.iter().enumerate() {
                 let tx_num = start + i as u64;
-                batch.delete_cf(db.cf(CF_TXID), txid_key(tx_num));
                 batch.delete_cf(db.cf(CF_TXNUM), txnum_key(txid, tx_num));
             }
             batch.delete_cf(db.cf(CF_HEADER), header_key(tip));
@@ -489,8 +498,7 @@ impl BlockProcessor {
                 live.tip = Some(Tip { height: tip - 1, hash: prev_hash, tx_count: start });
             }
             if self.index.serving() {
-                let touched = undo.spent.iter().map(|s| s.hashx).chain(undo.created.iter().map(|c| c.hashx)).collect();
-                self.index.publish(IndexEvent { touched, new_tip: true });
+                self.index.publish(IndexEvent { touched: touched.into_iter().collect(), new_tip: true });
             }
             self.flushed_height = Some(tip - 1);
             self.status.set_indexed(tip - 1, prev_hash, start);

@@ -12,6 +12,7 @@ use rocksdb::{
 
 use crate::coins::Coin;
 use crate::schema::*;
+use crate::txid_file::{TxidFile, TxidView};
 
 /// A raw row as RocksDB returns it.
 pub type KeyValue = (Box<[u8]>, Box<[u8]>);
@@ -20,7 +21,11 @@ pub type DumpRow = (String, Vec<u8>, Vec<u8>);
 
 pub struct Db {
     db: DB,
+    txids: TxidFile,
 }
+
+/// The txid file's name inside DB_DIRECTORY (RocksDB leaves files it did not name alone).
+pub const TXID_FILE: &str = "txids";
 
 /// Hint added to every disk error: what the operator should check, and that nothing is lost.
 const DISK_HINT: &str = "check free space and permissions of DB_DIRECTORY; the index keeps its last \
@@ -49,7 +54,7 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
             table.set_bloom_filter(10.0, false);
             table.set_whole_key_filtering(false);
         }
-        None if name == CF_UTXO || name == CF_TXID => table.set_bloom_filter(10.0, false),
+        None if name == CF_UTXO => table.set_bloom_filter(10.0, false),
         None => {}
     }
     opts.set_block_based_table_factory(&table);
@@ -67,9 +72,26 @@ fn db_options() -> Options {
     opts
 }
 
-fn descriptors() -> Vec<ColumnFamilyDescriptor> {
+/// Our column families, plus any others an existing database has: a database of an older
+/// format must open far enough to be refused by its version, with a clear message.
+fn descriptors_for(path: &Path) -> Vec<ColumnFamilyDescriptor> {
     let cache = rocksdb::Cache::new_lru_cache(256 << 20);
-    ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache))).collect()
+    let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
+    let others = existing.into_iter().filter(|n| n != "default" && !ALL_CFS.contains(&n.as_str()));
+    ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)))
+        .chain(others.map(|name| ColumnFamilyDescriptor::new(name, Options::default())))
+        .collect()
+}
+
+/// The tx count of the committed chain state (0 for a new database).
+fn committed_tx_count(db: &DB) -> Result<u64> {
+    let cf = db.cf_handle(CF_META).expect("meta is opened");
+    match db.get_cf(cf, META_STATE).map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))? {
+        None => Ok(0),
+        Some(v) => ChainState::decode(&v).map(|s| s.tx_count).ok_or_else(|| anyhow!("corrupt chain state row")),
+    }
 }
 
 impl Db {
@@ -77,7 +99,7 @@ impl Db {
     /// version or another coin/network.
     pub fn open(path: &Path, coin: &Coin) -> Result<Db> {
         std::fs::create_dir_all(path).with_context(|| format!("cannot create DB_DIRECTORY {}", path.display()))?;
-        let db = DB::open_cf_descriptors(&db_options(), path, descriptors()).map_err(|e| {
+        let db = DB::open_cf_descriptors(&db_options(), path, descriptors_for(path)).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") {
                 anyhow!("cannot open the database at {}: it is in use by another process (is another ferrum running on this DB_DIRECTORY?): {msg}", path.display())
@@ -85,14 +107,18 @@ impl Db {
                 anyhow!("cannot open the database at {}: {msg}; {DISK_HINT}", path.display())
             }
         })?;
-        let me = Db { db };
         let coin_id = format!("{}/{}", coin.name, coin.net.name());
-        match me.get(CF_META, META_VERSION)? {
+        let get = |key: &[u8]| -> Result<Option<Vec<u8>>> {
+            let cf = db.cf_handle(CF_META).expect("meta is opened");
+            db.get_cf(cf, key).map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))
+        };
+        match get(META_VERSION)? {
             None => {
+                let cf = db.cf_handle(CF_META).expect("meta is opened");
                 let mut batch = WriteBatch::default();
-                batch.put_cf(me.cf(CF_META), META_VERSION, DB_VERSION.to_be_bytes());
-                batch.put_cf(me.cf(CF_META), META_COIN, coin_id.as_bytes());
-                me.write(batch)?;
+                batch.put_cf(cf, META_VERSION, DB_VERSION.to_be_bytes());
+                batch.put_cf(cf, META_COIN, coin_id.as_bytes());
+                db.write(batch).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))?;
             }
             Some(v) => {
                 let version = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
@@ -103,7 +129,7 @@ impl Db {
                         path.display()
                     );
                 }
-                let stored = me.get(CF_META, META_COIN)?.unwrap_or_default();
+                let stored = get(META_COIN)?.unwrap_or_default();
                 if stored != coin_id.as_bytes() {
                     bail!(
                         "the database at {} indexes {} but COIN/NET say {coin_id}; point DB_DIRECTORY elsewhere \
@@ -114,14 +140,17 @@ impl Db {
                 }
             }
         }
-        Ok(me)
+        let committed = committed_tx_count(&db)?;
+        let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
+        Ok(Db { db, txids })
     }
 
     /// Opens an existing database without writing anything (for dumps and inspection).
     pub fn open_read_only(path: &Path) -> Result<Db> {
-        let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors(), false)
+        let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors_for(path), false)
             .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
-        Ok(Db { db })
+        let txids = TxidFile::open(&path.join(TXID_FILE), committed_tx_count(&db)?, false)?;
+        Ok(Db { db, txids })
     }
 
     pub fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -165,40 +194,33 @@ impl Db {
     }
 
     pub fn txid(&self, tx_num: TxNum) -> Result<Option<Txid>> {
-        Ok(self.get(CF_TXID, &txid_key(tx_num))?.and_then(|v| v.try_into().ok()).map(Txid))
+        Ok(self.txids.view().get(tx_num))
     }
 
     /// Txids of a contiguous range of tx numbers (e.g. one block's), in order.
     pub fn txids_range(&self, from: TxNum, to: TxNum) -> Result<Vec<Txid>> {
-        let mut out = Vec::with_capacity((to - from) as usize);
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_TXID));
-        it.seek(txid_key(from));
-        while it.valid() && out.len() < (to - from) as usize {
-            let (k, v) = (it.key().expect("valid"), it.value().expect("valid"));
-            if decode_txnum(k) != from + out.len() as u64 {
-                bail!("missing txid row for tx number {}", from + out.len() as u64);
-            }
-            out.push(Txid(v.try_into().map_err(|_| anyhow!("corrupt txid row"))?));
-            it.next();
-        }
-        it.status().map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
-        if out.len() as u64 != to - from {
-            bail!("missing txid rows in {from}..{to}");
-        }
-        Ok(out)
+        let view = self.txids.view();
+        let slots = view.range(from, to).ok_or_else(|| anyhow!("the txid file lacks tx numbers {from}..{to}"))?;
+        Ok(slots.chunks_exact(32).map(|c| Txid(c.try_into().expect("32 bytes"))).collect())
     }
 
-    /// Txids of tx numbers given in ascending order, read in one batched lookup.
+    /// Txids of the given tx numbers, in their order.
     pub fn txids(&self, nums: &[TxNum]) -> Result<Vec<Txid>> {
-        let keys: Vec<[u8; TXNUM_LEN]> = nums.iter().map(|n| txid_key(*n)).collect();
-        let cf = self.cf(CF_TXID);
-        let mut out = Vec::with_capacity(nums.len());
-        for (n, r) in nums.iter().zip(self.db.batched_multi_get_cf(cf, keys.iter(), true)) {
-            let v = r.map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
-            let v = v.ok_or_else(|| anyhow!("the index is inconsistent: no txid for tx number {n}"))?;
-            out.push(Txid(v.as_ref().try_into().map_err(|_| anyhow!("corrupt txid row for tx number {n}"))?));
-        }
-        Ok(out)
+        let view = self.txids.view();
+        nums.iter()
+            .map(|n| view.get(*n).ok_or_else(|| anyhow!("the index is inconsistent: no txid for tx number {n}")))
+            .collect()
+    }
+
+    /// The txid file as it is now, for many lookups.
+    pub fn txid_view(&self) -> TxidView {
+        self.txids.view()
+    }
+
+    /// Writes txids of tx numbers `first..` to the txid file, durably. Must precede the write
+    /// of the batch that commits them.
+    pub fn write_txids(&self, first: TxNum, txids: &[Txid]) -> Result<()> {
+        self.txids.write(first, txids)
     }
 
     /// Tx numbers of stored transactions with this txid (normally one; two for the historic
@@ -269,14 +291,47 @@ impl Db {
         Ok(out)
     }
 
-    /// Tx numbers touching a script hash, in chain order, at most `limit` of them.
+    /// Tx numbers touching a script hash, in chain order: all of them, or the first ones once
+    /// there are at least `limit`.
     pub fn history(&self, hashx: &HashX, limit: usize) -> Result<Vec<TxNum>> {
         let mut out = Vec::new();
-        self.prefix_scan(CF_HISTORY, hashx, |k, _| {
-            out.push(decode_txnum(&k[HASHX_LEN..]));
-            out.len() < limit
+        let mut corrupt = false;
+        self.prefix_scan(CF_HISTORY, hashx, |k, v| {
+            corrupt = decode_history_row(k, v, &mut out).is_none();
+            !corrupt && out.len() < limit
         })?;
+        if corrupt {
+            bail!("corrupt history row in the database; delete DB_DIRECTORY to rebuild the index");
+        }
         Ok(out)
+    }
+
+    /// History rows of a script hash holding any tx number from `start` on: (key, tx numbers).
+    /// An unwind cuts these.
+    pub fn history_rows_from(&self, hashx: &HashX, start: TxNum) -> Result<Vec<(Vec<u8>, Vec<TxNum>)>> {
+        let mut opts = ReadOptions::default();
+        opts.set_total_order_seek(true);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_HISTORY), opts);
+        // The row holding `start`, if any, is the last one keyed at or below it.
+        it.seek_for_prev(history_key(hashx, start));
+        if !it.valid() || !it.key().expect("valid").starts_with(hashx) {
+            it.seek(hashx);
+        }
+        let mut rows = Vec::new();
+        while it.valid() {
+            let (k, v) = (it.key().expect("valid"), it.value().expect("valid"));
+            if !k.starts_with(hashx) {
+                break;
+            }
+            let mut nums = Vec::new();
+            decode_history_row(k, v, &mut nums).ok_or_else(|| anyhow!("corrupt history row in the database"))?;
+            if nums.last().is_some_and(|n| *n >= start) {
+                rows.push((k.to_vec(), nums));
+            }
+            it.next();
+        }
+        it.status().map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
+        Ok(rows)
     }
 
     pub fn undo(&self, height: u32) -> Result<Option<UndoRecord>> {
@@ -302,7 +357,8 @@ impl Db {
         ALL_CFS
             .iter()
             .filter_map(|cf| self.db.property_int_value_cf(self.cf(cf), "rocksdb.total-sst-files-size").ok().flatten())
-            .sum()
+            .sum::<u64>()
+            + self.txids.size()
     }
 
     pub fn iter_cf(&self, cf: &str) -> impl Iterator<Item = Result<KeyValue>> + '_ {
@@ -314,18 +370,67 @@ impl Db {
 
 /// Every row of the index column families of a closed database, sorted, leaving out undo data
 /// (it depends on how close to the tip each block was indexed) and metadata other than the
-/// chain state. Two databases built from the same chain compare equal.
+/// chain state, with history rows split into one per (script hash, tx); then the committed txids, as rows ("txids", tx number, txid). Two databases
+/// built from the same chain compare equal.
 pub fn dump_index(path: &Path) -> Result<Vec<DumpRow>> {
     let db = Db::open_read_only(path)?;
     let mut out = Vec::new();
+    let committed = db.state()?.map_or(0, |s| s.tx_count);
+    for (n, txid) in db.txids_range(0, committed)?.iter().enumerate() {
+        out.push((TXID_FILE.to_string(), encode_txnum(n as u64).to_vec(), txid.0.to_vec()));
+    }
     for cf in ALL_CFS.iter().filter(|cf| **cf != CF_UNDO) {
         for item in db.iter_cf(cf) {
             let (k, v) = item?;
             if *cf == CF_META && &*k != META_STATE {
                 continue;
             }
+            if *cf == CF_HISTORY {
+                // One row per (script hash, tx): how rows are grouped depends on flush timing.
+                let mut nums = Vec::new();
+                decode_history_row(&k, &v, &mut nums).ok_or_else(|| anyhow!("corrupt history row"))?;
+                for n in nums {
+                    out.push((cf.to_string(), history_key(k[..HASHX_LEN].try_into()?, n).to_vec(), Vec::new()));
+                }
+                continue;
+            }
             out.push((cf.to_string(), k.to_vec(), v.to_vec()));
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coins::{lookup, Net};
+
+    #[test]
+    fn a_database_of_the_older_format_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Format 1 kept txids in a "txid" column family.
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let db = DB::open_cf(&opts, dir.path(), [CF_META, "txid"]).unwrap();
+            db.put_cf(db.cf_handle(CF_META).unwrap(), META_VERSION, 1u32.to_be_bytes()).unwrap();
+        }
+        let coin = lookup("Bitcoin", Net::Regtest).unwrap();
+        let err = Db::open(dir.path(), coin).err().expect("refused").to_string();
+        assert!(err.contains("format version 1") && err.contains("delete the directory"), "{err}");
+    }
+
+    #[test]
+    fn a_new_database_starts_empty_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let coin = lookup("Bitcoin", Net::Regtest).unwrap();
+        let db = Db::open(dir.path(), coin).unwrap();
+        assert_eq!((db.state().unwrap().is_none(), db.txid(0).unwrap()), (true, None));
+        db.write_txids(0, &[Txid([7; 32])]).unwrap();
+        drop(db);
+        // Nothing committed the txid: reopening drops it.
+        let db = Db::open(dir.path(), coin).unwrap();
+        assert_eq!(db.txid(0).unwrap(), None);
+    }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -19,7 +19,7 @@ use crate::chain::Chain;
 use crate::coins::Coin;
 use crate::db::Db;
 use crate::mempool::Mempool;
-use crate::schema::{HashX, Txid};
+use crate::schema::{HashX, TxNum, Txid};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tip {
@@ -162,15 +162,28 @@ impl Snapshot<'_> {
     /// Confirmed transactions touching a script hash, in chain order: (txid, height). More than
     /// `limit` of them is `HistoryTooLarge`.
     pub fn confirmed_history(&self, hashx: &HashX, limit: usize) -> Result<Vec<(Txid, u32)>> {
-        self.history_up_to(hashx, limit, false)
+        let mut out = Vec::new();
+        self.visit_history(hashx, limit, false, |txid, height| out.push((txid, height)))?;
+        Ok(out)
     }
 
     /// The first `limit` confirmed transactions (for the admin `query`).
     pub fn history_prefix(&self, hashx: &HashX, limit: usize) -> Result<Vec<(Txid, u32)>> {
-        self.history_up_to(hashx, limit, true)
+        let mut out = Vec::new();
+        self.visit_history(hashx, limit, true, |txid, height| out.push((txid, height)))?;
+        Ok(out)
     }
 
-    fn history_up_to(&self, hashx: &HashX, limit: usize, truncate: bool) -> Result<Vec<(Txid, u32)>> {
+    /// Calls `f` with each confirmed (txid, height) in chain order, without collecting them:
+    /// answers and status hashes of long histories are built straight from the index.
+    pub fn visit_history(&self, hashx: &HashX, limit: usize, truncate: bool, f: impl FnMut(Txid, u32)) -> Result<()> {
+        let nums = self.history_nums(hashx, limit, truncate)?;
+        self.visit_txs(&nums, f)
+    }
+
+    /// Tx numbers of the confirmed history, in chain order; more than `limit` is
+    /// `HistoryTooLarge` unless `truncate`.
+    pub fn history_nums(&self, hashx: &HashX, limit: usize, truncate: bool) -> Result<Vec<TxNum>> {
         let Some(tip) = self.live.tip else { return Ok(Vec::new()) };
         let mut nums = self.db.history(hashx, limit.saturating_add(1))?;
         if nums.len() > limit {
@@ -181,23 +194,41 @@ impl Snapshot<'_> {
         }
         // Rows of an unflushed block cannot be on disk; rows past the tip belong to a block being
         // unwound right now and are not part of this state.
-        nums.retain(|n| *n < tip.tx_count);
-        let txids = self.db.txids(&nums)?;
-        Ok(nums
-            .iter()
-            .zip(txids)
-            .filter_map(|(n, txid)| self.chain.locate(*n).map(|(height, _)| (txid, height)))
-            .collect())
+        let visible = nums.partition_point(|n| *n < tip.tx_count);
+        nums.truncate(visible);
+        Ok(nums)
+    }
+
+    /// Calls `f` with the txid and height of each of `nums` (from `history_nums`).
+    pub fn visit_txs(&self, nums: &[TxNum], mut f: impl FnMut(Txid, u32)) -> Result<()> {
+        let txids = self.db.txid_view();
+        // Busy script hashes have many transactions per block: reuse the last block's range.
+        let mut block: Option<(u32, std::ops::Range<TxNum>)> = None;
+        for &n in nums {
+            let txid = txids.get(n).ok_or_else(|| anyhow!("the index is inconsistent: no txid for tx number {n}"))?;
+            let height = match &block {
+                Some((height, range)) if range.contains(&n) => *height,
+                _ => {
+                    let Some((height, _)) = self.chain.locate(n) else { continue };
+                    let (start, end) = self.chain.tx_range(height).expect("located");
+                    block = Some((height, start..end));
+                    height
+                }
+            };
+            f(txid, height);
+        }
+        Ok(())
     }
 
     /// The Electrum status of a script hash: sha256 over "txid:height:" for each confirmed then
     /// unconfirmed transaction; `None` without any.
     pub fn status(&self, hashx: &HashX, limit: usize) -> Result<Option<[u8; 32]>> {
-        let confirmed = self.confirmed_history(hashx, limit)?;
-        let unconfirmed = self.live.mempool.history(hashx);
-        Ok(status_hash(
-            confirmed.iter().map(|(t, h)| (t, *h as i64)).chain(unconfirmed.iter().map(|e| (&e.txid, e.height as i64))),
-        ))
+        let mut hasher = StatusHasher::default();
+        self.visit_history(hashx, limit, false, |txid, height| hasher.add(&txid, height as i64))?;
+        for e in self.live.mempool.history(hashx) {
+            hasher.add(&e.txid, e.height as i64);
+        }
+        Ok(hasher.finish())
     }
 
     /// Confirmed balance and the mempool's effect on it.
@@ -259,21 +290,35 @@ impl Snapshot<'_> {
 
 /// The status hash over (txid, height) pairs in order.
 pub fn status_hash<'t>(items: impl Iterator<Item = (&'t Txid, i64)>) -> Option<[u8; 32]> {
-    let mut h = Sha256::new();
-    let mut any = false;
-    let (mut rev, mut hex_buf, mut num_buf) = ([0u8; 32], [0u8; 64], [0u8; 20]);
+    let mut h = StatusHasher::default();
     for (txid, height) in items {
-        any = true;
-        // Hashed piece by piece: no allocation per transaction on long histories.
-        rev.copy_from_slice(&txid.0);
+        h.add(txid, height);
+    }
+    h.finish()
+}
+
+/// Builds a status hash one "txid:height:" at a time, without allocating.
+#[derive(Default)]
+pub struct StatusHasher {
+    h: Sha256,
+    any: bool,
+}
+
+impl StatusHasher {
+    pub fn add(&mut self, txid: &Txid, height: i64) {
+        self.any = true;
+        let (mut rev, mut hex_buf, mut num_buf) = (txid.0, [0u8; 64], [0u8; 20]);
         rev.reverse();
         hex::encode_to_slice(rev, &mut hex_buf).expect("64 bytes for 32");
-        h.update(hex_buf);
-        h.update(b":");
-        h.update(decimal(height, &mut num_buf));
-        h.update(b":");
+        self.h.update(hex_buf);
+        self.h.update(b":");
+        self.h.update(decimal(height, &mut num_buf));
+        self.h.update(b":");
     }
-    any.then(|| h.finalize().into())
+
+    pub fn finish(self) -> Option<[u8; 32]> {
+        self.any.then(|| self.h.finalize().into())
+    }
 }
 
 /// `n` in decimal, written into the end of `buf`.

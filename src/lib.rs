@@ -1,7 +1,7 @@
 //! ferrum: an Electrum-protocol indexer server.
 //!
 //! The modules follow the pipeline: `daemon` → `prefetch` (+ `block` parsing) →
-//! `block_processor` → `db` (`schema` layouts, `chain` in memory); `mempool` mirrors the
+//! `block_processor` → `db` (`schema` layouts, `txid_file`, `chain` in memory); `mempool` mirrors the
 //! daemon's mempool; `index` is what readers see (tip and mempool under one lock); `session`
 //! serves Electrum clients with `protocol` (and `merkle` proofs); `controller` runs the stages,
 //! `admin` serves operators (`query` for its lookups), `config` and `coins` describe the setup.
@@ -24,6 +24,7 @@ pub mod query;
 pub mod schema;
 pub mod session;
 pub mod status;
+pub mod txid_file;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

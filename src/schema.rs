@@ -5,18 +5,17 @@
 use std::fmt;
 
 /// Format version stored under `meta/version`; a DB of another version is refused.
-pub const DB_VERSION: u32 = 1;
+pub const DB_VERSION: u32 = 2;
 
 /// Column families.
 pub const CF_META: &str = "meta";
 pub const CF_HEADER: &str = "header";
-pub const CF_TXID: &str = "txid";
 pub const CF_TXNUM: &str = "txnum";
 pub const CF_UTXO: &str = "utxo";
 pub const CF_HASHX_UTXO: &str = "hashx_utxo";
 pub const CF_HISTORY: &str = "history";
 pub const CF_UNDO: &str = "undo";
-pub const ALL_CFS: &[&str] = &[CF_META, CF_HEADER, CF_TXID, CF_TXNUM, CF_UTXO, CF_HASHX_UTXO, CF_HISTORY, CF_UNDO];
+pub const ALL_CFS: &[&str] = &[CF_META, CF_HEADER, CF_TXNUM, CF_UTXO, CF_HASHX_UTXO, CF_HISTORY, CF_UNDO];
 
 pub const META_VERSION: &[u8] = b"version";
 pub const META_COIN: &[u8] = b"coin";
@@ -99,11 +98,6 @@ pub fn decode_header_value(v: &[u8]) -> Option<([u8; 80], u64)> {
     Some((v[..80].try_into().expect("80"), decode_txnum(&v[80..])))
 }
 
-/// `txid`: tx number → txid.
-pub fn txid_key(tx_num: TxNum) -> [u8; TXNUM_LEN] {
-    encode_txnum(tx_num)
-}
-
 /// `txnum`: txid prefix ‖ tx number → (empty). Several txids may share a prefix.
 pub fn txnum_key(txid: &Txid, tx_num: TxNum) -> [u8; TXID_PREFIX_LEN + TXNUM_LEN] {
     let mut k = [0u8; TXID_PREFIX_LEN + TXNUM_LEN];
@@ -139,12 +133,35 @@ pub fn decode_hashx_utxo_key(k: &[u8]) -> Option<(TxNum, u32)> {
     Some((tx_num, vout))
 }
 
-/// `history`: hashX ‖ tx number → (empty). One row per (script, tx), appended, never rewritten.
+/// `history`: hashX ‖ first tx number → the later tx numbers of the row, 5 bytes each,
+/// ascending. A flush writes one row per script hash it touched, so a script hash with 200,000
+/// transactions is a handful of rows, and one with a single transaction is a key with an empty
+/// value. Rows of one script hash cover disjoint, ascending ranges; rows are only rewritten when
+/// an unwind cuts them.
 pub fn history_key(hashx: &HashX, tx_num: TxNum) -> [u8; HASHX_LEN + TXNUM_LEN] {
     let mut k = [0u8; HASHX_LEN + TXNUM_LEN];
     k[..HASHX_LEN].copy_from_slice(hashx);
     k[HASHX_LEN..].copy_from_slice(&encode_txnum(tx_num));
     k
+}
+
+/// The value of a history row holding `nums` (the first is in the key).
+pub fn history_value(nums: impl Iterator<Item = TxNum>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(nums.size_hint().0 * TXNUM_LEN);
+    for n in nums {
+        v.extend_from_slice(&encode_txnum(n));
+    }
+    v
+}
+
+/// Appends the tx numbers of a history row to `out`; `None` if the row is malformed.
+pub fn decode_history_row(key: &[u8], value: &[u8], out: &mut Vec<TxNum>) -> Option<()> {
+    if key.len() != HASHX_LEN + TXNUM_LEN || value.len() % TXNUM_LEN != 0 {
+        return None;
+    }
+    out.push(decode_txnum(&key[HASHX_LEN..]));
+    out.extend(value.chunks_exact(TXNUM_LEN).map(decode_txnum));
+    Some(())
 }
 
 pub fn undo_key(height: u32) -> [u8; 4] {

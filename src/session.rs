@@ -31,7 +31,7 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use crate::config::{Config, Service, ServiceProtocol};
 use crate::daemon::{Daemon, DaemonError};
 use crate::index::{Index, IndexEvent, Snapshot};
-use crate::protocol::{self, RpcError, Version};
+use crate::protocol::{self, Reply, RpcError, Version};
 use crate::schema::{hex_rev, HashX};
 
 /// How long a client may leave a response unread before the session is closed.
@@ -438,8 +438,11 @@ impl Manager {
         // A request without an id is a notification: no answer, even to an error.
         let Some(id) = id else { return (None, result.is_err(), result.as_ref().err().is_some_and(|e| e.close)) };
         match result {
-            Ok(v) => {
-                let text = json!({"jsonrpc": "2.0", "id": id, "result": v}).to_string();
+            Ok(reply) => {
+                let text = match reply {
+                    Reply::Value(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}).to_string(),
+                    Reply::Response(text) => protocol::finish_response(text, &id),
+                };
                 if text.len() > self.config.max_send {
                     let e = if method.starts_with("blockchain.scripthash.") {
                         RpcError::new(protocol::HISTORY_TOO_LARGE, "history too large")
