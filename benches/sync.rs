@@ -121,5 +121,11 @@ fn main() {
         flush_ms as f64 / 1e3
     );
     println!("sync / fetch limit = {:.2} (target <= 2)", wall / fetch.as_secs_f64());
+    // Where the longest flush's time went (batch built, lock taken, written).
+    if let Some(line) =
+        log.lines().filter(|l| l.contains("flushed to height")).max_by_key(|l| number_before(l, " ms:").unwrap_or(0))
+    {
+        println!("longest flush: {}", line.split("flushed to height").nth(1).unwrap_or(line).trim());
+    }
     assert!(flushes >= 1, "ferrum logged no flush:\n{}", f.log_tail());
 }

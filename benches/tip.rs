@@ -18,7 +18,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::bench::{connect_many, env_usize, full_run, serve, submit_block, ChainSpec, Latencies, Session};
+use common::bench::{connect_many, env_usize, full_run, serve, submit_block, wait_idle, ChainSpec, Latencies, Session};
 use common::client::scripthash;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 use serde_json::json;
@@ -48,6 +48,12 @@ fn main() {
             ("LOG_LEVEL", "info,ferrum=debug"),
         ],
     );
+    let pid = f.child.as_ref().expect("running").id();
+    let waited = wait_idle(pid, Duration::from_secs(if full { 120 } else { 5 }));
+    println!("ferrum idle (background compactions done) after {:.1} s", waited.as_secs_f64());
+    // FERRUM_BENCH_LOG=1 prints ferrum's log of each round: the timeline of a tip.
+    let show_log = std::env::var("FERRUM_BENCH_LOG").is_ok_and(|v| v == "1");
+    let mut log_seen = 0;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut results: Vec<(bool, Duration)> = Vec::new();
     for round in 0..rounds {
@@ -94,6 +100,12 @@ fn main() {
             last.saturating_duration_since(submitted)
         });
         let log = std::fs::read_to_string(&f.log_path).unwrap_or_default();
+        if show_log {
+            for line in log[log_seen.min(log.len())..].lines().filter(|l| !l.contains(" session ")) {
+                println!("{line}");
+            }
+            log_seen = log.len();
+        }
         let flush = log.lines().rev().find(|l| l.contains("flushed to height")).unwrap_or("").to_string();
         println!(
             "round {round} ({}): {} txs, {} sessions x 20 subscriptions: last notification {} ms after submitblock;{}",

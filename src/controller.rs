@@ -4,7 +4,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::json;
@@ -340,6 +340,7 @@ impl Syncer {
     /// One comparison with the daemon and the blocks it brings. Returns true to run again at
     /// once (the chain changed while syncing).
     async fn round(&self, shutdown: &mut watch::Receiver<bool>) -> Result<bool, RoundError> {
+        let round_started = Instant::now();
         let (daemon_height, daemon_tip) = self.daemon.best_block().await?;
         self.status.set_daemon_tip(daemon_height, daemon_tip);
         let (our_height, our_tip) = self.tip();
@@ -379,6 +380,11 @@ impl Syncer {
         }
         if our_height.is_none() || daemon_height - start > 10 {
             tracing::info!("syncing blocks {start}..={daemon_height} from the daemon");
+        } else {
+            tracing::debug!(
+                "fetching blocks {start}..={daemon_height} ({:.1} ms after the round began)",
+                round_started.elapsed().as_secs_f64() * 1e3
+            );
         }
 
         // Blocks go straight into the processor's queue; `failed` stops the fetch after a fatal error.

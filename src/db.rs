@@ -10,6 +10,7 @@ use rocksdb::{
     WriteBatch, WriteOptions, DB,
 };
 
+use crate::block::OutPoint;
 use crate::coins::Coin;
 use crate::schema::*;
 use crate::txid_file::{TxidFile, TxidView};
@@ -48,13 +49,20 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
         CF_HISTORY | CF_HASHX_UTXO => Some(HASHX_LEN),
         _ => None,
     };
+    // Memtable blooms do the same for the newest rows: at the tip most lookups (the outputs a
+    // block spends) miss the memtables, and a skiplist search to find that out cost ~1 µs each.
     match prefix {
         Some(len) => {
             opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(len));
+            opts.set_memtable_prefix_bloom_ratio(0.05);
             table.set_bloom_filter(10.0, false);
             table.set_whole_key_filtering(false);
         }
-        None if name == CF_UTXO => table.set_bloom_filter(10.0, false),
+        None if name == CF_UTXO => {
+            opts.set_memtable_prefix_bloom_ratio(0.05);
+            opts.set_memtable_whole_key_filtering(true);
+            table.set_bloom_filter(10.0, false);
+        }
         None => {}
     }
     opts.set_block_based_table_factory(&table);
@@ -241,27 +249,72 @@ impl Db {
         Ok(out)
     }
 
-    pub fn utxo_hashx(&self, tx_num: TxNum, vout: u32) -> Result<Option<HashX>> {
-        Ok(self.get(CF_UTXO, &utxo_key(tx_num, vout))?.and_then(|v| v.try_into().ok()))
-    }
-
-    pub fn utxo_value(&self, hashx: &HashX, tx_num: TxNum, vout: u32) -> Result<Option<u64>> {
-        Ok(self
-            .get(CF_HASHX_UTXO, &hashx_utxo_key(hashx, tx_num, vout))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(u64::from_be_bytes))
+    /// Unspent outputs by outpoint, many at once: (script hash, creating tx number, value; 0
+    /// unless `need_value`) or `None`. One iterator serves all the txid lookups and the point
+    /// reads go in batches; a block's spends at the tip are thousands of these.
+    pub fn find_utxos(&self, ops: &[&OutPoint], need_value: bool) -> Result<Vec<Option<(HashX, TxNum, u64)>>> {
+        let err = |e: rocksdb::Error| anyhow!("database read failed: {e}; {DISK_HINT}");
+        let txids = self.txids.view();
+        let mut opts = ReadOptions::default();
+        opts.set_prefix_same_as_start(true);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_TXNUM), opts);
+        // Every (outpoint index, candidate tx number), newest candidate first.
+        let mut cands: Vec<(usize, TxNum)> = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let prefix = &op.txid.0[..TXID_PREFIX_LEN];
+            let first = cands.len();
+            it.seek(prefix);
+            while it.valid() {
+                let k = it.key().expect("valid");
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                let n = decode_txnum(&k[TXID_PREFIX_LEN..]);
+                if txids.get(n).as_ref() == Some(&op.txid) {
+                    cands.push((i, n));
+                }
+                it.next();
+            }
+            cands[first..].reverse();
+        }
+        it.status().map_err(err)?;
+        let keys: Vec<_> = cands.iter().map(|(i, n)| utxo_key(*n, ops[*i].vout)).collect();
+        let mut found: Vec<Option<(HashX, TxNum)>> = vec![None; ops.len()];
+        for ((i, n), r) in cands.iter().zip(self.db.batched_multi_get_cf(self.cf(CF_UTXO), keys.iter(), false)) {
+            if let Some(v) = r.map_err(err)? {
+                if found[*i].is_none() {
+                    let hashx = v.as_ref().try_into().map_err(|_| anyhow!("corrupt utxo row"))?;
+                    found[*i] = Some((hashx, *n));
+                }
+            }
+        }
+        if !need_value {
+            return Ok(found.into_iter().map(|f| f.map(|(h, n)| (h, n, 0))).collect());
+        }
+        let keys: Vec<_> =
+            found.iter().zip(ops).filter_map(|(f, op)| f.map(|(h, n)| hashx_utxo_key(&h, n, op.vout))).collect();
+        let mut values = self.db.batched_multi_get_cf(self.cf(CF_HASHX_UTXO), keys.iter(), false).into_iter();
+        let mut out = Vec::with_capacity(ops.len());
+        for (f, op) in found.into_iter().zip(ops) {
+            out.push(match f {
+                None => None,
+                Some((hashx, n)) => {
+                    let v = values.next().expect("one value per found output").map_err(err)?;
+                    let v = v.ok_or_else(|| {
+                        anyhow!("the index is inconsistent: output {}:{} has no value row", op.txid, op.vout)
+                    })?;
+                    let value = <[u8; 8]>::try_from(v.as_ref()).map_err(|_| anyhow!("corrupt utxo value row"))?;
+                    Some((hashx, n, u64::from_be_bytes(value)))
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// An unspent output by outpoint: its script hash and value.
     pub fn utxo(&self, txid: &Txid, vout: u32) -> Result<Option<(HashX, u64)>> {
-        for tx_num in self.tx_nums_of(txid)?.into_iter().rev() {
-            if let Some(hashx) = self.utxo_hashx(tx_num, vout)? {
-                if let Some(value) = self.utxo_value(&hashx, tx_num, vout)? {
-                    return Ok(Some((hashx, value)));
-                }
-            }
-        }
-        Ok(None)
+        let op = OutPoint { txid: *txid, vout };
+        Ok(self.find_utxos(&[&op], true)?.pop().flatten().map(|(hashx, _, value)| (hashx, value)))
     }
 
     fn prefix_scan(&self, cf: &str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
@@ -294,16 +347,15 @@ impl Db {
     /// Tx numbers touching a script hash, in chain order: all of them, or the first ones once
     /// there are at least `limit`.
     pub fn history(&self, hashx: &HashX, limit: usize) -> Result<Vec<TxNum>> {
-        let mut out = Vec::new();
-        let mut corrupt = false;
-        self.prefix_scan(CF_HISTORY, hashx, |k, v| {
-            corrupt = decode_history_row(k, v, &mut out).is_none();
-            !corrupt && out.len() < limit
-        })?;
-        if corrupt {
-            bail!("corrupt history row in the database; delete DB_DIRECTORY to rebuild the index");
-        }
-        Ok(out)
+        self.history_reader().read(hashx, limit)
+    }
+
+    /// A reader for many histories in a row: one RocksDB iterator (~2 µs to create) serves
+    /// them all. It sees the database as it was when made.
+    pub fn history_reader(&self) -> HistoryReader<'_> {
+        let mut opts = ReadOptions::default();
+        opts.set_prefix_same_as_start(true);
+        HistoryReader { it: self.db.raw_iterator_cf_opt(self.cf(CF_HISTORY), opts) }
     }
 
     /// History rows of a script hash holding any tx number from `start` on: (key, tx numbers).
@@ -398,6 +450,30 @@ pub fn dump_index(path: &Path) -> Result<Vec<DumpRow>> {
         }
     }
     Ok(out)
+}
+
+pub struct HistoryReader<'a> {
+    it: rocksdb::DBRawIteratorWithThreadMode<'a, DB>,
+}
+
+impl HistoryReader<'_> {
+    /// As `Db::history`.
+    pub fn read(&mut self, hashx: &HashX, limit: usize) -> Result<Vec<TxNum>> {
+        let mut out = Vec::new();
+        self.it.seek(hashx);
+        while self.it.valid() && out.len() < limit {
+            let (k, v) = (self.it.key().expect("valid"), self.it.value().expect("valid"));
+            if !k.starts_with(hashx) {
+                break;
+            }
+            decode_history_row(k, v, &mut out).ok_or_else(|| {
+                anyhow!("corrupt history row in the database; delete DB_DIRECTORY to rebuild the index")
+            })?;
+            self.it.next();
+        }
+        self.it.status().map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))?;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

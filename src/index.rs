@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::block::OutPoint;
 use crate::chain::Chain;
 use crate::coins::Coin;
-use crate::db::Db;
+use crate::db::{Db, HistoryReader};
 use crate::mempool::Mempool;
 use crate::schema::{HashX, TxNum, Txid};
 
@@ -184,8 +184,18 @@ impl Snapshot<'_> {
     /// Tx numbers of the confirmed history, in chain order; more than `limit` is
     /// `HistoryTooLarge` unless `truncate`.
     pub fn history_nums(&self, hashx: &HashX, limit: usize, truncate: bool) -> Result<Vec<TxNum>> {
+        self.history_nums_using(&mut self.db.history_reader(), hashx, limit, truncate)
+    }
+
+    fn history_nums_using(
+        &self,
+        reader: &mut HistoryReader,
+        hashx: &HashX,
+        limit: usize,
+        truncate: bool,
+    ) -> Result<Vec<TxNum>> {
         let Some(tip) = self.live.tip else { return Ok(Vec::new()) };
-        let mut nums = self.db.history(hashx, limit.saturating_add(1))?;
+        let mut nums = reader.read(hashx, limit.saturating_add(1))?;
         if nums.len() > limit {
             if !truncate {
                 return Err(HistoryTooLarge.into());
@@ -223,8 +233,19 @@ impl Snapshot<'_> {
     /// The Electrum status of a script hash: sha256 over "txid:height:" for each confirmed then
     /// unconfirmed transaction; `None` without any.
     pub fn status(&self, hashx: &HashX, limit: usize) -> Result<Option<[u8; 32]>> {
+        self.status_using(&mut self.db.history_reader(), hashx, limit)
+    }
+
+    /// A reader for computing many statuses in a row (see `status_using`).
+    pub fn history_reader(&self) -> HistoryReader<'_> {
+        self.db.history_reader()
+    }
+
+    /// `status`, reading through `reader` (made from this snapshot).
+    pub fn status_using(&self, reader: &mut HistoryReader, hashx: &HashX, limit: usize) -> Result<Option<[u8; 32]>> {
         let mut hasher = StatusHasher::default();
-        self.visit_history(hashx, limit, false, |txid, height| hasher.add(&txid, height as i64))?;
+        let nums = self.history_nums_using(reader, hashx, limit, false)?;
+        self.visit_txs(&nums, |txid, height| hasher.add(&txid, height as i64))?;
         for e in self.live.mempool.history(hashx) {
             hasher.add(&e.txid, e.height as i64);
         }
