@@ -32,7 +32,7 @@ use crate::config::{Config, Service, ServiceProtocol};
 use crate::daemon::{Daemon, DaemonError};
 use crate::index::{Index, IndexEvent, Snapshot};
 use crate::protocol::{self, Reply, RpcError, Version};
-use crate::schema::{hex_rev, HashX};
+use crate::schema::HashX;
 
 /// How long a client may leave a response unread before the session is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,8 +47,9 @@ const STATUS_CHUNK: usize = 256;
 /// What the notifier broadcasts to sessions.
 pub enum Event {
     Tip {
-        height: u32,
         header: [u8; 80],
+        /// The notification, built once for every session.
+        text: String,
     },
     /// New statuses of touched, subscribed script hashes (keyed by full script hash).
     Statuses(HashMap<[u8; 32], Option<[u8; 32]>>),
@@ -454,12 +455,12 @@ impl Manager {
 
     fn notifications_for(&self, s: &mut SessionState, ev: &Event) -> Vec<String> {
         match ev {
-            Event::Tip { height, header } => {
+            Event::Tip { header, text } => {
                 if !s.headers_subscribed || s.last_tip_sent == Some(*header) {
                     return Vec::new();
                 }
                 s.last_tip_sent = Some(*header);
-                vec![tip_notification(*height, header)]
+                vec![text.clone()]
             }
             Event::Statuses(statuses) => {
                 let mut out = Vec::new();
@@ -523,7 +524,8 @@ impl Manager {
             let started = Instant::now();
             if new_tip {
                 if let Some((height, header)) = self.tip() {
-                    let _ = self.events.send(Arc::new(Event::Tip { height, header }));
+                    let text = tip_notification(height, &header);
+                    let _ = self.events.send(Arc::new(Event::Tip { header, text }));
                 }
             }
             let wanted: Vec<([u8; 32], HashX)> = {
@@ -782,20 +784,28 @@ fn tip_notification(height: u32, header: &[u8; 80]) -> String {
     notification("blockchain.headers.subscribe", json!([protocol::header_json(height, header)]))
 }
 
-/// Written directly: a block can make hundreds of thousands of these.
+/// Written directly, without intermediate strings: a block can make hundreds of thousands.
 fn status_notification(sh: &[u8; 32], status: Option<[u8; 32]>) -> String {
     let mut out = String::with_capacity(220);
     out.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"blockchain.scripthash.subscribe\",\"params\":[\"");
-    out.push_str(&hex_rev(sh));
+    let mut rev = *sh;
+    rev.reverse();
+    push_hex(&mut out, &rev);
     match status {
         Some(st) => {
             out.push_str("\",\"");
-            out.push_str(&hex::encode(st));
+            push_hex(&mut out, &st);
             out.push_str("\"]}");
         }
         None => out.push_str("\",null]}"),
     }
     out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8; 32]) {
+    let mut buf = [0u8; 64];
+    hex::encode_to_slice(bytes, &mut buf).expect("64 bytes for 32");
+    out.push_str(std::str::from_utf8(&buf).expect("hex is ASCII"));
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
@@ -924,6 +934,7 @@ mod tests {
 
     #[test]
     fn status_notifications_are_the_json_they_say() {
+        use crate::schema::hex_rev;
         let sh = [3u8; 32];
         for status in [Some([9u8; 32]), None] {
             let parsed: Value = serde_json::from_str(&status_notification(&sh, status)).unwrap();
