@@ -311,10 +311,9 @@ impl Db {
         Ok(out)
     }
 
-    /// An unspent output by outpoint: its script hash and value.
-    pub fn utxo(&self, txid: &Txid, vout: u32) -> Result<Option<(HashX, u64)>> {
-        let op = OutPoint { txid: *txid, vout };
-        Ok(self.find_utxos(&[&op], true)?.pop().flatten().map(|(hashx, _, value)| (hashx, value)))
+    /// An unspent output by outpoint: its script hash, creating tx number and value.
+    pub fn utxo(&self, op: &OutPoint) -> Result<Option<(HashX, TxNum, u64)>> {
+        Ok(self.find_utxos(&[op], true)?.pop().flatten())
     }
 
     fn prefix_scan(&self, cf: &str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {

@@ -33,6 +33,8 @@ pub struct Live {
     /// The last flushed block: readers see the chain up to here.
     pub tip: Option<Tip>,
     pub mempool: Mempool,
+    /// Blocks unwound since start: tx numbers looked up before an unwind may be stale.
+    pub unwinds: u64,
 }
 
 /// What changed, for the session manager: script hashes whose history may differ, and whether
@@ -76,7 +78,7 @@ impl Index {
             db,
             chain,
             coin,
-            live: RwLock::new(Live { tip, mempool: Mempool::default() }),
+            live: RwLock::new(Live { tip, mempool: Mempool::default(), unwinds: 0 }),
             listener: OnceLock::new(),
         }
     }
@@ -108,8 +110,8 @@ impl Index {
     }
 
     /// An unspent confirmed output: its script hash and value.
-    pub fn utxo(&self, op: &OutPoint) -> Result<Option<(HashX, u64)>> {
-        self.db.utxo(&op.txid, op.vout)
+    pub fn utxo(&self, op: &OutPoint) -> Result<Option<(HashX, TxNum, u64)>> {
+        self.db.utxo(op)
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::block::{parse_transaction, OutPoint, TxOut};
 use crate::daemon::{Daemon, DaemonError};
 use crate::index::Index;
-use crate::schema::{HashX, Txid};
+use crate::schema::{HashX, TxNum, Txid};
 
 /// Transactions fetched per daemon batch.
 const FETCH_BATCH: usize = 500;
@@ -28,6 +28,11 @@ pub struct MempoolTx {
     /// Spent outputs, with the script hash and value each had.
     pub inputs: Vec<(OutPoint, Option<HashX>, u64)>,
     pub outputs: Vec<TxOut>,
+    /// For each input spending a confirmed output, the tx number that created it (`None` for
+    /// outputs of mempool parents). When a block mines this transaction, its spends need no
+    /// database lookup, as long as nothing was unwound since (`unwinds`, as in `Live`).
+    pub spent_tx_nums: Vec<Option<TxNum>>,
+    pub unwinds: u64,
 }
 
 impl MempoolTx {
@@ -366,12 +371,16 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
                 continue;
             }
             let mut inputs = Vec::with_capacity(tx.inputs.len());
+            let mut spent_tx_nums = Vec::with_capacity(tx.inputs.len());
             let mut waiting = false;
             for op in &tx.inputs {
                 if let Some(&j) = batch.get(&op.txid) {
                     match &done[j] {
                         Some(p) => match p.outputs.get(op.vout as usize) {
-                            Some(o) => inputs.push((*op, o.hashx, o.value)),
+                            Some(o) => {
+                                inputs.push((*op, o.hashx, o.value));
+                                spent_tx_nums.push(None);
+                            }
                             None => failed[i] = true,
                         },
                         None if failed[j] => failed[i] = true,
@@ -382,10 +391,16 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
                 let from_mempool =
                     live.mempool.get(&op.txid).map(|p| p.outputs.get(op.vout as usize).map(|o| (o.hashx, o.value)));
                 match from_mempool {
-                    Some(Some((h, v))) => inputs.push((*op, h, v)),
+                    Some(Some((h, v))) => {
+                        inputs.push((*op, h, v));
+                        spent_tx_nums.push(None);
+                    }
                     Some(None) => failed[i] = true,
                     None => match index.utxo(op)? {
-                        Some((h, v)) => inputs.push((*op, Some(h), v)),
+                        Some((h, n, v)) => {
+                            inputs.push((*op, Some(h), v));
+                            spent_tx_nums.push(Some(n));
+                        }
                         None => failed[i] = true,
                     },
                 }
@@ -405,6 +420,8 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
                 vsize: *vsize,
                 inputs,
                 outputs: tx.outputs.clone(),
+                spent_tx_nums,
+                unwinds: live.unwinds,
             });
             progress = true;
         }
@@ -440,6 +457,8 @@ mod tests {
                 .map(|(t, vout, h, v)| (OutPoint { txid: txid(t), vout }, Some(hx(h)), v))
                 .collect(),
             outputs: outputs.into_iter().map(|(h, value)| TxOut { hashx: Some(hx(h)), value }).collect(),
+            spent_tx_nums: Vec::new(),
+            unwinds: 0,
         }
     }
 

@@ -462,7 +462,12 @@ fn scripted_daemon_self_test() {
     daemon.die_after_getblocks(2);
     assert_eq!(call("getblock", json!([h3, 0])).0, 200);
     assert_eq!(get(&format!("rest/block/{h3}.bin")).expect("rest").0, 200);
-    assert!(!daemon.is_alive());
+    // It dies right after sending that response, so the client may see the answer first.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while daemon.is_alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!daemon.is_alive(), "the daemon did not die after its last block");
     assert_eq!(daemon.getblock_calls(), before + 1);
     std::thread::sleep(Duration::from_millis(100)); // the death is asynchronous
     assert!(rpc(json!({"id": 1, "method": "getblockcount"}), ok_auth).is_err(), "dead daemon answered");
@@ -996,4 +1001,90 @@ fn new_blocks_are_noticed_by_long_poll_or_by_polling() {
     let log = std::fs::read_to_string(&f.log_path).unwrap_or_default();
     assert!(log.contains("has no waitforblockheight"), "the fallback to polling is logged:\n{}", f.log_tail());
     assert_eq!(error_lines(&f), "", "no errors");
+}
+
+/// Waits until ferrum's mempool holds `n` transactions.
+fn wait_mempool(ferrum: &FerrumProcess, n: u64) {
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    while Instant::now() < deadline {
+        if ferrum.getinfo().is_some_and(|i| i["mempool"]["txs"].as_u64() == Some(n)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("ferrum's mempool never held {n} transactions: {:?}", ferrum.getinfo());
+}
+
+/// An unspent output created at `height` by a transaction at position 2 or later in its block
+/// whose inputs all come from earlier blocks (so it can be mined again alone on a fork, where it
+/// gets another tx number), with that transaction.
+fn movable_utxo(chain: &ChainBuilder, height: u32) -> (common::chain::Utxo, bitcoin::Transaction) {
+    let block = &chain.blocks()[height as usize];
+    let txids: BTreeSet<bitcoin::Txid> = block.txdata.iter().map(|t| t.compute_txid()).collect();
+    let utxos = chain.utxos();
+    for tx in &block.txdata[2..] {
+        if tx.input.iter().any(|i| txids.contains(&i.previous_output.txid)) {
+            continue;
+        }
+        let txid = tx.compute_txid();
+        if let Some(u) = utxos.iter().find(|u| u.outpoint.txid == txid && !u.script.is_op_return()) {
+            return (u.clone(), tx.clone());
+        }
+    }
+    panic!("no movable output at height {height}");
+}
+
+/// A block mining mempool transactions takes their spends from the mempool's own lookups. After
+/// a reorg moved a spent output's creating transaction to another tx number, those lookups are
+/// stale and must not be used. Either way the index must equal a fresh sync's.
+#[test]
+fn mined_mempool_txs_index_like_a_fresh_sync_even_after_a_reorg() {
+    let mut chain = ChainBuilder::with_options(41, small_opts());
+    chain.add_blocks(30);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let db = dir.path().join("db");
+    let fast = [("DAEMON_POLL_INTERVAL_MEMPOOL", "50"), ("LOG_LEVEL", "info,ferrum=debug")];
+    let mut ferrum = start_ferrum(&dir, &daemon.url(), &fast);
+    wait_synced(&mut ferrum, &chain);
+
+    // Warm: T0 is in the mempool, then mined.
+    let (u0, _) = movable_utxo(&chain, 20);
+    let t0 = chain.make_tx(std::slice::from_ref(&u0), &[(u0.script.clone(), u0.value - 1000)]);
+    daemon.set_mempool(vec![t0.clone()]);
+    wait_mempool(&ferrum, 1);
+    chain.add_block_including(vec![t0], 2);
+    daemon.set_chain(chain.blocks().to_vec());
+    wait_synced(&mut ferrum, &chain);
+    daemon.set_mempool(vec![]);
+    wait_mempool(&ferrum, 0);
+    let log = std::fs::read_to_string(&ferrum.log_path).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains("applied block 31") && l.contains("(1 spent outputs known from the mempool")),
+        "block 31's spend was not taken from the mempool:\n{}",
+        ferrum.log_tail()
+    );
+
+    // Stale: T1 is resolved on this chain, then a fork mines U1's creating tx right after a
+    // coinbase (another tx number) and is indexed; then a block mines T1.
+    let h = chain.height() - 2;
+    let (u1, creator) = movable_utxo(&chain, h);
+    let t1 = chain.make_tx(std::slice::from_ref(&u1), &[(u1.script.clone(), u1.value - 1000)]);
+    daemon.set_mempool(vec![t1.clone()]);
+    wait_mempool(&ferrum, 1);
+    let mut fork = chain.fork(h - 1);
+    fork.add_block_including(vec![creator], 0);
+    daemon.set_chain(fork.blocks().to_vec());
+    wait_synced(&mut ferrum, &fork);
+    fork.add_block_including(vec![t1], 2);
+    daemon.set_chain(fork.blocks().to_vec());
+    wait_synced(&mut ferrum, &fork);
+    ferrum.stop();
+    let log = std::fs::read_to_string(&ferrum.log_path).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains("applied block 30") && l.contains("(0 spent outputs known from the mempool")),
+        "block 30 used T1's stale lookup:\n{}",
+        ferrum.log_tail()
+    );
+    assert_same_index(&dump(&db), &fresh_dump(fork.blocks(), &[]), "after mining mempool txs and a reorg");
 }
