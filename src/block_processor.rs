@@ -404,13 +404,22 @@ impl BlockProcessor {
         batch.put_cf(db.cf(CF_META), META_STATE, state.encode());
         drop(chain);
         // The txids go to their file first: the batch commits them by raising the tx count.
-        db.write_txids(first_tx_num, &p.txids)?;
+        // On a write error the pending data goes back, so a later flush (after an admin command
+        // failed, say) still writes every block at its tx numbers.
+        if let Err(e) = db.write_txids(first_tx_num, &p.txids) {
+            self.pending = p;
+            return Err(e);
+        }
         // Readers see the new blocks, and the mempool loses their transactions, at one instant.
         let built = started.elapsed();
         let (mempool_touched, locked, written) = {
             let mut live = self.index.live.write().expect("lock");
             let locked = started.elapsed();
-            db.write(batch)?;
+            if let Err(e) = db.write(batch) {
+                drop(live);
+                self.pending = p;
+                return Err(e);
+            }
             let written = started.elapsed();
             live.tip = Some(Tip { height, hash: tip, tx_count });
             (live.mempool.remove_confirmed(&p.txids, &p.spent_outpoints), locked, written)

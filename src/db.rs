@@ -254,10 +254,12 @@ impl Db {
     /// reads go in batches; a block's spends at the tip are thousands of these.
     pub fn find_utxos(&self, ops: &[&OutPoint], need_value: bool) -> Result<Vec<Option<(HashX, TxNum, u64)>>> {
         let err = |e: rocksdb::Error| anyhow!("database read failed: {e}; {DISK_HINT}");
-        let txids = self.txids.view();
         let mut opts = ReadOptions::default();
         opts.set_prefix_same_as_start(true);
         let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_TXNUM), opts);
+        // The mapping is taken after the iterator: it then covers every row the iterator sees,
+        // even if a flush commits in between (txids are written before their rows).
+        let txids = self.txids.view();
         // Every (outpoint index, candidate tx number), newest candidate first.
         let mut cands: Vec<(usize, TxNum)> = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
@@ -275,9 +277,10 @@ impl Db {
                 }
                 it.next();
             }
+            // A read error ends the scan early; the next seek would clear it.
+            it.status().map_err(err)?;
             cands[first..].reverse();
         }
-        it.status().map_err(err)?;
         let keys: Vec<_> = cands.iter().map(|(i, n)| utxo_key(*n, ops[*i].vout)).collect();
         let mut found: Vec<Option<(HashX, TxNum)>> = vec![None; ops.len()];
         for ((i, n), r) in cands.iter().zip(self.db.batched_multi_get_cf(self.cf(CF_UTXO), keys.iter(), false)) {
