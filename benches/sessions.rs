@@ -99,16 +99,23 @@ fn main() {
             .zip(hashes.chunks(SUBS))
             .map(|(mut s, hs)| {
                 let want: HashSet<String> = hs.iter().cloned().collect();
-                tokio::spawn(async move { s.await_notifications(want, true, Duration::from_secs(120)).await })
+                // The session is handed back, not dropped: a client that closes as soon as it
+                // is served would make ferrum tear it down while still notifying the others.
+                tokio::spawn(async move { (s.await_notifications(want, true, Duration::from_secs(120)).await, s) })
             })
             .collect();
         tokio::task::spawn_blocking(move || submit_block(daemon_port, &block)).await.expect("submitblock");
         let submitted = Instant::now();
         let mut last = submitted;
+        let mut open = Vec::with_capacity(sessions);
         for w in waits {
-            last = last.max(w.await.expect("session task"));
+            let (at, s) = w.await.expect("session task");
+            last = last.max(at);
+            open.push(s);
         }
-        last.saturating_duration_since(submitted)
+        let delivered = last.saturating_duration_since(submitted);
+        drop(open);
+        delivered
     });
     let end = proc_stats(pid);
     // Both ends share the 2 cores: how much CPU each used for this block.
