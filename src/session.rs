@@ -528,7 +528,7 @@ impl Manager {
                     let _ = self.events.send(Arc::new(Event::Tip { header, text }));
                 }
             }
-            let wanted: Vec<([u8; 32], HashX)> = {
+            let mut wanted: Vec<([u8; 32], HashX)> = {
                 let reg = self.registry.lock().expect("lock");
                 touched
                     .iter()
@@ -536,6 +536,8 @@ impl Manager {
                     .flat_map(|(h, m)| m.keys().map(|sh| (*sh, *h)))
                     .collect()
             };
+            // In key order, each chunk's history seeks walk the memtables and files forward.
+            wanted.sort_unstable_by_key(|(_, hashx)| *hashx);
             if wanted.is_empty() {
                 continue;
             }
