@@ -209,15 +209,21 @@ impl BlockProcessor {
     /// Spends of transactions the mempool already resolved need no lookup at all: the mempool
     /// kept each confirmed output's script hash, value and tx number, which stay true unless a
     /// block was unwound since. Returns the map and how many came from the mempool.
-    fn lookup_disk_spends(&self, block: &ParsedBlock, need_value: bool) -> Result<(OutPointMap<SpentOutput>, usize)> {
+    fn lookup_disk_spends(
+        &self,
+        block: &ParsedBlock,
+        need_value: bool,
+        mempool_in_use: bool,
+    ) -> Result<(OutPointMap<SpentOutput>, usize)> {
         let mut found = OutPointMap::default();
-        {
+        // During initial sync the mempool is empty: no lookups per transaction there.
+        if mempool_in_use {
             let live = self.index.live.read().expect("lock");
             for tx in &block.txs {
                 let Some(m) = live.mempool.get(&tx.txid).filter(|m| m.unwinds == live.unwinds) else { continue };
-                for ((op, hashx, value), n) in m.inputs.iter().zip(&m.spent_tx_nums) {
-                    if let (Some(hashx), Some(n)) = (hashx, n) {
-                        found.insert(*op, (*hashx, *n, *value));
+                for i in &m.inputs {
+                    if let (Some(hashx), Some(n)) = (i.hashx, i.tx_num) {
+                        found.insert(i.outpoint, (hashx, n, i.value));
                     }
                 }
             }
@@ -260,7 +266,8 @@ impl BlockProcessor {
         // Only a non-empty mempool (the mirror runs once caught up) can hold double spends.
         let evict_from_mempool = !self.index.live.read().expect("lock").mempool.is_empty();
         let started = Instant::now();
-        let (mut from_disk, from_mempool) = self.lookup_disk_spends(block, keep_undo).map_err(ApplyError::Fatal)?;
+        let (mut from_disk, from_mempool) =
+            self.lookup_disk_spends(block, keep_undo, evict_from_mempool).map_err(ApplyError::Fatal)?;
         let (looked_up, from_disk_count) = (started.elapsed(), from_disk.len() - from_mempool);
         let mut undo = UndoRecord::default();
         let mut touched: Vec<HashX> = Vec::new();

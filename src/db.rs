@@ -201,10 +201,6 @@ impl Db {
         Ok(out)
     }
 
-    pub fn txid(&self, tx_num: TxNum) -> Result<Option<Txid>> {
-        Ok(self.txids.view().get(tx_num))
-    }
-
     /// Txids of a contiguous range of tx numbers (e.g. one block's), in order.
     pub fn txids_range(&self, from: TxNum, to: TxNum) -> Result<Vec<Txid>> {
         let view = self.txids.view();
@@ -234,19 +230,19 @@ impl Db {
     /// Tx numbers of stored transactions with this txid (normally one; two for the historic
     /// duplicate coinbases), oldest first.
     pub fn tx_nums_of(&self, txid: &Txid) -> Result<Vec<TxNum>> {
-        let prefix = &txid.0[..TXID_PREFIX_LEN];
-        let mut candidates = Vec::new();
-        self.prefix_scan(CF_TXNUM, prefix, |k, _| {
-            candidates.push(decode_txnum(&k[TXID_PREFIX_LEN..]));
-            true
-        })?;
         let mut out = Vec::new();
-        for n in candidates {
-            if self.txid(n)?.as_ref() == Some(txid) {
-                out.push(n);
-            }
-        }
+        self.tx_num_finder().find(txid, &mut out)?;
         Ok(out)
+    }
+
+    /// A finder for many txid → tx number lookups in a row, sharing one iterator.
+    fn tx_num_finder(&self) -> TxNumFinder<'_> {
+        let mut opts = ReadOptions::default();
+        opts.set_prefix_same_as_start(true);
+        let it = self.db.raw_iterator_cf_opt(self.cf(CF_TXNUM), opts);
+        // The mapping is taken after the iterator: it then covers every row the iterator sees,
+        // even if a flush commits in between (txids are written before their rows).
+        TxNumFinder { it, txids: self.txids.view() }
     }
 
     /// Unspent outputs by outpoint, many at once: (script hash, creating tx number, value; 0
@@ -254,32 +250,14 @@ impl Db {
     /// reads go in batches; a block's spends at the tip are thousands of these.
     pub fn find_utxos(&self, ops: &[&OutPoint], need_value: bool) -> Result<Vec<Option<(HashX, TxNum, u64)>>> {
         let err = |e: rocksdb::Error| anyhow!("database read failed: {e}; {DISK_HINT}");
-        let mut opts = ReadOptions::default();
-        opts.set_prefix_same_as_start(true);
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_TXNUM), opts);
-        // The mapping is taken after the iterator: it then covers every row the iterator sees,
-        // even if a flush commits in between (txids are written before their rows).
-        let txids = self.txids.view();
+        let mut finder = self.tx_num_finder();
         // Every (outpoint index, candidate tx number), newest candidate first.
         let mut cands: Vec<(usize, TxNum)> = Vec::with_capacity(ops.len());
+        let mut nums = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            let prefix = &op.txid.0[..TXID_PREFIX_LEN];
-            let first = cands.len();
-            it.seek(prefix);
-            while it.valid() {
-                let k = it.key().expect("valid");
-                if !k.starts_with(prefix) {
-                    break;
-                }
-                let n = decode_txnum(&k[TXID_PREFIX_LEN..]);
-                if txids.get(n).as_ref() == Some(&op.txid) {
-                    cands.push((i, n));
-                }
-                it.next();
-            }
-            // A read error ends the scan early; the next seek would clear it.
-            it.status().map_err(err)?;
-            cands[first..].reverse();
+            nums.clear();
+            finder.find(&op.txid, &mut nums)?;
+            cands.extend(nums.iter().rev().map(|n| (i, *n)));
         }
         let keys: Vec<_> = cands.iter().map(|(i, n)| utxo_key(*n, ops[*i].vout)).collect();
         let mut found: Vec<Option<(HashX, TxNum)>> = vec![None; ops.len()];
@@ -344,12 +322,6 @@ impl Db {
             true
         })?;
         Ok(out)
-    }
-
-    /// Tx numbers touching a script hash, in chain order: all of them, or the first ones once
-    /// there are at least `limit`.
-    pub fn history(&self, hashx: &HashX, limit: usize) -> Result<Vec<TxNum>> {
-        self.history_reader().read(hashx, limit)
     }
 
     /// A reader for many histories in a row: one RocksDB iterator (~2 µs to create) serves
@@ -454,12 +426,40 @@ pub fn dump_index(path: &Path) -> Result<Vec<DumpRow>> {
     Ok(out)
 }
 
+struct TxNumFinder<'a> {
+    it: rocksdb::DBRawIteratorWithThreadMode<'a, DB>,
+    txids: TxidView,
+}
+
+impl TxNumFinder<'_> {
+    /// Appends the tx numbers of stored transactions with this txid, oldest first.
+    fn find(&mut self, txid: &Txid, out: &mut Vec<TxNum>) -> Result<()> {
+        let prefix = &txid.0[..TXID_PREFIX_LEN];
+        self.it.seek(prefix);
+        while self.it.valid() {
+            let k = self.it.key().expect("valid");
+            if !k.starts_with(prefix) {
+                break;
+            }
+            // Rows share only a prefix of the txid; the txid file tells which one is this.
+            let n = decode_txnum(&k[TXID_PREFIX_LEN..]);
+            if self.txids.get(n).as_ref() == Some(txid) {
+                out.push(n);
+            }
+            self.it.next();
+        }
+        // A read error ends the scan early, and the next seek would clear it: check each time.
+        self.it.status().map_err(|e| anyhow!("database read failed: {e}; {DISK_HINT}"))
+    }
+}
+
 pub struct HistoryReader<'a> {
     it: rocksdb::DBRawIteratorWithThreadMode<'a, DB>,
 }
 
 impl HistoryReader<'_> {
-    /// As `Db::history`.
+    /// Tx numbers touching a script hash, in chain order: all of them, or the first ones once
+    /// there are at least `limit`.
     pub fn read(&mut self, hashx: &HashX, limit: usize) -> Result<Vec<TxNum>> {
         let mut out = Vec::new();
         self.it.seek(hashx);
@@ -504,11 +504,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let coin = lookup("Bitcoin", Net::Regtest).unwrap();
         let db = Db::open(dir.path(), coin).unwrap();
-        assert_eq!((db.state().unwrap().is_none(), db.txid(0).unwrap()), (true, None));
+        assert_eq!((db.state().unwrap().is_none(), db.txid_view().get(0)), (true, None));
         db.write_txids(0, &[Txid([7; 32])]).unwrap();
         drop(db);
         // Nothing committed the txid: reopening drops it.
         let db = Db::open(dir.path(), coin).unwrap();
-        assert_eq!(db.txid(0).unwrap(), None);
+        assert_eq!(db.txid_view().get(0), None);
     }
 }

@@ -19,7 +19,7 @@ use crate::chain::Chain;
 use crate::coins::Coin;
 use crate::db::{Db, HistoryReader};
 use crate::mempool::Mempool;
-use crate::schema::{HashX, TxNum, Txid};
+use crate::schema::{hex32, HashX, TxNum, Txid};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tip {
@@ -161,26 +161,12 @@ impl Snapshot<'_> {
         self.chain.header_proof(height, cp_height)
     }
 
-    /// Confirmed transactions touching a script hash, in chain order: (txid, height). More than
-    /// `limit` of them is `HistoryTooLarge`.
-    pub fn confirmed_history(&self, hashx: &HashX, limit: usize) -> Result<Vec<(Txid, u32)>> {
-        let mut out = Vec::new();
-        self.visit_history(hashx, limit, false, |txid, height| out.push((txid, height)))?;
-        Ok(out)
-    }
-
     /// The first `limit` confirmed transactions (for the admin `query`).
     pub fn history_prefix(&self, hashx: &HashX, limit: usize) -> Result<Vec<(Txid, u32)>> {
-        let mut out = Vec::new();
-        self.visit_history(hashx, limit, true, |txid, height| out.push((txid, height)))?;
+        let nums = self.history_nums(hashx, limit, true)?;
+        let mut out = Vec::with_capacity(nums.len());
+        self.visit_txs(&nums, |txid, height| out.push((txid, height)))?;
         Ok(out)
-    }
-
-    /// Calls `f` with each confirmed (txid, height) in chain order, without collecting them:
-    /// answers and status hashes of long histories are built straight from the index.
-    pub fn visit_history(&self, hashx: &HashX, limit: usize, truncate: bool, f: impl FnMut(Txid, u32)) -> Result<()> {
-        let nums = self.history_nums(hashx, limit, truncate)?;
-        self.visit_txs(&nums, f)
     }
 
     /// Tx numbers of the confirmed history, in chain order; more than `limit` is
@@ -311,15 +297,6 @@ impl Snapshot<'_> {
     }
 }
 
-/// The status hash over (txid, height) pairs in order.
-pub fn status_hash<'t>(items: impl Iterator<Item = (&'t Txid, i64)>) -> Option<[u8; 32]> {
-    let mut h = StatusHasher::default();
-    for (txid, height) in items {
-        h.add(txid, height);
-    }
-    h.finish()
-}
-
 /// Builds a status hash one "txid:height:" at a time, without allocating.
 #[derive(Default)]
 pub struct StatusHasher {
@@ -330,37 +307,15 @@ pub struct StatusHasher {
 impl StatusHasher {
     pub fn add(&mut self, txid: &Txid, height: i64) {
         self.any = true;
-        let (mut rev, mut hex_buf, mut num_buf) = (txid.0, [0u8; 64], [0u8; 20]);
-        rev.reverse();
-        hex::encode_to_slice(rev, &mut hex_buf).expect("64 bytes for 32");
-        self.h.update(hex_buf);
+        self.h.update(hex32(&txid.0, true));
         self.h.update(b":");
-        self.h.update(decimal(height, &mut num_buf));
+        self.h.update(itoa::Buffer::new().format(height));
         self.h.update(b":");
     }
 
     pub fn finish(self) -> Option<[u8; 32]> {
         self.any.then(|| self.h.finalize().into())
     }
-}
-
-/// `n` in decimal, written into the end of `buf`.
-fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let mut m = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
 }
 
 #[cfg(test)]
@@ -380,12 +335,12 @@ mod tests {
         ];
         let txids: Vec<(Txid, i64)> =
             items.iter().map(|(h, n)| (Txid(crate::schema::parse_hex_rev32(h).unwrap()), *n)).collect();
-        let status = status_hash(txids.iter().map(|(t, h)| (t, *h))).unwrap();
-        assert_eq!(hex::encode(status), "78e96c6562cafa71c115503b9411fdfdc595a45031e2ab76ff75162fe1b0590d");
-        assert_eq!(status_hash(std::iter::empty()), None);
-        let mut b = [0u8; 20];
-        for n in [0i64, -1, 7, 2472, i64::MIN + 1, i64::MAX] {
-            assert_eq!(decimal(n, &mut b), n.to_string().as_bytes());
+        let mut hasher = StatusHasher::default();
+        for (txid, height) in &txids {
+            hasher.add(txid, *height);
         }
+        let status = hasher.finish().unwrap();
+        assert_eq!(hex::encode(status), "78e96c6562cafa71c115503b9411fdfdc595a45031e2ab76ff75162fe1b0590d");
+        assert_eq!(StatusHasher::default().finish(), None);
     }
 }

@@ -25,19 +25,26 @@ pub struct MempoolTx {
     pub txid: Txid,
     pub fee: u64,
     pub vsize: u32,
-    /// Spent outputs, with the script hash and value each had.
-    pub inputs: Vec<(OutPoint, Option<HashX>, u64)>,
+    pub inputs: Vec<SpentInput>,
     pub outputs: Vec<TxOut>,
-    /// For each input spending a confirmed output, the tx number that created it (`None` for
-    /// outputs of mempool parents). When a block mines this transaction, its spends need no
-    /// database lookup, as long as nothing was unwound since (`unwinds`, as in `Live`).
-    pub spent_tx_nums: Vec<Option<TxNum>>,
+    /// `Live::unwinds` when the inputs were looked up: their tx numbers hold while it is unchanged.
     pub unwinds: u64,
+}
+
+/// An output a mempool transaction spends, as it was looked up.
+#[derive(Clone, Debug)]
+pub struct SpentInput {
+    pub outpoint: OutPoint,
+    pub hashx: Option<HashX>,
+    pub value: u64,
+    /// The tx number that created it when it is confirmed (`None` for a mempool parent's). When
+    /// a block mines the transaction, its spends then need no database lookup.
+    pub tx_num: Option<TxNum>,
 }
 
 impl MempoolTx {
     fn hashxs(&self) -> impl Iterator<Item = HashX> + '_ {
-        self.inputs.iter().filter_map(|i| i.1).chain(self.outputs.iter().filter_map(|o| o.hashx))
+        self.inputs.iter().filter_map(|i| i.hashx).chain(self.outputs.iter().filter_map(|o| o.hashx))
     }
 }
 
@@ -87,7 +94,7 @@ impl Mempool {
     }
 
     fn has_unconfirmed_input(&self, tx: &MempoolTx) -> bool {
-        tx.inputs.iter().any(|(op, _, _)| self.txs.contains_key(&op.txid))
+        tx.inputs.iter().any(|i| self.txs.contains_key(&i.outpoint.txid))
     }
 
     /// Unconfirmed transactions touching a script hash, in the canonical order of protocol 1.6:
@@ -112,9 +119,9 @@ impl Mempool {
         let Some(ids) = self.by_hashx.get(hashx) else { return 0 };
         let mut delta = 0i64;
         for tx in ids.iter().filter_map(|id| self.txs.get(id)) {
-            for (_, h, value) in &tx.inputs {
-                if h.as_ref() == Some(hashx) {
-                    delta -= *value as i64;
+            for i in &tx.inputs {
+                if i.hashx.as_ref() == Some(hashx) {
+                    delta -= i.value as i64;
                 }
             }
             for out in &tx.outputs {
@@ -167,8 +174,8 @@ impl Mempool {
             touched.insert(h);
             self.by_hashx.entry(h).or_default().insert(tx.txid);
         }
-        for (op, _, _) in &tx.inputs {
-            self.spends.insert(*op, tx.txid);
+        for i in &tx.inputs {
+            self.spends.insert(i.outpoint, tx.txid);
         }
         self.vsize += tx.vsize as u64;
         self.txs.insert(tx.txid, tx);
@@ -188,9 +195,9 @@ impl Mempool {
                 }
             }
         }
-        for (op, _, _) in &tx.inputs {
-            if self.spends.get(op) == Some(txid) {
-                self.spends.remove(op);
+        for i in &tx.inputs {
+            if self.spends.get(&i.outpoint) == Some(txid) {
+                self.spends.remove(&i.outpoint);
             }
         }
         self.vsize -= tx.vsize as u64;
@@ -371,16 +378,13 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
                 continue;
             }
             let mut inputs = Vec::with_capacity(tx.inputs.len());
-            let mut spent_tx_nums = Vec::with_capacity(tx.inputs.len());
             let mut waiting = false;
             for op in &tx.inputs {
+                let input = |hashx, value, tx_num| SpentInput { outpoint: *op, hashx, value, tx_num };
                 if let Some(&j) = batch.get(&op.txid) {
                     match &done[j] {
                         Some(p) => match p.outputs.get(op.vout as usize) {
-                            Some(o) => {
-                                inputs.push((*op, o.hashx, o.value));
-                                spent_tx_nums.push(None);
-                            }
+                            Some(o) => inputs.push(input(o.hashx, o.value, None)),
                             None => failed[i] = true,
                         },
                         None if failed[j] => failed[i] = true,
@@ -391,16 +395,10 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
                 let from_mempool =
                     live.mempool.get(&op.txid).map(|p| p.outputs.get(op.vout as usize).map(|o| (o.hashx, o.value)));
                 match from_mempool {
-                    Some(Some((h, v))) => {
-                        inputs.push((*op, h, v));
-                        spent_tx_nums.push(None);
-                    }
+                    Some(Some((h, v))) => inputs.push(input(h, v, None)),
                     Some(None) => failed[i] = true,
                     None => match index.utxo(op)? {
-                        Some((h, n, v)) => {
-                            inputs.push((*op, Some(h), v));
-                            spent_tx_nums.push(Some(n));
-                        }
+                        Some((h, n, v)) => inputs.push(input(Some(h), v, Some(n))),
                         None => failed[i] = true,
                     },
                 }
@@ -412,7 +410,7 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
             if waiting {
                 continue;
             }
-            let spent: u64 = inputs.iter().map(|i| i.2).sum();
+            let spent: u64 = inputs.iter().map(|i| i.value).sum();
             let paid: u64 = tx.outputs.iter().map(|o| o.value).sum();
             done[i] = Some(MempoolTx {
                 txid: tx.txid,
@@ -420,7 +418,6 @@ fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow
                 vsize: *vsize,
                 inputs,
                 outputs: tx.outputs.clone(),
-                spent_tx_nums,
                 unwinds: live.unwinds,
             });
             progress = true;
@@ -454,10 +451,14 @@ mod tests {
             vsize: 100,
             inputs: inputs
                 .into_iter()
-                .map(|(t, vout, h, v)| (OutPoint { txid: txid(t), vout }, Some(hx(h)), v))
+                .map(|(t, vout, h, value)| SpentInput {
+                    outpoint: OutPoint { txid: txid(t), vout },
+                    hashx: Some(hx(h)),
+                    value,
+                    tx_num: None,
+                })
                 .collect(),
             outputs: outputs.into_iter().map(|(h, value)| TxOut { hashx: Some(hx(h)), value }).collect(),
-            spent_tx_nums: Vec::new(),
             unwinds: 0,
         }
     }

@@ -56,6 +56,23 @@ pub fn hex_rev(bytes: &[u8]) -> String {
     hex::encode(rev)
 }
 
+/// Hex of a 32-byte hash without allocating, in display order (reversed) or as stored. Long
+/// answers, notifications and status hashes write hundreds of thousands of these.
+pub fn hex32(bytes: &[u8; 32], display_order: bool) -> [u8; 64] {
+    let mut b = *bytes;
+    if display_order {
+        b.reverse();
+    }
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(b, &mut out).expect("64 bytes for 32");
+    out
+}
+
+/// Appends `hex32` to a string.
+pub fn push_hex32(out: &mut String, bytes: &[u8; 32], display_order: bool) {
+    out.push_str(std::str::from_utf8(&hex32(bytes, display_order)).expect("hex is ASCII"));
+}
+
 /// Parses a 32-byte hash given in display order.
 pub fn parse_hex_rev32(s: &str) -> Option<[u8; 32]> {
     let mut bytes: [u8; 32] = hex::decode(s).ok()?.try_into().ok()?;

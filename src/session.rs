@@ -32,7 +32,7 @@ use crate::config::{Config, Service, ServiceProtocol};
 use crate::daemon::{Daemon, DaemonError};
 use crate::index::{Index, IndexEvent, Snapshot};
 use crate::protocol::{self, Reply, RpcError, Version};
-use crate::schema::HashX;
+use crate::schema::{push_hex32, HashX};
 
 /// How long a client may leave a response unread before the session is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -790,24 +790,16 @@ fn tip_notification(height: u32, header: &[u8; 80]) -> String {
 fn status_notification(sh: &[u8; 32], status: Option<[u8; 32]>) -> String {
     let mut out = String::with_capacity(220);
     out.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"blockchain.scripthash.subscribe\",\"params\":[\"");
-    let mut rev = *sh;
-    rev.reverse();
-    push_hex(&mut out, &rev);
+    push_hex32(&mut out, sh, true);
     match status {
         Some(st) => {
             out.push_str("\",\"");
-            push_hex(&mut out, &st);
+            push_hex32(&mut out, &st, false);
             out.push_str("\"]}");
         }
         None => out.push_str("\",null]}"),
     }
     out
-}
-
-fn push_hex(out: &mut String, bytes: &[u8; 32]) {
-    let mut buf = [0u8; 64];
-    hex::encode_to_slice(bytes, &mut buf).expect("64 bytes for 32");
-    out.push_str(std::str::from_utf8(&buf).expect("hex is ASCII"));
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
