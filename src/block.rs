@@ -2,6 +2,8 @@
 //! processor needs (txids, spent outpoints, output script hashes and values), on a worker
 //! pool, so the single writer thread does no hashing or decoding.
 
+use std::ops::Range;
+
 use sha2::{Digest, Sha256};
 
 use crate::coins::Coin;
@@ -196,6 +198,24 @@ pub fn parse_transaction(data: &[u8], coin: &Coin) -> Result<(ParsedTx, u32), Pa
     Ok((tx, (base * 3 + data.len()).div_ceil(4) as u32))
 }
 
+/// Each transaction of a serialized block with where its bytes are, so one can be cut out of
+/// its block when the daemon cannot look it up by txid.
+pub fn transaction_ranges(data: &[u8], coin: &Coin) -> Result<Vec<(Txid, Range<usize>)>, ParseError> {
+    let mut r = Reader { data, pos: 0 };
+    r.take(80)?;
+    let n_tx = r.count(60)?;
+    let mut out = Vec::with_capacity(n_tx);
+    for _ in 0..n_tx {
+        let start = r.pos;
+        let (tx, _) = parse_tx(&mut r, coin)?;
+        out.push((tx.txid, start..r.pos));
+    }
+    if r.pos != data.len() {
+        return Err(ParseError::Trailing(data.len() - r.pos));
+    }
+    Ok(out)
+}
+
 /// Bitcoin's merkle root over txids (odd levels duplicate their last node).
 pub fn merkle_root(mut level: Vec<[u8; 32]>) -> [u8; 32] {
     if level.is_empty() {
@@ -355,6 +375,19 @@ mod tests {
             assert_eq!(vsize as usize, tx.vsize());
             assert!(parse_transaction(&raw[..raw.len() - 1], regtest()).is_err());
         }
+    }
+
+    #[test]
+    fn transactions_cut_out_of_their_block() {
+        let block = sample_block();
+        let raw = serialize(&block);
+        let ranges = transaction_ranges(&raw, regtest()).unwrap();
+        assert_eq!(ranges.len(), block.txdata.len());
+        for ((txid, range), tx) in ranges.iter().zip(&block.txdata) {
+            assert_eq!(txid.0, tx.compute_txid().to_byte_array());
+            assert_eq!(&raw[range.clone()], &serialize(tx)[..]);
+        }
+        assert!(transaction_ranges(&raw[..raw.len() - 1], regtest()).is_err());
     }
 
     #[test]

@@ -205,13 +205,8 @@ async fn watch_tip(daemon: Arc<Daemon>, wakeup: Arc<Notify>, poll: Duration, mut
                 known = Some(h.max(next - 1));
             }
             Err(DaemonError::Shutdown) => return,
-            Err(DaemonError::MethodNotFound(_)) => {
-                tracing::info!(
-                    "the daemon has no waitforblockheight; new blocks are found by polling every {} ms",
-                    poll.as_millis()
-                );
-                return;
-            }
+            // The daemon client logged the fallback (polling) when it learned this.
+            Err(DaemonError::MethodNotFound(_)) => return,
             Err(e) => {
                 // E.g. a daemon that reorged below `next`; ask again from its tip after a pause.
                 tracing::debug!("waitforblockheight failed: {e}");

@@ -5,8 +5,9 @@
 //! what the operator should do; callers only see answers, real RPC errors, or shutdown. Nothing
 //! the index holds depends on a request succeeding, so retrying never loses state.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -66,16 +67,94 @@ impl Transient {
     }
 }
 
+/// Something a daemon may or may not do, learned from its answers once per daemon (each
+/// DAEMON_URL entry on its own: after a failover the next daemon is judged afresh).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    /// `getrawtransaction <txid> <verbose> <blockhash>` (Bitcoin Core 0.16 and later; not the
+    /// Bitcoin SV node, which answers such a call with its help text).
+    TxByBlockHash,
+    /// `getrawtransaction <txid>` finds confirmed transactions (`-txindex=1`).
+    TxIndex,
+}
+
+impl Feature {
+    const ALL: [Feature; 2] = [Feature::TxByBlockHash, Feature::TxIndex];
+
+    fn name(self) -> &'static str {
+        match self {
+            Feature::TxByBlockHash => "the blockhash argument of getrawtransaction",
+            Feature::TxIndex => "a transaction index (-txindex=1)",
+        }
+    }
+}
+
+/// What ferrum does instead when a daemon lacks a call or a feature; logged once per daemon
+/// and listed per daemon in docs/ENVIRONMENT.md.
+pub fn fallback(what: &str) -> &'static str {
+    match what {
+        "estimatesmartfee" => "blockchain.estimatefee asks the older estimatefee instead",
+        "estimatefee" => "blockchain.estimatefee answers -1 (no estimate), as the protocol allows",
+        "waitforblockheight" => "new blocks are found by polling every DAEMON_POLL_INTERVAL_BLOCKS",
+        "submitpackage" => {
+            "blockchain.transaction.broadcast_package sends the transactions one by one with sendrawtransaction"
+        }
+        "getmempoolinfo" => "mempool.get_info takes the relay fee from getnetworkinfo",
+        "getrawtransaction" => "transactions cannot be served (blockchain.transaction.get answers an error)",
+        "decoderawtransaction" => "verbose blockchain.transaction.get of a confirmed transaction answers an error",
+        _ => "requests that need it get an error",
+    }
+}
+
+fn feature_fallback(feature: Feature) -> &'static str {
+    match feature {
+        Feature::TxByBlockHash => {
+            "confirmed transactions are asked for by txid alone when the node has -txindex, else taken out of their blocks"
+        }
+        Feature::TxIndex => "blockchain.transaction.get takes confirmed transactions out of their blocks",
+    }
+}
+
+// 0: not known yet.
+const YES: u8 = 1;
+const NO: u8 = 2;
+
 struct Endpoint {
     url: DaemonUrl,
     /// Whether the daemon serves REST (`-rest=1`): unknown until probed.
     rest: tokio::sync::OnceCell<bool>,
+    /// Per `Feature::ALL`: 0 (not known yet), YES or NO.
+    features: [AtomicU8; Feature::ALL.len()],
+    /// RPC methods this daemon answered "Method not found": not asked again.
+    missing: Mutex<HashSet<String>>,
+    /// The daemon streams replies in chunks (the Bitcoin SV node does): see `Daemon::fresh`.
+    chunked: std::sync::atomic::AtomicBool,
+}
+
+impl Endpoint {
+    fn new(url: DaemonUrl) -> Endpoint {
+        Endpoint {
+            url,
+            rest: tokio::sync::OnceCell::new(),
+            features: Default::default(),
+            missing: Mutex::default(),
+            chunked: Default::default(),
+        }
+    }
+
+    fn lacks(&self, method: &str) -> bool {
+        self.missing.lock().expect("lock").contains(method)
+    }
 }
 
 pub struct Daemon {
     endpoints: Vec<Endpoint>,
     current: AtomicUsize,
     client: reqwest::Client,
+    /// A client that keeps no idle connections, for daemons that stream replies in chunks: on a
+    /// reused connection the last chunk of every reply waits for our delayed ACK (Nagle on
+    /// their side), 40 ms a call; a new connection starts in quick-ACK mode and costs ~0.1 ms.
+    fresh: reqwest::Client,
     cookie_file: PathBuf,
     cookie: Mutex<Option<String>>,
     next_id: AtomicU64,
@@ -93,21 +172,20 @@ enum Body {
 
 impl Daemon {
     pub fn new(config: &Config, shutdown: watch::Receiver<bool>) -> Daemon {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("HTTP client builds with static options");
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(120))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .tcp_nodelay(true)
+        };
+        let client = builder().pool_max_idle_per_host(64).build().expect("HTTP client builds with static options");
+        let fresh = builder().pool_max_idle_per_host(0).build().expect("HTTP client builds with static options");
         Daemon {
-            endpoints: config
-                .daemon_urls
-                .iter()
-                .map(|u| Endpoint { url: u.clone(), rest: tokio::sync::OnceCell::new() })
-                .collect(),
+            endpoints: config.daemon_urls.iter().map(|u| Endpoint::new(u.clone())).collect(),
             current: AtomicUsize::new(0),
             client,
+            fresh,
             cookie_file: config.cookie_file.clone(),
             cookie: Mutex::new(None),
             next_id: AtomicU64::new(1),
@@ -170,7 +248,7 @@ impl Daemon {
         &self,
         make: impl Fn(&reqwest::Client, &Endpoint) -> reqwest::RequestBuilder,
         want_json: bool,
-    ) -> Result<(reqwest::StatusCode, Body), DaemonError> {
+    ) -> Result<(usize, reqwest::StatusCode, Body), DaemonError> {
         let mut backoff = Duration::from_millis(100);
         let mut failures_in_row = 0usize;
         loop {
@@ -178,7 +256,8 @@ impl Daemon {
                 return Err(DaemonError::Shutdown);
             }
             let (index, ep, count) = self.endpoint();
-            let mut req = make(&self.client, ep);
+            let client = if ep.chunked.load(Ordering::Relaxed) { &self.fresh } else { &self.client };
+            let mut req = make(client, ep);
             if let Some(h) = self.auth_header(ep) {
                 req = req.header(reqwest::header::AUTHORIZATION, h);
             }
@@ -187,6 +266,14 @@ impl Daemon {
                 Err(e) => Transient::Connect(error_chain(&e.without_url())),
                 Ok(resp) => {
                     let status = resp.status();
+                    // A kept-alive reply without a length is chunked (hyper hides the header).
+                    let chunked = resp.content_length().is_none();
+                    if chunked && !ep.chunked.swap(true, Ordering::Relaxed) {
+                        tracing::debug!(
+                            "the daemon at {} streams its replies in chunks: using a new connection per request",
+                            ep.url.redacted()
+                        );
+                    }
                     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
                         *self.cookie.lock().expect("lock") = None; // the node may have written a new cookie
                         Transient::Auth(status.as_u16())
@@ -194,11 +281,11 @@ impl Daemon {
                         match resp.bytes().await {
                             Err(e) if e.is_timeout() => Transient::Timeout,
                             Err(e) => Transient::Connect(error_chain(&e.without_url())),
-                            Ok(bytes) if !want_json => return Ok((status, Body::Bytes(bytes.to_vec()))),
+                            Ok(bytes) if !want_json => return Ok((index, status, Body::Bytes(bytes.to_vec()))),
                             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                                 Ok(v) => match warmup_message(&v) {
                                     Some(m) => Transient::Warmup(m),
-                                    None => return Ok((status, Body::Json(v))),
+                                    None => return Ok((index, status, Body::Json(v))),
                                 },
                                 Err(_) => Transient::BadReply(format!(
                                     "HTTP {status}: {}",
@@ -229,11 +316,22 @@ impl Daemon {
         }
     }
 
-    /// One JSON-RPC call.
+    /// One JSON-RPC call. A method the daemon once answered "Method not found" is not asked
+    /// again: the caller's fallback is taken at once.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, DaemonError> {
+        self.call_at(method, params).await.1
+    }
+
+    /// `call`, also saying which daemon (index into DAEMON_URL) answered, so what the answer
+    /// teaches about that daemon can be remembered for it (`learn`).
+    pub async fn call_at(&self, method: &str, params: Value) -> (usize, Result<Value, DaemonError>) {
+        let (index, ep, _) = self.endpoint();
+        if ep.lacks(method) {
+            return (index, Err(DaemonError::MethodNotFound(method.to_string())));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "1.0", "id": id, "method": method, "params": params});
-        let (_, reply) = self
+        let sent = self
             .send(
                 |c, ep| {
                     c.post(&ep.url.base)
@@ -242,9 +340,48 @@ impl Daemon {
                 },
                 true,
             )
-            .await?;
-        let Body::Json(v) = reply else { unreachable!("asked for JSON") };
-        parse_reply(method, &v)
+            .await;
+        let (index, reply) = match sent {
+            Ok((index, _, Body::Json(v))) => (index, v),
+            Ok(_) => unreachable!("asked for JSON"),
+            Err(e) => return (self.endpoint().0, Err(e)),
+        };
+        let result = parse_reply(method, &reply);
+        if matches!(result, Err(DaemonError::MethodNotFound(_))) {
+            self.note_missing(index, method);
+        }
+        (index, result)
+    }
+
+    fn note_missing(&self, index: usize, method: &str) {
+        let ep = &self.endpoints[index];
+        if ep.missing.lock().expect("lock").insert(method.to_string()) {
+            tracing::info!("the daemon at {} has no RPC method {method}: {}", ep.url.redacted(), fallback(method));
+        }
+    }
+
+    /// What is known of `feature` on the daemon in use: `None` until learned.
+    pub fn supports(&self, feature: Feature) -> Option<bool> {
+        match self.endpoint().1.features[feature as usize].load(Ordering::Relaxed) {
+            YES => Some(true),
+            NO => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Remembers what daemon `index` (from `call_at`) showed about `feature`; the first time a
+    /// daemon turns out to lack it, logs what ferrum does instead.
+    pub fn learn(&self, index: usize, feature: Feature, has: bool) {
+        let Some(ep) = self.endpoints.get(index) else { return };
+        let was = ep.features[feature as usize].swap(if has { YES } else { NO }, Ordering::Relaxed);
+        if !has && was != NO {
+            tracing::info!(
+                "the daemon at {} lacks {}: {}",
+                ep.url.redacted(),
+                feature.name(),
+                feature_fallback(feature)
+            );
+        }
     }
 
     /// A batch of calls to one method; answers in order, each its own result.
@@ -263,7 +400,7 @@ impl Daemon {
             .map(|(i, p)| json!({"jsonrpc": "1.0", "id": first + i as u64, "method": method, "params": p}))
             .collect();
         let body = Value::Array(body);
-        let (_, reply) = self
+        let (_, _, reply) = self
             .send(
                 |c, ep| {
                     c.post(&ep.url.base)
@@ -353,7 +490,7 @@ impl Daemon {
                 .await;
             if rest {
                 // The URL comes from whichever endpoint `send` uses, so failover applies here too.
-                let (status, body) =
+                let (_, status, body) =
                     self.send(|c, ep| c.get(format!("{}rest/block/{hex_hash}.bin", ep.url.base)), false).await?;
                 if let Body::Bytes(b) = body {
                     if status.is_success() {

@@ -24,6 +24,7 @@ pub mod query;
 pub mod schema;
 pub mod session;
 pub mod status;
+pub mod transactions;
 pub mod txid_file;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

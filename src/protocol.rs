@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use crate::block::{parse_transaction, sha256d};
 use crate::daemon::DaemonError;
 use crate::index::{HistoryTooLarge, Snapshot};
 use crate::mempool::MempoolEntry;
 use crate::merkle;
 use crate::schema::{hashx_from_scripthash, hex_rev, parse_hex_rev32, push_hex32, HashX, Txid};
 use crate::session::{Manager, SessionState};
+use crate::transactions::{TxError, TxLocation};
 
 /// JSON-RPC and Electrum error codes.
 pub const PARSE_ERROR: i64 = -32700;
@@ -394,17 +396,20 @@ async fn answer_value(
         }
         "blockchain.transaction.broadcast" => {
             let raw = args.str(0, "raw_tx")?;
-            if raw.is_empty() || hex::decode(raw).is_err() {
+            let Some(bytes) = hex::decode(raw).ok().filter(|b| !b.is_empty()) else {
                 return Err(RpcError::bad_request("raw_tx must be a transaction in hexadecimal"));
-            }
+            };
             match mgr.daemon_call("sendrawtransaction", json!([raw])).await? {
                 Ok(txid) => {
                     mgr.wake_mempool();
                     Ok(txid)
                 }
-                Err(DaemonError::Rpc { message, .. }) => {
-                    Err(RpcError::bad_request(format!("the transaction was rejected by network rules.\n\n{message}")))
-                }
+                Err(DaemonError::Rpc { code, message }) => match already_in_mempool(mgr, &bytes, code, &message) {
+                    Some(txid) => Ok(Value::String(txid)),
+                    None => Err(RpcError::bad_request(format!(
+                        "the transaction was rejected by network rules.\n\n{message}"
+                    ))),
+                },
                 Err(e) => Err(RpcError::daemon(e)),
             }
         }
@@ -418,7 +423,11 @@ async fn answer_value(
                 _ => return Err(RpcError::invalid_params("raw_txs must be a non-empty list")),
             };
             let verbose = args.bool_or(1, "verbose", false)?;
-            let answer = mgr.daemon_call("submitpackage", json!([txs])).await?.map_err(RpcError::daemon)?;
+            let answer = match mgr.daemon_call("submitpackage", json!([txs])).await? {
+                Ok(answer) => answer,
+                Err(DaemonError::MethodNotFound(_)) => broadcast_one_by_one(mgr, &txs).await?,
+                Err(e) => return Err(RpcError::daemon(e)),
+            };
             mgr.wake_mempool();
             Ok(package_result(&answer, verbose))
         }
@@ -645,24 +654,55 @@ fn id_from_pos(snap: &Snapshot, height: u32, pos: u32, with_merkle: bool) -> Rpc
 }
 
 async fn transaction_get(mgr: &Arc<Manager>, txid: Txid, verbose: bool) -> RpcResult {
-    // The block hash lets the daemon find a confirmed tx without -txindex.
-    let block = mgr
+    // Where the index has it confirmed: the daemon then needs no txindex (see `transactions`).
+    let location = mgr
         .read(move |snap| {
             let loc = snap.tx_location(&txid).map_err(RpcError::internal)?;
-            Ok(loc.and_then(|(h, _)| snap.block_hash(h)))
+            Ok(loc.and_then(|(height, pos)| {
+                snap.block_hash(height).map(|block_hash| TxLocation { block_hash, height, pos })
+            }))
         })
         .await?;
-    let mut params = vec![json!(txid.to_string()), json!(verbose)];
-    if let Some(hash) = block {
-        params.push(json!(hex_rev(&hash)));
+    match tokio::time::timeout(mgr.config.request_timeout, mgr.transactions.get(txid, verbose, location)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(TxError::NotFound(message))) => Err(RpcError::bad_request(message)),
+        Ok(Err(TxError::Daemon(e))) => Err(RpcError::daemon(e)),
+        Err(_) => Err(RpcError::new(SERVER_BUSY, "the daemon is not answering; try again later")),
     }
-    match mgr.daemon_call("getrawtransaction", Value::Array(params)).await? {
-        Ok(v) => Ok(v),
-        Err(DaemonError::Rpc { message, .. }) => {
-            Err(RpcError::bad_request(format!("no transaction {txid} in the chain or the mempool ({message})")))
+}
+
+/// `submitpackage` for daemons without it: the transactions one by one, parents first as the
+/// client listed them, answered in submitpackage's shape.
+async fn broadcast_one_by_one(mgr: &Arc<Manager>, txs: &[String]) -> RpcResult {
+    let mut results = Map::new();
+    let mut failed = false;
+    for raw in txs {
+        let bytes = hex::decode(raw).map_err(|_| RpcError::bad_request("raw_txs must be hexadecimal"))?;
+        let (tx, _) = parse_transaction(&bytes, mgr.config.coin)
+            .map_err(|e| RpcError::bad_request(format!("a transaction of the package does not parse: {e}")))?;
+        let wtxid = hex_rev(&sha256d(&bytes));
+        let mut result = json!({"txid": tx.txid.to_string()});
+        match mgr.daemon_call("sendrawtransaction", json!([raw])).await? {
+            Ok(_) => {}
+            Err(DaemonError::Rpc { message, .. }) => {
+                failed = true;
+                result["error"] = Value::String(message);
+            }
+            Err(e) => return Err(RpcError::daemon(e)),
         }
-        Err(e) => Err(RpcError::daemon(e)),
+        results.insert(wtxid, result);
     }
+    let msg = if failed { "transaction failed" } else { "success" };
+    Ok(json!({"package_msg": msg, "tx-results": results, "replaced-transactions": []}))
+}
+
+/// The txid of a broadcast transaction the node (or our mirror of its mempool) already holds:
+/// Bitcoin Core answers such a broadcast with the txid, the Bitcoin SV node with error -27
+/// "Transaction already in the mempool"; clients get the txid from ferrum either way.
+fn already_in_mempool(mgr: &Manager, raw: &[u8], code: i64, message: &str) -> Option<String> {
+    let (tx, _) = parse_transaction(raw, mgr.config.coin).ok()?;
+    let known = mgr.index.snapshot().mempool().contains(&tx.txid);
+    (known || (code == -27 && message.contains("mempool"))).then(|| tx.txid.to_string())
 }
 
 fn package_result(answer: &Value, verbose: bool) -> Value {

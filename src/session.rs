@@ -9,7 +9,7 @@
 //! too far behind the broadcast recomputes its own subscriptions instead, so nothing is lost and
 //! nothing grows without bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +33,7 @@ use crate::daemon::{Daemon, DaemonError};
 use crate::index::{Index, IndexEvent, Snapshot};
 use crate::protocol::{self, Reply, RpcError, Version};
 use crate::schema::{push_hex32, HashX};
+use crate::transactions::Transactions;
 
 /// How long a client may leave a response unread before the session is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,6 +88,10 @@ pub struct Manager {
     pub config: Arc<Config>,
     pub index: Arc<Index>,
     pub daemon: Arc<Daemon>,
+    /// Transactions by txid, in whichever form the daemon takes.
+    pub transactions: Transactions,
+    /// Fallbacks already logged (once per process), e.g. fields a daemon's answers lack.
+    noted: Mutex<HashSet<&'static str>>,
     /// Subscribed script hashes by key, with how many sessions want each.
     registry: Mutex<HashMap<HashX, HashMap<[u8; 32], u32>>>,
     events: broadcast::Sender<Arc<Event>>,
@@ -119,6 +124,8 @@ impl Manager {
         };
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         Ok(Arc::new(Manager {
+            transactions: Transactions::new(daemon.clone(), config.coin),
+            noted: Mutex::default(),
             config,
             index,
             daemon,
@@ -660,12 +667,34 @@ impl Manager {
         let m = self.cached_daemon_info("getmempoolinfo").await?;
         let n = self.cached_daemon_info("getnetworkinfo").await?;
         let pick = |a: &Value, key: &str| a.get(key).filter(|v| v.is_number()).cloned();
-        let relay = pick(&m, "minrelaytxfee").or_else(|| pick(&n, "relayfee")).unwrap_or(json!(0.00001));
+        // The Bitcoin SV node's getmempoolinfo has no minrelaytxfee or incrementalrelayfee.
+        let relay = pick(&m, "minrelaytxfee").or_else(|| {
+            self.note_once(
+                "minrelaytxfee",
+                "the daemon's getmempoolinfo has no minrelaytxfee: mempool.get_info takes getnetworkinfo's relayfee",
+            );
+            pick(&n, "relayfee")
+        });
+        let relay = relay.unwrap_or(json!(0.00001));
+        let incremental = pick(&m, "incrementalrelayfee").or_else(|| pick(&n, "incrementalfee")).unwrap_or_else(|| {
+            self.note_once(
+                "incrementalrelayfee",
+                "the daemon reports no incremental relay fee: mempool.get_info gives its minimum relay fee instead",
+            );
+            relay.clone()
+        });
         Ok(json!({
             "mempoolminfee": pick(&m, "mempoolminfee").unwrap_or(relay.clone()),
             "minrelaytxfee": relay,
-            "incrementalrelayfee": pick(&m, "incrementalrelayfee").or_else(|| pick(&n, "incrementalfee")).unwrap_or(json!(0.00001)),
+            "incrementalrelayfee": incremental,
         }))
+    }
+
+    /// Logs a fallback the first time it is taken.
+    fn note_once(&self, key: &'static str, message: &str) {
+        if self.noted.lock().expect("lock").insert(key) {
+            tracing::info!("{message}");
+        }
     }
 
     pub fn features(&self) -> Value {
@@ -759,8 +788,13 @@ fn compute_statuses(index: &Index, wanted: &[([u8; 32], HashX)], limit: usize) -
         .collect()
 }
 
-/// "31.0.0" from the daemon's numeric version (0.x style before 22).
+/// "31.0.0" from the daemon's numeric version (0.x style before 22); the Bitcoin SV node adds
+/// 100,000,000 to Bitcoin's old 1,000,000 × major scheme (101001300 is 1.0.13).
 fn daemon_version(v: u64) -> String {
+    if v >= 100_000_000 {
+        let v = v - 100_000_000;
+        return format!("{}.{}.{}", v / 1_000_000, (v / 10_000) % 100, (v / 100) % 100);
+    }
     let (major, minor, rev) = (v / 10_000, (v / 100) % 100, v % 100);
     if v < 220_000 {
         format!("0.{major}.{minor}")
@@ -943,5 +977,6 @@ mod tests {
         assert_eq!(daemon_version(210100), "0.21.1");
         assert_eq!(daemon_version(310000), "31.0.0");
         assert_eq!(daemon_version(319900), "31.99.0");
+        assert_eq!(daemon_version(101001300), "1.0.13");
     }
 }

@@ -3,6 +3,8 @@
 //! against a real Bitcoin Core in regtest. Electrum verifies every confirmed transaction with a
 //! merkle proof against its own header chain and recomputes every status hash; the test then
 //! requires its balance and history to agree with the node, through a new block and a reorg.
+//! The same wallet also runs against a real Bitcoin SV node without `-txindex`, where ferrum
+//! serves confirmed transactions the node cannot look up by txid.
 
 mod common;
 
@@ -13,7 +15,7 @@ use bitcoin::{Address, Transaction};
 use common::client::{scripthash, Client};
 use common::electrum::{electrum_available, ElectrumWallet};
 use common::ferrum::FerrumProcess;
-use common::nodes::{pay, sign_tx, BitcoinCore, Coin, TestKey};
+use common::nodes::{pay, sats, sign_tx, BitcoinCore, BitcoinSv, ChainView, Coin, TestKey};
 use serde_json::json;
 
 const FEE: u64 = 10_000;
@@ -53,15 +55,21 @@ fn assert_wallet_agrees(
     height: u64,
 ) {
     wallet.wait_synchronized_at(Some(height), WAIT).unwrap();
-    let (total, history) = expected(core, ferrum, addresses);
+    assert_wallet_shows(wallet, expected(core, ferrum, addresses), height);
+}
+
+/// Waits until the wallet's balance and history are `(total, history)`, with every confirmed
+/// transaction SPV-verified, and no server error seen.
+fn assert_wallet_shows(wallet: &ElectrumWallet, (total, history): (i64, BTreeMap<String, i64>), height: u64) {
     // Electrum may still be fetching proofs for a moment after reporting the new height.
     let start = std::time::Instant::now();
     loop {
         let bal = wallet.balance().unwrap();
-        let got: BTreeMap<String, i64> =
-            wallet.history().unwrap().into_iter().map(|e| (e.txid, e.height.max(0))).collect();
+        let entries = wallet.history().unwrap();
+        let got: BTreeMap<String, i64> = entries.iter().map(|e| (e.txid.clone(), e.height.max(0))).collect();
         let unverified = wallet.unverified().unwrap();
-        if bal.total() == total && got == history && unverified.is_empty() {
+        let verified = entries.iter().filter(|e| e.height > 0).all(|e| e.is_spv_verified());
+        if bal.total() == total && got == history && unverified.is_empty() && verified {
             break;
         }
         assert!(
@@ -171,4 +179,96 @@ fn the_electrum_wallet_syncs_and_verifies_through_ferrum() {
     assert_wallet_agrees(&ssl_wallet, &core, &mut ferrum, &wallet_addrs, height);
     assert!(ssl_wallet.pinned_cert().is_some(), "Electrum pinned ferrum's certificate");
     assert_eq!(ssl_wallet.balance().unwrap(), wallet.balance().unwrap());
+}
+
+/// What the Bitcoin SV node says the wallet's addresses hold and did: (total balance including
+/// the mempool, txid → height with 0 for the mempool), from its blocks and its mempool (the
+/// test's mempool transactions only pay these addresses).
+fn expected_on_sv(sv: &BitcoinSv, addresses: &[String]) -> (i64, BTreeMap<String, i64>) {
+    let view = ChainView::read(sv);
+    let scripts: Vec<bitcoin::ScriptBuf> =
+        addresses.iter().map(|a| a.parse::<Address<_>>().unwrap().assume_checked().script_pubkey()).collect();
+    let mut total = 0i64;
+    let mut history = BTreeMap::new();
+    for script in &scripts {
+        let state = view.state(script);
+        total += state.balance() as i64;
+        history.extend(state.history.iter().map(|(t, h)| (t.clone(), *h as i64)));
+    }
+    for txid in sv.mempool() {
+        let tx = sv.call("getrawtransaction", json!([txid, true]));
+        for out in tx["vout"].as_array().unwrap() {
+            let hex = out["scriptPubKey"]["hex"].as_str().unwrap();
+            if scripts.iter().any(|s| hex::encode(s.as_bytes()) == hex) {
+                total += sats(&out["value"]) as i64;
+                history.insert(txid.clone(), 0);
+            }
+        }
+    }
+    (total, history)
+}
+
+fn assert_wallet_agrees_on_sv(wallet: &ElectrumWallet, sv: &BitcoinSv, addresses: &[String], height: u64) {
+    wallet.wait_synchronized_at(Some(height), WAIT).unwrap();
+    assert_wallet_shows(wallet, expected_on_sv(sv, addresses), height);
+}
+
+#[test]
+fn the_electrum_wallet_syncs_and_verifies_through_ferrum_on_a_bitcoin_sv_node() {
+    if !electrum_available() {
+        return;
+    }
+    // No -txindex: every confirmed transaction whose outputs are all spent must come out of its
+    // block, since this node answers getrawtransaction by txid only for unspent ones.
+    let Some(sv) = BitcoinSv::try_start_with(&["-txindex=0"]) else { return };
+    let miner = sv.new_address();
+    sv.generate_to(110, &miner);
+    let addrs: Vec<String> = (0..3).map(|_| sv.new_address()).collect();
+    let mut last = String::new();
+    for (i, a) in addrs.iter().enumerate() {
+        last = sv.send_to(a, 100_000_000 * (i as u64 + 1));
+    }
+    sv.generate_to(1, &miner);
+    // The wallet's coins move between its addresses: the last payment is spent entirely.
+    sv.spend_all_outputs(&last, &addrs[0], 20_000);
+    sv.send_to(&addrs[0], 123_456_789);
+    sv.generate_to(2, &miner);
+    sv.send_to(&addrs[1], 7_000_000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = sv.url();
+    let (mut f, ports) = FerrumProcess::start_serving(
+        &dir.path().join("db"),
+        &["tcp"],
+        &[("DAEMON_URL", &url), ("COIN", "BitcoinSV"), ("NET", "regtest")],
+    );
+    let height = sv.height();
+    f.wait_for_tip(height, None, WAIT);
+    f.wait_port(ports["tcp"], WAIT);
+    let mut ferrum = Client::tcp(ports["tcp"]);
+    ferrum.version(json!("1.4"));
+    let sh = scripthash(addrs[1].parse::<Address<_>>().unwrap().assume_checked().script_pubkey().as_bytes());
+    let start = std::time::Instant::now();
+    while ferrum.ok("blockchain.scripthash.get_mempool", json!([sh])).as_array().unwrap().is_empty() {
+        assert!(start.elapsed() < WAIT, "the pending tx never reached ferrum's mempool\n{}", f.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let wallet = ElectrumWallet::start(&dir.path().join("electrum"), ports["tcp"], false).unwrap();
+    wallet.restore_watch_only(&addrs).unwrap();
+    wallet.load_wallet().unwrap();
+    assert_wallet_agrees_on_sv(&wallet, &sv, &addrs, height);
+    // Electrum fetched every transaction of the history; some of them this node cannot find by
+    // txid (all their outputs are spent), so ferrum must have taken them out of their blocks.
+    let (_, history) = expected_on_sv(&sv, &addrs);
+    let unfindable = history.keys().filter(|t| sv.rpc("getrawtransaction", json!([t, false])).is_err()).count();
+    assert!(unfindable > 0, "the test needs transactions the node cannot look up: {history:?}");
+
+    // A new block confirms the pending payment.
+    sv.generate_to(1, &miner);
+    let height = sv.height();
+    f.wait_for_tip(height, None, WAIT);
+    assert_wallet_agrees_on_sv(&wallet, &sv, &addrs, height);
+    assert!(wallet.history().unwrap().iter().all(|e| e.is_spv_verified()), "everything verified now");
+    f.stop();
 }

@@ -14,7 +14,7 @@ use bitcoin::ScriptBuf;
 use serde_json::{json, Value};
 
 use common::chain::{ChainBuilder, ScriptKind};
-use common::client::{scripthash, status_of, Client};
+use common::client::{fold_branch as fold, scripthash, status_of, Client};
 use common::ferrum::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 
@@ -61,26 +61,6 @@ fn history_pairs(v: &Value) -> Vec<(String, i64)> {
         .iter()
         .map(|e| (e["tx_hash"].as_str().unwrap().to_string(), e["height"].as_i64().unwrap()))
         .collect()
-}
-
-/// Folds a merkle branch (display-order hex) from a leaf, as a client verifies it.
-fn fold(leaf: [u8; 32], mut index: u64, branch: &Value) -> [u8; 32] {
-    let mut h = leaf;
-    for b in branch.as_array().unwrap() {
-        let mut sib: [u8; 32] = hex::decode(b.as_str().unwrap()).unwrap().try_into().unwrap();
-        sib.reverse();
-        let mut buf = Vec::with_capacity(64);
-        if index % 2 == 0 {
-            buf.extend_from_slice(&h);
-            buf.extend_from_slice(&sib);
-        } else {
-            buf.extend_from_slice(&sib);
-            buf.extend_from_slice(&h);
-        }
-        h = bitcoin::hashes::sha256d::Hash::hash(&buf).to_byte_array();
-        index /= 2;
-    }
-    h
 }
 
 fn rev_hex(h: [u8; 32]) -> String {
@@ -524,4 +504,78 @@ fn tls_and_websocket_serve_the_same_answers() {
     });
     assert_eq!(answers[0]["result"][1], "1.4");
     assert_eq!(answers[1]["result"]["height"], chain.height());
+}
+
+/// Every daemon form of `blockchain.transaction.get`, and each learned once: a daemon that
+/// takes no block hash argument (the Bitcoin SV node) with and without a transaction index, and
+/// fallbacks for calls a daemon lacks (fee estimates, packages) and for its answer to a repeated
+/// broadcast.
+#[test]
+fn daemon_forms_are_learned_once_and_every_transaction_is_served() {
+    let mut chain = ChainBuilder::new(77);
+    chain.add_blocks(30);
+    for txindex in [false, true] {
+        let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+        daemon.set_tx_blockhash_arg(false);
+        daemon.set_txindex(txindex);
+        for m in ["estimatesmartfee", "estimatefee", "submitpackage"] {
+            daemon.disable_method(m);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (f, port) = start(&chain, &daemon, &dir, &[]);
+        let mut c = Client::tcp(port);
+        c.version(json!("1.6"));
+        let tip = chain.height() as i64;
+        let mut asked = 0;
+        for (height, block) in chain.blocks().iter().enumerate().skip(20) {
+            for tx in &block.txdata {
+                let txid = tx.compute_txid().to_string();
+                let raw = c.ok("blockchain.transaction.get", json!([txid]));
+                assert_eq!(raw, json!(hex::encode(serialize(tx))), "raw {txid} (txindex {txindex})");
+                let v = c.ok("blockchain.transaction.get", json!([txid, true]));
+                assert_eq!(v["txid"], json!(txid));
+                assert_eq!(v["hex"], raw);
+                assert_eq!(v["blockhash"], json!(block.block_hash().to_string()));
+                assert_eq!(v["confirmations"], json!(tip - height as i64 + 1));
+                asked += 2;
+            }
+        }
+        assert!(asked > 20, "asked {asked}");
+        // The block hash form was tried once. Without an index, the txid form was tried until
+        // it failed once; with one, every confirmed transaction is asked for by txid.
+        assert_eq!(daemon.calls_of("getrawtransaction/3"), 1, "txindex {txindex}");
+        let by_txid = daemon.calls_of("getrawtransaction/2");
+        if txindex {
+            assert_eq!(by_txid, asked, "an indexed daemon is asked by txid");
+        } else {
+            assert_eq!(by_txid, 1, "without an index: learned at the first miss");
+            assert!(daemon.calls_of("decoderawtransaction") > 0);
+        }
+        // Fee estimates on a daemon without them: -1, each missing call asked for once.
+        for target in [1, 2, 6, 25] {
+            assert_eq!(c.ok("blockchain.estimatefee", json!([target])), json!(-1));
+        }
+        assert_eq!((daemon.calls_of("estimatesmartfee"), daemon.calls_of("estimatefee")), (1, 1));
+        // A package on a daemon without submitpackage: sent one by one, parents first.
+        let spendable = chain.utxos();
+        let parent = chain.make_tx(&spendable[..1], &[(spendable[0].script.clone(), spendable[0].value - 1000)]);
+        let child_in = common::chain::Utxo {
+            outpoint: bitcoin::OutPoint::new(parent.compute_txid(), 0),
+            script: spendable[0].script.clone(),
+            value: spendable[0].value - 1000,
+            height: 0,
+        };
+        let child = chain.make_tx(&[child_in], &[(spendable[0].script.clone(), spendable[0].value - 2000)]);
+        let hexes = json!([hex::encode(serialize(&parent)), hex::encode(serialize(&child))]);
+        assert_eq!(c.ok("blockchain.transaction.broadcast_package", json!([hexes])), json!({"success": true}));
+        let pool: Vec<_> = daemon.mempool().iter().map(|t| t.compute_txid()).collect();
+        assert_eq!(pool, vec![parent.compute_txid(), child.compute_txid()]);
+        assert_eq!(daemon.calls_of("sendrawtransaction"), 2);
+        // A repeated broadcast the daemon refuses as already known (-27) answers the txid.
+        daemon.set_reject(Some((-27, "Transaction already in the mempool")));
+        let again = c.ok("blockchain.transaction.broadcast", json!([hex::encode(serialize(&parent))]));
+        assert_eq!(again, json!(parent.compute_txid().to_string()));
+        daemon.set_reject(None);
+        drop(f);
+    }
 }

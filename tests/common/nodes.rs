@@ -77,12 +77,15 @@ impl std::fmt::Display for RpcError {
 pub fn http_post(port: u16, auth: &str, body: &str, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(timeout))?;
-    write!(
-        stream,
+    stream.set_nodelay(true)?;
+    // One write: `write!` straight to the socket makes several, each small one after the first
+    // waiting for the server's delayed ACK.
+    let request = format!(
         "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -178,6 +181,10 @@ impl Node {
             "-txindex=0".into(),
             "-printtoconsole=0".into(),
         ];
+        // An explicit -txindex in `extra` replaces the default.
+        if extra.iter().any(|a| a.starts_with("-txindex")) {
+            args.retain(|a| !a.starts_with("-txindex"));
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let stderr = std::fs::File::create(datadir.path().join("stderr.log")).unwrap();
         let child = Command::new(bin)
@@ -293,9 +300,16 @@ pub struct BitcoinCore(Node);
 impl BitcoinCore {
     /// Starts a node, or returns `None` (test skipped) when the binary is not installed.
     pub fn try_start() -> Option<BitcoinCore> {
+        Self::try_start_with(&[])
+    }
+
+    /// `try_start` with extra command-line options (e.g. `-txindex=1`).
+    pub fn try_start_with(extra: &[&str]) -> Option<BitcoinCore> {
         let bin = locate("Bitcoin Core", "bitcoin-core/bin/bitcoind")?;
         // -fallbackfee is a wallet option; wallet-less builds still accept it (hidden).
-        Some(BitcoinCore(Node::spawn("bitcoind", &bin, &["-fallbackfee=0.0001"])))
+        let mut args = vec!["-fallbackfee=0.0001"];
+        args.extend_from_slice(extra);
+        Some(BitcoinCore(Node::spawn("bitcoind", &bin, &args)))
     }
 
     /// Starts a node; panics when the binary is missing.
@@ -369,10 +383,19 @@ pub struct BitcoinSv(Node);
 
 impl BitcoinSv {
     pub fn try_start() -> Option<BitcoinSv> {
+        Self::try_start_with(&[])
+    }
+
+    /// `try_start` with extra command-line options (e.g. `-txindex=1`).
+    pub fn try_start_with(extra: &[&str]) -> Option<BitcoinSv> {
         let bin = locate("Bitcoin SV node", "bitcoin-sv/bin/bitcoind")?;
         // SV refuses to start without these three, even on regtest.
-        let flags =
-            ["-excessiveblocksize=1000000000", "-maxstackmemoryusageconsensus=100000000", "-minminingtxfee=0.00000500"];
+        let mut flags = vec![
+            "-excessiveblocksize=1000000000",
+            "-maxstackmemoryusageconsensus=100000000",
+            "-minminingtxfee=0.00000500",
+        ];
+        flags.extend_from_slice(extra);
         Some(BitcoinSv(Node::spawn("bitcoin-sv", &bin, &flags)))
     }
 
@@ -387,6 +410,27 @@ impl BitcoinSv {
     pub fn send_to(&self, address: &str, sats: u64) -> String {
         let btc = Amount::from_sat(sats).to_btc();
         self.call("sendtoaddress", json!([address, btc])).as_str().unwrap().to_string()
+    }
+
+    /// A transaction spending `inputs` (`{"txid", "vout"}` objects) to one output, signed by the
+    /// wallet and not broadcast. `prevtxs` describes inputs the node does not know yet.
+    pub fn sign(&self, inputs: Vec<Value>, to: &str, sats: u64, prevtxs: &[Value]) -> String {
+        let mut outputs = serde_json::Map::new();
+        outputs.insert(to.to_string(), json!(Amount::from_sat(sats).to_btc()));
+        let raw = self.call("createrawtransaction", json!([inputs, outputs]));
+        let signed = self.call("signrawtransaction", json!([raw, prevtxs]));
+        assert_eq!(signed["complete"], json!(true), "{signed}");
+        signed["hex"].as_str().unwrap().to_string()
+    }
+
+    /// Spends every output of `txid` (all the wallet's) to `to`, minus `fee`; returns the txid.
+    pub fn spend_all_outputs(&self, txid: &str, to: &str, fee: u64) -> String {
+        let tx = self.call("getrawtransaction", json!([txid, true]));
+        let outs = tx["vout"].as_array().unwrap();
+        let inputs = outs.iter().map(|o| json!({"txid": txid, "vout": o["n"]})).collect();
+        let total: u64 = outs.iter().map(|o| sats(&o["value"])).sum();
+        let raw = self.sign(inputs, to, total - fee, &[]);
+        self.call("sendrawtransaction", json!([raw])).as_str().unwrap().to_string()
     }
 }
 

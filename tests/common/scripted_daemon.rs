@@ -201,6 +201,11 @@ struct State {
     reject: Option<(i64, String)>,
     /// What estimatesmartfee answers (BTC/kvB); `None`: "insufficient data".
     fee_estimate: Option<f64>,
+    /// Whether getrawtransaction takes a block hash (Bitcoin Core) or answers such a call with
+    /// its help text (the Bitcoin SV node).
+    tx_blockhash_arg: bool,
+    /// Whether getrawtransaction finds confirmed transactions by txid alone (-txindex=1).
+    txindex: bool,
 }
 
 struct Shared {
@@ -210,6 +215,8 @@ struct Shared {
     getblock_calls: AtomicU64,
     rest_block_calls: AtomicU64,
     rpc_calls: AtomicU64,
+    /// Calls per method ("getrawtransaction/3": with that many positional parameters too).
+    method_calls: Mutex<HashMap<String, u64>>,
     open_conns: AtomicUsize,
     /// Serializes delayed responses (see `set_response_delay`).
     slow_lane: tokio::sync::Mutex<()>,
@@ -266,11 +273,14 @@ impl ScriptedDaemon {
                 mempool: Vec::new(),
                 reject: None,
                 fee_estimate: None,
+                tx_blockhash_arg: true,
+                txindex: false,
             }),
             auth: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
             getblock_calls: AtomicU64::new(0),
             rest_block_calls: AtomicU64::new(0),
             rpc_calls: AtomicU64::new(0),
+            method_calls: Mutex::default(),
             open_conns: AtomicUsize::new(0),
             slow_lane: tokio::sync::Mutex::new(()),
             generation: watch::channel(0).0,
@@ -433,6 +443,21 @@ impl ScriptedDaemon {
     /// JSON-RPC calls received so far (batch items count one each), including failed ones.
     pub fn rpc_calls(&self) -> u64 {
         self.shared.rpc_calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls of `method` so far (or of "method/N", with N positional parameters).
+    pub fn calls_of(&self, method: &str) -> u64 {
+        self.shared.method_calls.lock().unwrap_or_else(|e| e.into_inner()).get(method).copied().unwrap_or(0)
+    }
+
+    /// Makes getrawtransaction refuse a block hash argument, as the Bitcoin SV node does.
+    pub fn set_tx_blockhash_arg(&self, taken: bool) {
+        self.shared.state().tx_blockhash_arg = taken;
+    }
+
+    /// Makes getrawtransaction find confirmed transactions by txid alone (-txindex=1).
+    pub fn set_txindex(&self, on: bool) {
+        self.shared.state().txindex = on;
     }
 
     /// Blocks served by either interface.
@@ -792,6 +817,13 @@ fn call_to_json(shared: &Shared, item: &Value, ctx: &mut CallCtx) -> Option<(Val
     };
     let params = item.get("params").cloned().unwrap_or(Value::Null);
     shared.rpc_calls.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut calls = shared.method_calls.lock().unwrap_or_else(|e| e.into_inner());
+        *calls.entry(method.to_string()).or_default() += 1;
+        if let Some(n) = params.as_array().map(Vec::len) {
+            *calls.entry(format!("{method}/{n}")).or_default() += 1;
+        }
+    }
     match call(shared, method, &params, ctx) {
         Ok(result) => Some((json!({"result": result, "error": null, "id": id}), None)),
         Err(RpcError::Die) => None,
@@ -884,8 +916,8 @@ fn take_block_budget(shared: &Shared, ctx: &mut CallCtx) -> Result<(), RpcError>
     }
 }
 
-fn tx_json(chain: &ChainData, e: &Entry, pos: usize) -> Value {
-    let tx = &e.block.txdata[pos];
+/// `decoderawtransaction`'s fields (those the tests look at).
+fn decoded_json(tx: &bitcoin::Transaction) -> Value {
     json!({
         "txid": tx.compute_txid().to_string(),
         "hash": tx.compute_wtxid().to_string(),
@@ -894,13 +926,19 @@ fn tx_json(chain: &ChainData, e: &Entry, pos: usize) -> Value {
         "vsize": tx.vsize(),
         "weight": tx.weight().to_wu(),
         "locktime": tx.lock_time.to_consensus_u32(),
-        "hex": hex::encode(serialize(tx)),
-        "blockhash": e.hash.to_string(),
-        "confirmations": chain.confirmations(e),
-        "in_active_chain": chain.is_active(e),
-        "time": e.block.header.time,
-        "blocktime": e.block.header.time,
     })
+}
+
+fn tx_json(chain: &ChainData, e: &Entry, pos: usize) -> Value {
+    let tx = &e.block.txdata[pos];
+    let mut v = decoded_json(tx);
+    v["hex"] = json!(hex::encode(serialize(tx)));
+    v["blockhash"] = json!(e.hash.to_string());
+    v["confirmations"] = json!(chain.confirmations(e));
+    v["in_active_chain"] = json!(chain.is_active(e));
+    v["time"] = json!(e.block.header.time);
+    v["blocktime"] = json!(e.block.header.time);
+    v
 }
 
 fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Result<Value, RpcError> {
@@ -995,6 +1033,26 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             let txid_hex = parse_hex256(param(params, 0, "txid"), "parameter 1")?;
             let txid = Txid::from_str(&txid_hex).map_err(|e| err(RPC_INVALID_PARAMETER, e.to_string()))?;
             let verbose = parse_verbosity(param(params, 1, "verbose"), 0)?;
+            let (blockhash_arg, txindex) = {
+                let st = shared.state();
+                (st.tx_blockhash_arg, st.txindex)
+            };
+            if !blockhash_arg && param(params, 2, "blockhash").is_some() {
+                return Err(err(
+                    RPC_MISC_ERROR,
+                    "getrawtransaction \"txid\" ( verbose )\n\nReturn the raw transaction data.",
+                ));
+            }
+            let confirmed = txindex.then(|| {
+                chain.main.iter().find_map(|e| {
+                    e.block.txdata.iter().position(|t| t.compute_txid() == txid).map(|pos| (e.clone(), pos))
+                })
+            });
+            if let Some(Some((e, pos))) = confirmed {
+                let mut v = tx_json(&chain, &e, pos);
+                v.as_object_mut().expect("object").remove("in_active_chain");
+                return Ok(if verbose == 0 { v["hex"].clone() } else { v });
+            }
             let Some(bh) = param(params, 2, "blockhash") else {
                 let found = shared.state().mempool.iter().find(|(id, _)| *id == txid).map(|(_, t)| t.clone());
                 if let Some(tx) = found.as_ref() {
@@ -1024,6 +1082,13 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             } else {
                 Ok(tx_json(&chain, e, pos))
             }
+        }
+        "decoderawtransaction" => {
+            let tx: bitcoin::Transaction = hex::decode(parse_hex_str(param(params, 0, "hexstring"))?)
+                .ok()
+                .and_then(|b| bitcoin::consensus::deserialize(&b).ok())
+                .ok_or_else(|| err(-22, "TX decode failed"))?;
+            Ok(decoded_json(&tx))
         }
         "getrawmempool" => {
             let ids: Vec<String> = shared.state().mempool.iter().map(|(id, _)| id.to_string()).collect();
