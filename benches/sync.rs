@@ -33,7 +33,7 @@ fn fetch_limit(url: &str, tip: u32, concurrency: usize) -> (Duration, usize) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let daemon = Arc::new(ferrum::daemon::Daemon::new(&config, rx));
+        let daemon = Arc::new(ferrum::node::Daemon::new(&config, rx, Arc::new(ferrum::metrics::Metrics::new())));
         let started = Instant::now();
         let mut bytes = 0;
         let mut from = 1;

@@ -177,43 +177,8 @@ impl Config {
 
     pub fn from_vars(vars: HashMap<String, String>) -> Result<Config, ConfigError> {
         let env = Env { vars: &vars };
-        for (old, new) in OBSOLETE {
-            if env.get(old).is_some() {
-                return Err(ConfigError(format!("the environment variable {old} is obsolete: use {new} instead")));
-            }
-        }
-        if let Some(engine) = env.get("DB_ENGINE") {
-            match engine.to_ascii_lowercase().as_str() {
-                "rocksdb" => {}
-                "leveldb" => tracing::warn!(
-                    "DB_ENGINE=leveldb: ferrum always uses RocksDB and cannot reuse an ElectrumX \
-                     database; it builds its own index in DB_DIRECTORY"
-                ),
-                other => {
-                    return Err(ConfigError(format!(
-                        "DB_ENGINE must be rocksdb (or leveldb, which ferrum treats as rocksdb), not {other:?}"
-                    )))
-                }
-            }
-        }
-
-        let coin_name = env.get("COIN").unwrap_or("Bitcoin");
-        let net_name = env.get("NET").unwrap_or("mainnet");
-        let net = Net::parse(net_name).ok_or_else(|| {
-            ConfigError(format!("NET must be one of mainnet, testnet, testnet4, signet, regtest, not {net_name:?}"))
-        })?;
-        let coin = coins::lookup(coin_name, net).ok_or_else(|| {
-            let nets = coins::nets_of(coin_name);
-            if nets.is_empty() {
-                ConfigError(format!("COIN {coin_name:?} is unknown; known coins: {}", coins::coin_names().join(", ")))
-            } else {
-                ConfigError(format!(
-                    "COIN {coin_name} has no network {net_name:?}; NET must be one of {}",
-                    nets.join(", ")
-                ))
-            }
-        })?;
-
+        check_retired(&env)?;
+        let coin = read_coin(&env)?;
         let db_dir = env
             .get("DB_DIRECTORY")
             .map(PathBuf::from)
@@ -233,47 +198,25 @@ impl Config {
         if cache_mb == 0 {
             return Err(ConfigError("CACHE_MB must be at least 1".into()));
         }
+        if cache_mb.checked_mul(1_000_000).is_none() {
+            return Err(ConfigError(format!("CACHE_MB={cache_mb} is more memory than this machine can address")));
+        }
         let reorg_limit: u32 = env.integer("REORG_LIMIT", coin.reorg_limit, "a whole number of blocks")?;
         if reorg_limit == 0 {
             return Err(ConfigError("REORG_LIMIT must be at least 1".into()));
         }
 
-        let rpc_port: u16 = env.integer("RPC_PORT", 8000, "a TCP port number")?;
-        let mut services = match env.get("SERVICES") {
-            Some(v) => parse_services(v, "SERVICES", true)?,
-            None => Vec::new(),
-        };
-        if !services.iter().any(|s| s.protocol == ServiceProtocol::Rpc) {
-            services.push(Service { protocol: ServiceProtocol::Rpc, host: "localhost".into(), port: rpc_port });
-        }
-        let report_services = match env.get("REPORT_SERVICES") {
-            Some(v) => parse_services(v, "REPORT_SERVICES", false)?,
-            None => Vec::new(),
-        };
-        if let Some(s) = report_services.iter().find(|s| s.protocol == ServiceProtocol::Rpc) {
-            return Err(ConfigError(format!(
-                "REPORT_SERVICES cannot advertise the rpc service ({}:{})",
-                s.host, s.port
-            )));
-        }
-        for s in &services {
-            if matches!(s.protocol, ServiceProtocol::Ssl | ServiceProtocol::Wss) {
-                for var in ["SSL_CERTFILE", "SSL_KEYFILE"] {
-                    if env.get(var).is_none() {
-                        return Err(ConfigError(format!(
-                            "{var} must be set because SERVICES includes {}://",
-                            s.protocol.name()
-                        )));
-                    }
-                }
-            }
-        }
+        let (services, report_services) = read_services(&env)?;
 
         let poll_blocks: u64 = env.integer("DAEMON_POLL_INTERVAL_BLOCKS", 5000, "milliseconds")?;
         let poll_mempool: u64 = env.integer("DAEMON_POLL_INTERVAL_MEMPOOL", 5000, "milliseconds")?;
         let prefetch_mb: usize = env.integer("PREFETCH_MB", 64, "a whole number of megabytes")?;
         let prefetch_concurrency: usize = env.integer("PREFETCH_CONCURRENCY", 8, "a number of requests")?;
         let max_sessions: usize = env.integer("MAX_SESSIONS", 1000, "a number of sessions")?;
+        // Each session holds a file descriptor: no system has a billion.
+        if max_sessions > 1_000_000_000 {
+            return Err(ConfigError(format!("MAX_SESSIONS={max_sessions} is more sessions than any system can open")));
+        }
         let max_recv: usize = env.integer("MAX_RECV", 1_000_000, "a number of bytes")?;
         // ElectrumX's floor: smaller responses would break ordinary wallets.
         let max_send: usize = env.integer::<usize>("MAX_SEND", 8_100_000, "a number of bytes")?.max(350_000);
@@ -301,7 +244,7 @@ impl Config {
             allow_root: env.boolean("ALLOW_ROOT", false),
             poll_interval_blocks: Duration::from_millis(poll_blocks.max(10)),
             poll_interval_mempool: Duration::from_millis(poll_mempool.max(10)),
-            prefetch_bytes: prefetch_mb.max(1) * 1_000_000,
+            prefetch_bytes: prefetch_mb.clamp(1, 1 << 20) * 1_000_000,
             prefetch_concurrency: prefetch_concurrency.clamp(1, 64),
             daemon_rest: env.boolean("DAEMON_REST", true),
             ssl_certfile: env.get("SSL_CERTFILE").map(PathBuf::from),
@@ -325,6 +268,85 @@ impl Config {
     pub fn cache_bytes(&self) -> usize {
         self.cache_mb * 1_000_000
     }
+
+    /// Below this many connections, accepting resumes after MAX_SESSIONS was reached (95%).
+    pub fn max_sessions_resume(&self) -> usize {
+        self.max_sessions / 20 * 19 + self.max_sessions % 20 * 19 / 20
+    }
+}
+
+/// Obsolete ElectrumX variables stop start-up with the name of their replacement; DB_ENGINE is
+/// checked.
+fn check_retired(env: &Env) -> Result<(), ConfigError> {
+    for (old, new) in OBSOLETE {
+        if env.get(old).is_some() {
+            return Err(ConfigError(format!("the environment variable {old} is obsolete: use {new} instead")));
+        }
+    }
+    if let Some(engine) = env.get("DB_ENGINE") {
+        match engine.to_ascii_lowercase().as_str() {
+            "rocksdb" => {}
+            "leveldb" => tracing::warn!(
+                "DB_ENGINE=leveldb: ferrum always uses RocksDB and cannot reuse an ElectrumX \
+                 database; it builds its own index in DB_DIRECTORY"
+            ),
+            other => {
+                return Err(ConfigError(format!(
+                    "DB_ENGINE must be rocksdb (or leveldb, which ferrum treats as rocksdb), not {other:?}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// COIN and NET, as one row of the coin table.
+fn read_coin(env: &Env) -> Result<&'static Coin, ConfigError> {
+    let coin_name = env.get("COIN").unwrap_or("Bitcoin");
+    let net_name = env.get("NET").unwrap_or("mainnet");
+    let net = Net::parse(net_name).ok_or_else(|| {
+        ConfigError(format!("NET must be one of mainnet, testnet, testnet4, signet, regtest, not {net_name:?}"))
+    })?;
+    coins::lookup(coin_name, net).ok_or_else(|| {
+        let nets = coins::nets_of(coin_name);
+        if nets.is_empty() {
+            ConfigError(format!("COIN {coin_name:?} is unknown; known coins: {}", coins::coin_names().join(", ")))
+        } else {
+            ConfigError(format!("COIN {coin_name} has no network {net_name:?}; NET must be one of {}", nets.join(", ")))
+        }
+    })
+}
+
+/// SERVICES (with the default rpc service) and REPORT_SERVICES, checked.
+fn read_services(env: &Env) -> Result<(Vec<Service>, Vec<Service>), ConfigError> {
+    let rpc_port: u16 = env.integer("RPC_PORT", 8000, "a TCP port number")?;
+    let mut services = match env.get("SERVICES") {
+        Some(v) => parse_services(v, "SERVICES", true)?,
+        None => Vec::new(),
+    };
+    if !services.iter().any(|s| s.protocol == ServiceProtocol::Rpc) {
+        services.push(Service { protocol: ServiceProtocol::Rpc, host: "localhost".into(), port: rpc_port });
+    }
+    let report_services = match env.get("REPORT_SERVICES") {
+        Some(v) => parse_services(v, "REPORT_SERVICES", false)?,
+        None => Vec::new(),
+    };
+    if let Some(s) = report_services.iter().find(|s| s.protocol == ServiceProtocol::Rpc) {
+        return Err(ConfigError(format!("REPORT_SERVICES cannot advertise the rpc service ({}:{})", s.host, s.port)));
+    }
+    for s in &services {
+        if matches!(s.protocol, ServiceProtocol::Ssl | ServiceProtocol::Wss) {
+            for var in ["SSL_CERTFILE", "SSL_KEYFILE"] {
+                if env.get(var).is_none() {
+                    return Err(ConfigError(format!(
+                        "{var} must be set because SERVICES includes {}://",
+                        s.protocol.name()
+                    )));
+                }
+            }
+        }
+    }
+    Ok((services, report_services))
 }
 
 fn default_cookie_path(coin: &Coin, home: Option<&str>) -> PathBuf {
@@ -527,6 +549,19 @@ mod tests {
         assert!(!c.coin.segwit);
         let c = parse(&[("REORG_LIMIT", "50"), ("NET", "testnet4")]).unwrap();
         assert_eq!(c.reorg_limit, 50);
+    }
+
+    #[test]
+    fn numbers_that_would_overflow_are_refused() {
+        let e = parse(&[("CACHE_MB", &usize::MAX.to_string())]).unwrap_err();
+        assert!(e.0.contains("CACHE_MB"), "{e}");
+        let e = parse(&[("MAX_SESSIONS", &(usize::MAX / 50).to_string())]).unwrap_err();
+        assert!(e.0.contains("MAX_SESSIONS"), "{e}");
+        let c = parse(&[("MAX_SESSIONS", "1000")]).unwrap();
+        assert_eq!(c.max_sessions_resume(), 950);
+        let c = parse(&[("MAX_SESSIONS", "1000000000")]).unwrap();
+        assert_eq!(c.max_sessions_resume(), 950_000_000);
+        assert_eq!(parse(&[("MAX_SESSIONS", "7")]).unwrap().max_sessions_resume(), 6);
     }
 
     #[test]

@@ -43,8 +43,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let (tx, _) = tokio::sync::watch::channel(false);
-        tokio::spawn(ferrum::controller::signal_shutdown(tx.clone()));
-        ferrum::controller::run(config, tx).await
+        tokio::spawn(ferrum::app::signal_shutdown(tx.clone()));
+        ferrum::app::run(config, tx).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {

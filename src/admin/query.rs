@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::coins::Coin;
 use crate::index::Index;
-use crate::schema::{hashx_from_scripthash, hex_rev};
+use crate::types::{hex_rev, parse_hex_rev32, ScriptHash};
 
 /// Turns an address, a hex script, or a 64-hex Electrum script hash into the script hash
 /// (sha256 of the script, internal order).
@@ -16,7 +16,7 @@ pub fn resolve_item(coin: &Coin, item: &str) -> Result<[u8; 32]> {
         return Ok(Sha256::digest(script).into());
     }
     if item.len() == 64 {
-        if let Some(sh) = crate::schema::parse_hex_rev32(item) {
+        if let Some(sh) = parse_hex_rev32(item) {
             return Ok(sh);
         }
     }
@@ -30,8 +30,8 @@ pub fn resolve_item(coin: &Coin, item: &str) -> Result<[u8; 32]> {
 /// unspent outputs, the confirmed balance, and apart from them the mempool's transactions and
 /// balance delta.
 pub fn query_item(index: &Index, item: &str, limit: usize) -> Result<Value> {
-    let sh = resolve_item(index.coin, item)?;
-    let hashx = hashx_from_scripthash(&sh);
+    let sh = resolve_item(index.coin(), item)?;
+    let hashx = ScriptHash(sh).hashx();
     let snap = index.snapshot();
     let hist = snap.history_prefix(&hashx, limit)?;
     let unspent = snap.confirmed_unspent(&hashx)?;

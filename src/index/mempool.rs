@@ -1,24 +1,15 @@
-//! A mirror of the daemon's mempool: its transactions with their fees and the script hashes
+//! The mirror of the daemon's mempool: its transactions with their fees and the script hashes
 //! they touch, kept so that per-script-hash answers (unconfirmed history, balance delta,
 //! unspent mempool outputs) and the fee histogram need no daemon round trip.
 //!
-//! `Mempool` is the state; `sync` refreshes it from the daemon. The state lives next to the
-//! flushed tip under one lock (`index::Live`), and the block processor removes confirmed
+//! This is the state only, with no I/O; `sync::mempool` refreshes it from the daemon. It lives
+//! next to the flushed tip under the index's lock, and the block processor removes confirmed
 //! transactions in the same critical section that publishes a block, so no reader ever sees a
 //! transaction both confirmed and unconfirmed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use serde_json::{json, Value};
-
-use crate::block::{parse_transaction, OutPoint, TxOut};
-use crate::daemon::{Daemon, DaemonError};
-use crate::index::Index;
-use crate::schema::{HashX, TxNum, Txid};
-
-/// Transactions fetched per daemon batch.
-const FETCH_BATCH: usize = 500;
+use crate::types::{HashX, OutPoint, TxNum, TxOut, Txid};
 
 #[derive(Clone, Debug)]
 pub struct MempoolTx {
@@ -27,12 +18,13 @@ pub struct MempoolTx {
     pub vsize: u32,
     pub inputs: Vec<SpentInput>,
     pub outputs: Vec<TxOut>,
-    /// `Live::unwinds` when the inputs were looked up: their tx numbers hold while it is unchanged.
+    /// The index's unwind count when the inputs were looked up: their tx numbers hold while it
+    /// is unchanged.
     pub unwinds: u64,
 }
 
 /// An output a mempool transaction spends, as it was looked up.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct SpentInput {
     pub outpoint: OutPoint,
     pub hashx: Option<HashX>,
@@ -159,17 +151,26 @@ impl Mempool {
         &self.histogram
     }
 
+    /// Transactions spending outputs of `txid` (which has `outputs` outputs).
+    fn children(&self, txid: Txid, outputs: usize) -> impl Iterator<Item = Txid> + '_ {
+        (0..outputs as u32).filter_map(move |vout| self.spends.get(&OutPoint { txid, vout }).copied())
+    }
+
+    /// Script hashes of the mempool transactions spending outputs of `txid`: their height
+    /// changes between 0 and -1 when `txid` leaves or enters the mempool.
+    fn children_hashxs(&self, txid: Txid, outputs: usize, touched: &mut HashSet<HashX>) {
+        for child in self.children(txid, outputs).filter_map(|c| self.txs.get(&c)) {
+            touched.extend(child.hashxs());
+        }
+    }
+
     fn insert(&mut self, tx: MempoolTx, touched: &mut HashSet<HashX>) {
         if self.txs.contains_key(&tx.txid) {
             return;
         }
         // Mempool children of this tx (e.g. it came back from an unwound block) now have an
         // unconfirmed parent: their height turns from 0 to -1.
-        for vout in 0..tx.outputs.len() as u32 {
-            if let Some(child) = self.spends.get(&OutPoint { txid: tx.txid, vout }).and_then(|c| self.txs.get(c)) {
-                touched.extend(child.hashxs());
-            }
-        }
+        self.children_hashxs(tx.txid, tx.outputs.len(), touched);
         for h in tx.hashxs() {
             touched.insert(h);
             self.by_hashx.entry(h).or_default().insert(tx.txid);
@@ -184,7 +185,8 @@ impl Mempool {
     fn remove(&mut self, txid: &Txid, touched: &mut HashSet<HashX>) -> Option<MempoolTx> {
         // Children left behind (the parent was mined in a block not indexed yet) now have a
         // confirmed-looking parent: their height turns from -1 to 0.
-        self.children_hashxs(txid, touched);
+        let outputs = self.txs.get(txid)?.outputs.len();
+        self.children_hashxs(*txid, outputs, touched);
         let tx = self.txs.remove(txid)?;
         for h in tx.hashxs() {
             touched.insert(h);
@@ -204,17 +206,6 @@ impl Mempool {
         Some(tx)
     }
 
-    /// Script hashes of the mempool transactions spending outputs of `txid`: their height turns
-    /// from -1 to 0 when `txid` confirms, which changes those script hashes' status.
-    fn children_hashxs(&self, txid: &Txid, touched: &mut HashSet<HashX>) {
-        let Some(parent) = self.txs.get(txid) else { return };
-        for vout in 0..parent.outputs.len() as u32 {
-            if let Some(child) = self.spends.get(&OutPoint { txid: *txid, vout }).and_then(|c| self.txs.get(c)) {
-                touched.extend(child.hashxs());
-            }
-        }
-    }
-
     /// Called by the block processor as it publishes a block: the block's transactions are no
     /// longer unconfirmed, and mempool transactions spending the same outputs (double spends
     /// the block won) are gone, with their descendants. Returns the script hashes whose
@@ -232,17 +223,29 @@ impl Mempool {
             spent.iter().filter_map(|op| self.spends.get(op)).filter(|t| !confirmed.contains(t)).copied().collect();
         while let Some(txid) = doomed.pop() {
             if let Some(tx) = self.remove(&txid, &mut touched) {
-                for vout in 0..tx.outputs.len() as u32 {
-                    if let Some(child) = self.spends.get(&OutPoint { txid, vout }) {
-                        doomed.push(*child);
-                    }
-                }
+                doomed.extend(self.children(txid, tx.outputs.len()));
             }
         }
         if !touched.is_empty() {
             self.update_histogram();
         }
         touched
+    }
+
+    /// A refresh: `gone` left the daemon's mempool, `added` entered it (resolved, parents
+    /// first). Returns how many were removed and added, and the script hashes touched.
+    pub fn apply(&mut self, gone: &[Txid], added: Vec<MempoolTx>) -> (usize, usize, HashSet<HashX>) {
+        let mut touched = HashSet::new();
+        let removed = gone.iter().filter(|t| self.remove(t, &mut touched).is_some()).count();
+        let n_added = added.len();
+        for tx in added {
+            // Its parents may have been removed just above (replaced): then it goes too, next time.
+            self.insert(tx, &mut touched);
+        }
+        if removed + n_added > 0 {
+            self.update_histogram();
+        }
+        (removed, n_added, touched)
     }
 
     /// Compact bins: fee rates descending, each bin closed once it holds more than a growing
@@ -274,160 +277,6 @@ impl Mempool {
 /// Orders txids as their display hex (reversed bytes) sorts.
 pub fn display_order(a: &Txid, b: &Txid) -> std::cmp::Ordering {
     a.0.iter().rev().cmp(b.0.iter().rev())
-}
-
-/// What one refresh changed.
-#[derive(Default, Debug)]
-pub struct SyncReport {
-    pub added: usize,
-    pub removed: usize,
-    /// Transactions the daemon listed that could not be used this time (gone before we fetched
-    /// them, or spending outputs of a block not indexed yet); the next refresh tries again.
-    pub skipped: usize,
-    pub touched: HashSet<HashX>,
-}
-
-/// Brings the mirror up to date with the daemon's mempool. Runs between block rounds (never
-/// while blocks are applied), so prevouts looked up in the index stay valid until the mirror is
-/// updated.
-pub async fn sync(index: &Arc<Index>, daemon: &Daemon) -> Result<SyncReport, DaemonError> {
-    let listed = daemon.call("getrawmempool", json!([false])).await?;
-    let listed: HashSet<Txid> = listed
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().and_then(crate::schema::parse_hex_rev32)).map(Txid).collect())
-        .unwrap_or_default();
-    let (gone, new): (Vec<Txid>, Vec<Txid>) = {
-        let live = index.live.read().expect("lock");
-        let known: HashSet<&Txid> = live.mempool.txids().collect();
-        (
-            known.iter().filter(|t| !listed.contains(t)).map(|t| **t).collect(),
-            listed.iter().filter(|t| !known.contains(t)).copied().collect(),
-        )
-    };
-    let mut report = SyncReport::default();
-
-    // Fetch the new ones in batches; one missing (mined or evicted meanwhile) is just skipped.
-    let mut fetched = Vec::with_capacity(new.len());
-    for chunk in new.chunks(FETCH_BATCH) {
-        let params: Vec<Value> = chunk.iter().map(|t| json!([t.to_string(), false])).collect();
-        for (txid, r) in chunk.iter().zip(daemon.batch("getrawtransaction", params).await?) {
-            match r {
-                Ok(Value::String(hex)) => {
-                    match hex::decode(&hex).ok().and_then(|raw| parse_transaction(&raw, index.coin).ok()) {
-                        Some((tx, vsize)) if tx.txid == *txid => fetched.push((tx, vsize)),
-                        _ => {
-                            tracing::warn!("the daemon returned an unreadable mempool transaction {txid}; skipping it");
-                            report.skipped += 1;
-                        }
-                    }
-                }
-                Ok(_) | Err(DaemonError::Rpc { .. }) => report.skipped += 1,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    // Resolve prevouts (from the mempool, this batch, or the UTXO set) off the async threads.
-    let task = {
-        let index = index.clone();
-        tokio::task::spawn_blocking(move || resolve(&index, fetched)).await
-    };
-    let (resolved, unresolved) = match task {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!("reading the index for mempool prevouts failed: {e:#}; trying again next refresh");
-            return Ok(report);
-        }
-        Err(e) => {
-            tracing::error!("the mempool refresh failed: {e}; trying again next refresh");
-            return Ok(report);
-        }
-    };
-    report.skipped += unresolved;
-
-    let mut live = index.live.write().expect("lock");
-    for txid in &gone {
-        if live.mempool.remove(txid, &mut report.touched).is_some() {
-            report.removed += 1;
-        }
-    }
-    for tx in resolved {
-        // Its parents may have been removed just above (replaced): then it goes too, next time.
-        live.mempool.insert(tx, &mut report.touched);
-        report.added += 1;
-    }
-    if report.added + report.removed > 0 {
-        live.mempool.update_histogram();
-    }
-    Ok(report)
-}
-
-type Resolved = (Vec<MempoolTx>, usize);
-
-fn resolve(index: &Index, fetched: Vec<(crate::block::ParsedTx, u32)>) -> anyhow::Result<Resolved> {
-    let batch: HashMap<Txid, usize> = fetched.iter().enumerate().map(|(i, (t, _))| (t.txid, i)).collect();
-    let mut done: Vec<Option<MempoolTx>> = vec![None; fetched.len()];
-    let mut failed = vec![false; fetched.len()];
-    // Read once for the whole pass: blocks are not applied while the mempool refreshes.
-    let live = index.live.read().expect("lock");
-    // Parents within the batch must be resolved first: repeat until nothing more resolves.
-    loop {
-        let mut progress = false;
-        for (i, (tx, vsize)) in fetched.iter().enumerate() {
-            if done[i].is_some() || failed[i] {
-                continue;
-            }
-            let mut inputs = Vec::with_capacity(tx.inputs.len());
-            let mut waiting = false;
-            for op in &tx.inputs {
-                let input = |hashx, value, tx_num| SpentInput { outpoint: *op, hashx, value, tx_num };
-                if let Some(&j) = batch.get(&op.txid) {
-                    match &done[j] {
-                        Some(p) => match p.outputs.get(op.vout as usize) {
-                            Some(o) => inputs.push(input(o.hashx, o.value, None)),
-                            None => failed[i] = true,
-                        },
-                        None if failed[j] => failed[i] = true,
-                        None => waiting = true,
-                    }
-                    continue;
-                }
-                let from_mempool =
-                    live.mempool.get(&op.txid).map(|p| p.outputs.get(op.vout as usize).map(|o| (o.hashx, o.value)));
-                match from_mempool {
-                    Some(Some((h, v))) => inputs.push(input(h, v, None)),
-                    Some(None) => failed[i] = true,
-                    None => match index.utxo(op)? {
-                        Some((h, n, v)) => inputs.push(input(Some(h), v, Some(n))),
-                        None => failed[i] = true,
-                    },
-                }
-            }
-            if failed[i] {
-                progress = true;
-                continue;
-            }
-            if waiting {
-                continue;
-            }
-            let spent: u64 = inputs.iter().map(|i| i.value).sum();
-            let paid: u64 = tx.outputs.iter().map(|o| o.value).sum();
-            done[i] = Some(MempoolTx {
-                txid: tx.txid,
-                fee: spent.saturating_sub(paid),
-                vsize: *vsize,
-                inputs,
-                outputs: tx.outputs.clone(),
-                unwinds: live.unwinds,
-            });
-            progress = true;
-        }
-        if !progress {
-            break;
-        }
-    }
-    let unresolved = done.iter().filter(|d| d.is_none()).count();
-    Ok((done.into_iter().flatten().collect(), unresolved))
 }
 
 #[cfg(test)]

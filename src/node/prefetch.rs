@@ -9,10 +9,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::block::{parse_block, ParsedBlock};
+use super::block::{parse_block, ParsedBlock};
+use super::daemon::{Daemon, DaemonError};
 use crate::coins::Coin;
-use crate::daemon::{Daemon, DaemonError};
-use crate::schema::hex_rev;
+use crate::types::hex_rev;
 
 /// Heights whose hashes are asked for in one batch.
 const HASH_BATCH: u32 = 500;
@@ -28,7 +28,7 @@ pub enum FetchError {
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     #[error("the daemon sent a block at height {height} ({hash}) that does not parse: {error}")]
-    Parse { height: u32, hash: String, error: crate::block::ParseError },
+    Parse { height: u32, hash: String, error: super::block::ParseError },
     #[error("asked the daemon for block {asked} at height {height} but it sent block {got}")]
     WrongBlock { height: u32, asked: String, got: String },
     #[error("the block processor stopped")]

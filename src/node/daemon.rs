@@ -5,17 +5,19 @@
 //! what the operator should do; callers only see answers, real RPC errors, or shutdown. Nothing
 //! the index holds depends on a request succeeding, so retrying never loses state.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::capabilities::{method_fallback, Capabilities, Feature};
 use crate::config::{Config, DaemonUrl};
+use crate::metrics::Metrics;
+use crate::types::{hex_rev, parse_hex_rev32};
 
 const RPC_IN_WARMUP: i64 = -28;
 const RPC_METHOD_NOT_FOUND: i64 = -32601;
@@ -67,84 +69,11 @@ impl Transient {
     }
 }
 
-/// Something a daemon may or may not do, learned from its answers once per daemon (each
-/// DAEMON_URL entry on its own: after a failover the next daemon is judged afresh).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Feature {
-    /// `getrawtransaction <txid> <verbose> <blockhash>` (Bitcoin Core 0.16 and later; not the
-    /// Bitcoin SV node, which answers such a call with its help text).
-    TxByBlockHash,
-    /// `getrawtransaction <txid>` finds confirmed transactions (`-txindex=1`).
-    TxIndex,
-}
-
-impl Feature {
-    const ALL: [Feature; 2] = [Feature::TxByBlockHash, Feature::TxIndex];
-
-    fn name(self) -> &'static str {
-        match self {
-            Feature::TxByBlockHash => "the blockhash argument of getrawtransaction",
-            Feature::TxIndex => "a transaction index (-txindex=1)",
-        }
-    }
-}
-
-/// What ferrum does instead when a daemon lacks a call or a feature; logged once per daemon
-/// and listed per daemon in docs/ENVIRONMENT.md.
-pub fn fallback(what: &str) -> &'static str {
-    match what {
-        "estimatesmartfee" => "blockchain.estimatefee asks the older estimatefee instead",
-        "estimatefee" => "blockchain.estimatefee answers -1 (no estimate), as the protocol allows",
-        "waitforblockheight" => "new blocks are found by polling every DAEMON_POLL_INTERVAL_BLOCKS",
-        "submitpackage" => {
-            "blockchain.transaction.broadcast_package sends the transactions one by one with sendrawtransaction"
-        }
-        "getmempoolinfo" => "mempool.get_info takes the relay fee from getnetworkinfo",
-        "getrawtransaction" => "transactions cannot be served (blockchain.transaction.get answers an error)",
-        "decoderawtransaction" => "verbose blockchain.transaction.get of a confirmed transaction answers an error",
-        _ => "requests that need it get an error",
-    }
-}
-
-fn feature_fallback(feature: Feature) -> &'static str {
-    match feature {
-        Feature::TxByBlockHash => {
-            "confirmed transactions are asked for by txid alone when the node has -txindex, else taken out of their blocks"
-        }
-        Feature::TxIndex => "blockchain.transaction.get takes confirmed transactions out of their blocks",
-    }
-}
-
-// 0: not known yet.
-const YES: u8 = 1;
-const NO: u8 = 2;
-
 struct Endpoint {
     url: DaemonUrl,
     /// Whether the daemon serves REST (`-rest=1`): unknown until probed.
     rest: tokio::sync::OnceCell<bool>,
-    /// Per `Feature::ALL`: 0 (not known yet), YES or NO.
-    features: [AtomicU8; Feature::ALL.len()],
-    /// RPC methods this daemon answered "Method not found": not asked again.
-    missing: Mutex<HashSet<String>>,
-    /// The daemon streams replies in chunks (the Bitcoin SV node does): see `Daemon::fresh`.
-    chunked: std::sync::atomic::AtomicBool,
-}
-
-impl Endpoint {
-    fn new(url: DaemonUrl) -> Endpoint {
-        Endpoint {
-            url,
-            rest: tokio::sync::OnceCell::new(),
-            features: Default::default(),
-            missing: Mutex::default(),
-            chunked: Default::default(),
-        }
-    }
-
-    fn lacks(&self, method: &str) -> bool {
-        self.missing.lock().expect("lock").contains(method)
-    }
+    caps: Capabilities,
 }
 
 pub struct Daemon {
@@ -160,8 +89,7 @@ pub struct Daemon {
     next_id: AtomicU64,
     use_rest: bool,
     shutdown: watch::Receiver<bool>,
-    /// Failovers so far (reported by getinfo).
-    pub failovers: AtomicU64,
+    metrics: Arc<Metrics>,
     last_log: Mutex<Option<(String, Instant)>>,
 }
 
@@ -170,8 +98,15 @@ enum Body {
     Bytes(Vec<u8>),
 }
 
+/// An answer from one daemon: which one (index into DAEMON_URL), its HTTP status and body.
+struct Answer {
+    index: usize,
+    status: reqwest::StatusCode,
+    body: Body,
+}
+
 impl Daemon {
-    pub fn new(config: &Config, shutdown: watch::Receiver<bool>) -> Daemon {
+    pub fn new(config: &Config, shutdown: watch::Receiver<bool>, metrics: Arc<Metrics>) -> Daemon {
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -182,7 +117,11 @@ impl Daemon {
         let client = builder().pool_max_idle_per_host(64).build().expect("HTTP client builds with static options");
         let fresh = builder().pool_max_idle_per_host(0).build().expect("HTTP client builds with static options");
         Daemon {
-            endpoints: config.daemon_urls.iter().map(|u| Endpoint::new(u.clone())).collect(),
+            endpoints: config
+                .daemon_urls
+                .iter()
+                .map(|u| Endpoint { url: u.clone(), rest: tokio::sync::OnceCell::new(), caps: Capabilities::default() })
+                .collect(),
             current: AtomicUsize::new(0),
             client,
             fresh,
@@ -191,7 +130,7 @@ impl Daemon {
             next_id: AtomicU64::new(1),
             use_rest: config.daemon_rest,
             shutdown,
-            failovers: AtomicU64::new(0),
+            metrics,
             last_log: Mutex::new(None),
         }
     }
@@ -199,6 +138,11 @@ impl Daemon {
     /// The daemon currently in use, for logs and getinfo.
     pub fn current_url(&self) -> String {
         self.endpoint().1.url.redacted()
+    }
+
+    /// What the daemon in use was found to lack (RPC methods, features), for getinfo.
+    pub fn lacking(&self) -> Vec<String> {
+        self.endpoint().1.caps.lacking()
     }
 
     /// The endpoint in use: its index, itself, and how many there are.
@@ -238,7 +182,41 @@ impl Daemon {
         }
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
-            _ = rx.wait_for(|s| *s) => Err(DaemonError::Shutdown),
+            _ = crate::stopped(&mut rx) => Err(DaemonError::Shutdown),
+        }
+    }
+
+    /// Reads one HTTP response into a body, or says why it is not an answer.
+    async fn classify(&self, ep: &Endpoint, resp: reqwest::Response, want_json: bool) -> Result<Answer, Transient> {
+        let status = resp.status();
+        // A kept-alive reply without a length is chunked (hyper hides the header).
+        if resp.content_length().is_none() && ep.caps.note_chunked() {
+            tracing::debug!(
+                "the daemon at {} streams its replies in chunks: using a new connection per request",
+                ep.url.redacted()
+            );
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            *self.cookie.lock().expect("lock") = None; // the node may have written a new cookie
+            return Err(Transient::Auth(status.as_u16()));
+        }
+        let bytes = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                Transient::Timeout
+            } else {
+                Transient::Connect(error_chain(&e.without_url()))
+            }
+        })?;
+        if !want_json {
+            return Ok(Answer { index: 0, status, body: Body::Bytes(bytes.to_vec()) });
+        }
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string();
+            Transient::BadReply(format!("HTTP {status}: {shown}"))
+        })?;
+        match warmup_message(&v) {
+            Some(m) => Err(Transient::Warmup(m)),
+            None => Ok(Answer { index: 0, status, body: Body::Json(v) }),
         }
     }
 
@@ -248,7 +226,7 @@ impl Daemon {
         &self,
         make: impl Fn(&reqwest::Client, &Endpoint) -> reqwest::RequestBuilder,
         want_json: bool,
-    ) -> Result<(usize, reqwest::StatusCode, Body), DaemonError> {
+    ) -> Result<Answer, DaemonError> {
         let mut backoff = Duration::from_millis(100);
         let mut failures_in_row = 0usize;
         loop {
@@ -256,7 +234,7 @@ impl Daemon {
                 return Err(DaemonError::Shutdown);
             }
             let (index, ep, count) = self.endpoint();
-            let client = if ep.chunked.load(Ordering::Relaxed) { &self.fresh } else { &self.client };
+            let client = if ep.caps.chunked() { &self.fresh } else { &self.client };
             let mut req = make(client, ep);
             if let Some(h) = self.auth_header(ep) {
                 req = req.header(reqwest::header::AUTHORIZATION, h);
@@ -264,37 +242,10 @@ impl Daemon {
             let trouble = match req.send().await {
                 Err(e) if e.is_timeout() => Transient::Timeout,
                 Err(e) => Transient::Connect(error_chain(&e.without_url())),
-                Ok(resp) => {
-                    let status = resp.status();
-                    // A kept-alive reply without a length is chunked (hyper hides the header).
-                    let chunked = resp.content_length().is_none();
-                    if chunked && !ep.chunked.swap(true, Ordering::Relaxed) {
-                        tracing::debug!(
-                            "the daemon at {} streams its replies in chunks: using a new connection per request",
-                            ep.url.redacted()
-                        );
-                    }
-                    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-                        *self.cookie.lock().expect("lock") = None; // the node may have written a new cookie
-                        Transient::Auth(status.as_u16())
-                    } else {
-                        match resp.bytes().await {
-                            Err(e) if e.is_timeout() => Transient::Timeout,
-                            Err(e) => Transient::Connect(error_chain(&e.without_url())),
-                            Ok(bytes) if !want_json => return Ok((index, status, Body::Bytes(bytes.to_vec()))),
-                            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                                Ok(v) => match warmup_message(&v) {
-                                    Some(m) => Transient::Warmup(m),
-                                    None => return Ok((index, status, Body::Json(v))),
-                                },
-                                Err(_) => Transient::BadReply(format!(
-                                    "HTTP {status}: {}",
-                                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
-                                )),
-                            },
-                        }
-                    }
-                }
+                Ok(resp) => match self.classify(ep, resp, want_json).await {
+                    Ok(answer) => return Ok(Answer { index, ..answer }),
+                    Err(trouble) => trouble,
+                },
             };
             let cookie = ep.url.auth.is_none().then_some(&self.cookie_file);
             self.log_trouble(&trouble.advice(&ep.url.redacted(), cookie));
@@ -303,7 +254,7 @@ impl Daemon {
             if count > 1 && !warming {
                 let next = (index + 1) % count;
                 if self.current.compare_exchange(index, next, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                    self.failovers.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.daemon_failovers.inc();
                     tracing::warn!("failing over to daemon {}", self.endpoints[next].url.redacted());
                 }
                 // Try the next daemon at once; back off only after a full round of failures.
@@ -316,6 +267,21 @@ impl Daemon {
         }
     }
 
+    async fn post_json(&self, body: &Value) -> Result<(usize, Value), DaemonError> {
+        let answer = self
+            .send(
+                |c, ep| {
+                    c.post(&ep.url.base)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.to_string())
+                },
+                true,
+            )
+            .await?;
+        let Body::Json(v) = answer.body else { unreachable!("asked for JSON") };
+        Ok((answer.index, v))
+    }
+
     /// One JSON-RPC call. A method the daemon once answered "Method not found" is not asked
     /// again: the caller's fallback is taken at once.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, DaemonError> {
@@ -326,61 +292,40 @@ impl Daemon {
     /// teaches about that daemon can be remembered for it (`learn`).
     pub async fn call_at(&self, method: &str, params: Value) -> (usize, Result<Value, DaemonError>) {
         let (index, ep, _) = self.endpoint();
-        if ep.lacks(method) {
+        if ep.caps.lacks(method) {
             return (index, Err(DaemonError::MethodNotFound(method.to_string())));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "1.0", "id": id, "method": method, "params": params});
-        let sent = self
-            .send(
-                |c, ep| {
-                    c.post(&ep.url.base)
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.to_string())
-                },
-                true,
-            )
-            .await;
-        let (index, reply) = match sent {
-            Ok((index, _, Body::Json(v))) => (index, v),
-            Ok(_) => unreachable!("asked for JSON"),
+        let (index, reply) = match self.post_json(&body).await {
+            Ok(answer) => answer,
             Err(e) => return (self.endpoint().0, Err(e)),
         };
         let result = parse_reply(method, &reply);
         if matches!(result, Err(DaemonError::MethodNotFound(_))) {
-            self.note_missing(index, method);
+            let ep = &self.endpoints[index];
+            if ep.caps.note_missing(method) {
+                tracing::info!(
+                    "the daemon at {} has no RPC method {method}: {}",
+                    ep.url.redacted(),
+                    method_fallback(method)
+                );
+            }
         }
         (index, result)
     }
 
-    fn note_missing(&self, index: usize, method: &str) {
-        let ep = &self.endpoints[index];
-        if ep.missing.lock().expect("lock").insert(method.to_string()) {
-            tracing::info!("the daemon at {} has no RPC method {method}: {}", ep.url.redacted(), fallback(method));
-        }
-    }
-
     /// What is known of `feature` on the daemon in use: `None` until learned.
     pub fn supports(&self, feature: Feature) -> Option<bool> {
-        match self.endpoint().1.features[feature as usize].load(Ordering::Relaxed) {
-            YES => Some(true),
-            NO => Some(false),
-            _ => None,
-        }
+        self.endpoint().1.caps.feature(feature)
     }
 
     /// Remembers what daemon `index` (from `call_at`) showed about `feature`; the first time a
     /// daemon turns out to lack it, logs what ferrum does instead.
     pub fn learn(&self, index: usize, feature: Feature, has: bool) {
         let Some(ep) = self.endpoints.get(index) else { return };
-        let was = ep.features[feature as usize].swap(if has { YES } else { NO }, Ordering::Relaxed);
-        if !has && was != NO {
-            tracing::info!(
-                "the daemon at {} lacks {}: {}",
-                ep.url.redacted(),
-                feature.name(),
-                feature_fallback(feature)
-            );
+        if ep.caps.learn(feature, has) {
+            tracing::info!("the daemon at {} lacks {}: {}", ep.url.redacted(), feature.name(), feature.fallback());
         }
     }
 
@@ -399,19 +344,7 @@ impl Daemon {
             .enumerate()
             .map(|(i, p)| json!({"jsonrpc": "1.0", "id": first + i as u64, "method": method, "params": p}))
             .collect();
-        let body = Value::Array(body);
-        let (_, _, reply) = self
-            .send(
-                |c, ep| {
-                    c.post(&ep.url.base)
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.to_string())
-                },
-                true,
-            )
-            .await?;
-        let Body::Json(v) = reply else { unreachable!("asked for JSON") };
-        let items = match v {
+        let items = match self.post_json(&Value::Array(body)).await?.1 {
             Value::Array(items) => items,
             other => {
                 return Err(parse_reply(method, &other)
@@ -438,7 +371,7 @@ impl Daemon {
         let height = info["blocks"].as_u64().ok_or_else(|| bad_field("getblockchaininfo", "blocks"))? as u32;
         let hash = info["bestblockhash"]
             .as_str()
-            .and_then(crate::schema::parse_hex_rev32)
+            .and_then(parse_hex_rev32)
             .ok_or_else(|| bad_field("getblockchaininfo", "bestblockhash"))?;
         Ok((height, hash))
     }
@@ -456,11 +389,9 @@ impl Daemon {
         let mut out = Vec::with_capacity(count as usize);
         for r in self.batch("getblockhash", params).await? {
             match r {
-                Ok(v) => out.push(
-                    v.as_str()
-                        .and_then(crate::schema::parse_hex_rev32)
-                        .ok_or_else(|| bad_field("getblockhash", "result"))?,
-                ),
+                Ok(v) => {
+                    out.push(v.as_str().and_then(parse_hex_rev32).ok_or_else(|| bad_field("getblockhash", "result"))?)
+                }
                 Err(DaemonError::Rpc { code: -8, .. }) => break, // past the daemon's tip
                 Err(e) => return Err(e),
             }
@@ -470,47 +401,41 @@ impl Daemon {
 
     /// A block's serialized bytes: from REST when the daemon serves it, else `getblock <hash> 0`.
     pub async fn raw_block(&self, hash: &[u8; 32]) -> Result<Vec<u8>, DaemonError> {
-        let hex_hash = crate::schema::hex_rev(hash);
-        if self.use_rest {
-            let (_, ep, _) = self.endpoint();
-            let rest = *ep
-                .rest
-                .get_or_init(|| async {
-                    let r = self.probe_rest(ep).await;
-                    if r {
-                        tracing::info!("daemon {} serves REST; fetching blocks in binary", ep.url.redacted());
-                    } else {
-                        tracing::info!(
-                            "daemon {} has no REST interface (-rest=1 makes initial sync faster); using JSON-RPC",
-                            ep.url.redacted()
-                        );
-                    }
-                    r
-                })
-                .await;
-            if rest {
-                // The URL comes from whichever endpoint `send` uses, so failover applies here too.
-                let (_, status, body) =
-                    self.send(|c, ep| c.get(format!("{}rest/block/{hex_hash}.bin", ep.url.base)), false).await?;
-                if let Body::Bytes(b) = body {
-                    if status.is_success() {
-                        return Ok(b);
-                    }
-                }
-                // Fall through to JSON-RPC, which gives a proper error for an unknown block.
+        let hex_hash = hex_rev(hash);
+        if self.use_rest && self.rest_available().await {
+            // The URL comes from whichever endpoint `send` uses, so failover applies here too.
+            let answer = self.send(|c, ep| c.get(format!("{}rest/block/{hex_hash}.bin", ep.url.base)), false).await?;
+            if let (true, Body::Bytes(b)) = (answer.status.is_success(), answer.body) {
+                return Ok(b);
             }
+            // Fall through to JSON-RPC, which gives a proper error for an unknown block.
         }
         let v = self.call("getblock", json!([hex_hash, 0])).await?;
         let s = v.as_str().ok_or_else(|| bad_field("getblock", "result"))?;
         hex::decode(s).map_err(|_| bad_field("getblock", "hex"))
     }
 
-    async fn probe_rest(&self, ep: &Endpoint) -> bool {
-        let url = format!("{}rest/chaininfo.json", ep.url.base);
-        match self.client.get(&url).timeout(Duration::from_secs(10)).send().await {
-            Ok(r) => r.status().is_success(),
-            Err(_) => false,
-        }
+    /// Whether the daemon in use serves REST, probed once per daemon.
+    async fn rest_available(&self) -> bool {
+        let (_, ep, _) = self.endpoint();
+        *ep.rest
+            .get_or_init(|| async {
+                let url = format!("{}rest/chaininfo.json", ep.url.base);
+                let r = match self.client.get(&url).timeout(Duration::from_secs(10)).send().await {
+                    Ok(r) => r.status().is_success(),
+                    Err(_) => false,
+                };
+                if r {
+                    tracing::info!("daemon {} serves REST; fetching blocks in binary", ep.url.redacted());
+                } else {
+                    tracing::info!(
+                        "daemon {} has no REST interface (-rest=1 makes initial sync faster); using JSON-RPC",
+                        ep.url.redacted()
+                    );
+                }
+                r
+            })
+            .await
     }
 }
 
@@ -528,7 +453,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn bad_field(method: &str, field: &str) -> DaemonError {
+pub fn bad_field(method: &str, field: &str) -> DaemonError {
     DaemonError::Rpc { code: 0, message: format!("malformed {method} reply: bad or missing {field}") }
 }
 

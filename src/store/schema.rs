@@ -1,8 +1,8 @@
 //! The on-disk format: every row's key and value as explicit fixed-width bytes, big-endian
 //! where the order matters (so RocksDB's byte order is chain order). docs/ARCHITECTURE.md draws
-//! these layouts; bump `DB_VERSION` on any change.
+//! these layouts; bump `DB_VERSION` on any change. The types they hold are in `crate::types`.
 
-use std::fmt;
+use crate::types::{HashX, TxNum, Txid, HASHX_LEN};
 
 /// Format version stored under `meta/version`; a DB of another version is refused.
 pub const DB_VERSION: u32 = 2;
@@ -21,68 +21,12 @@ pub const META_VERSION: &[u8] = b"version";
 pub const META_COIN: &[u8] = b"coin";
 pub const META_STATE: &[u8] = b"state";
 
-/// Script hash key: the first bytes of sha256(scriptPubKey). 11 bytes make an accidental
-/// collision vanishingly unlikely at mainnet scale (ElectrumX uses the same length).
-pub const HASHX_LEN: usize = 11;
-pub type HashX = [u8; HASHX_LEN];
 /// Transaction numbers take 5 bytes on disk: 2^40 transactions.
 pub const TXNUM_LEN: usize = 5;
 pub const MAX_TX_NUM: u64 = (1 << 40) - 1;
 /// Bytes of the txid kept in the txid → tx number index; candidates are confirmed by reading
 /// the full txid.
 pub const TXID_PREFIX_LEN: usize = 6;
-
-pub type TxNum = u64;
-
-/// A transaction id in internal byte order (as hashed); displayed reversed, like bitcoind.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Txid(pub [u8; 32]);
-
-impl fmt::Display for Txid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex_rev(&self.0))
-    }
-}
-
-impl fmt::Debug for Txid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Txid({self})")
-    }
-}
-
-/// Hex of a hash in display order (reversed bytes).
-pub fn hex_rev(bytes: &[u8]) -> String {
-    let rev: Vec<u8> = bytes.iter().rev().copied().collect();
-    hex::encode(rev)
-}
-
-/// Hex of a 32-byte hash without allocating, in display order (reversed) or as stored. Long
-/// answers, notifications and status hashes write hundreds of thousands of these.
-pub fn hex32(bytes: &[u8; 32], display_order: bool) -> [u8; 64] {
-    let mut b = *bytes;
-    if display_order {
-        b.reverse();
-    }
-    let mut out = [0u8; 64];
-    hex::encode_to_slice(b, &mut out).expect("64 bytes for 32");
-    out
-}
-
-/// Appends `hex32` to a string.
-pub fn push_hex32(out: &mut String, bytes: &[u8; 32], display_order: bool) {
-    out.push_str(std::str::from_utf8(&hex32(bytes, display_order)).expect("hex is ASCII"));
-}
-
-/// Parses a 32-byte hash given in display order.
-pub fn parse_hex_rev32(s: &str) -> Option<[u8; 32]> {
-    let mut bytes: [u8; 32] = hex::decode(s).ok()?.try_into().ok()?;
-    bytes.reverse();
-    Some(bytes)
-}
-
-pub fn hashx_from_scripthash(sha256: &[u8; 32]) -> HashX {
-    sha256[..HASHX_LEN].try_into().expect("slice of 11")
-}
 
 pub fn encode_txnum(n: TxNum) -> [u8; TXNUM_LEN] {
     debug_assert!(n <= MAX_TX_NUM);
@@ -357,15 +301,5 @@ mod tests {
         assert_eq!(UndoRecord::decode(&enc[..enc.len() - 1]), None);
         assert_eq!(UndoRecord::decode(&[0xff; 8]), None);
         assert_eq!(UndoRecord::decode(&UndoRecord::default().encode()), Some(UndoRecord::default()));
-    }
-
-    #[test]
-    fn display_order() {
-        let mut b = [0u8; 32];
-        b[0] = 0x01;
-        let t = Txid(b);
-        assert!(t.to_string().ends_with("01"));
-        assert_eq!(parse_hex_rev32(&t.to_string()), Some(b));
-        assert_eq!(parse_hex_rev32("zz"), None);
     }
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Mutex;
 
-use crate::block::header_hash;
-use crate::merkle;
-use crate::schema::TxNum;
+use super::merkle;
+use crate::node::block::header_hash;
+use crate::types::TxNum;
 
 #[derive(Default)]
 pub struct Chain {

@@ -1,58 +1,14 @@
-//! The index as readers see it: the flushed tip and the mempool mirror under one lock, read
-//! together with the in-memory chain and the database.
-//!
-//! The block processor takes the write side while it writes a block's batch, moves the tip and
-//! drops the block's transactions from the mempool; the mempool refresh takes it to apply its
-//! changes. A reader holds the read side for the whole of one answer (`Snapshot`), so every
-//! answer describes one state: never a transaction both confirmed and unconfirmed, never a
-//! history from one block and balance from the next.
+//! One consistent view of the index for one answer: the flushed tip, the mempool and the chain
+//! under read locks, with the database; and the Electrum status hash.
 
-use std::collections::HashSet;
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
+use std::sync::RwLockReadGuard;
 
 use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc::UnboundedSender;
 
-use crate::block::OutPoint;
-use crate::chain::Chain;
-use crate::coins::Coin;
-use crate::db::{Db, HistoryReader};
-use crate::mempool::Mempool;
-use crate::schema::{hex32, HashX, TxNum, Txid};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tip {
-    pub height: u32,
-    pub hash: [u8; 32],
-    pub tx_count: u64,
-}
-
-#[derive(Default)]
-pub struct Live {
-    /// The last flushed block: readers see the chain up to here.
-    pub tip: Option<Tip>,
-    pub mempool: Mempool,
-    /// Blocks unwound since start: tx numbers looked up before an unwind may be stale.
-    pub unwinds: u64,
-}
-
-/// What changed, for the session manager: script hashes whose history may differ, and whether
-/// the tip moved.
-#[derive(Debug, Default)]
-pub struct IndexEvent {
-    pub touched: HashSet<HashX>,
-    pub new_tip: bool,
-}
-
-pub struct Index {
-    pub db: Arc<Db>,
-    pub chain: Arc<RwLock<Chain>>,
-    pub coin: &'static Coin,
-    pub live: RwLock<Live>,
-    /// Set once sessions are served: only then do writers report what they touched.
-    listener: OnceLock<UnboundedSender<IndexEvent>>,
-}
+use super::{Chain, Live, Mempool, Tip};
+use crate::store::{Db, HistoryReader};
+use crate::types::{hex32, HashX, HexOrder, OutPoint, StatusHash, TxNum, Txid};
 
 /// A confirmed history longer than the caller's limit (MAX_SEND could not carry it).
 #[derive(Debug, thiserror::Error)]
@@ -68,53 +24,6 @@ pub struct Unspent {
     pub value: u64,
 }
 
-impl Index {
-    pub fn new(db: Arc<Db>, chain: Arc<RwLock<Chain>>, coin: &'static Coin) -> Index {
-        let tip = {
-            let c = chain.read().expect("lock");
-            c.height().zip(c.tip_hash()).map(|(height, hash)| Tip { height, hash, tx_count: c.tx_count() })
-        };
-        Index {
-            db,
-            chain,
-            coin,
-            live: RwLock::new(Live { tip, mempool: Mempool::default(), unwinds: 0 }),
-            listener: OnceLock::new(),
-        }
-    }
-
-    /// Starts reporting changes to the session manager.
-    pub fn set_listener(&self, tx: UnboundedSender<IndexEvent>) {
-        let _ = self.listener.set(tx);
-    }
-
-    /// Whether anyone listens for changes (so writers can skip collecting them).
-    pub fn serving(&self) -> bool {
-        self.listener.get().is_some()
-    }
-
-    pub fn publish(&self, event: IndexEvent) {
-        if let Some(tx) = self.listener.get() {
-            let _ = tx.send(event);
-        }
-    }
-
-    pub fn tip(&self) -> Option<Tip> {
-        self.live.read().expect("lock").tip
-    }
-
-    pub fn snapshot(&self) -> Snapshot<'_> {
-        let live = self.live.read().expect("lock");
-        let chain = self.chain.read().expect("lock");
-        Snapshot { live, chain, db: &self.db }
-    }
-
-    /// An unspent confirmed output: its script hash and value.
-    pub fn utxo(&self, op: &OutPoint) -> Result<Option<(HashX, TxNum, u64)>> {
-        self.db.utxo(op)
-    }
-}
-
 /// One consistent view for one answer. Holds read locks: build the answer and drop it.
 pub struct Snapshot<'a> {
     live: RwLockReadGuard<'a, Live>,
@@ -122,7 +31,11 @@ pub struct Snapshot<'a> {
     db: &'a Db,
 }
 
-impl Snapshot<'_> {
+impl<'a> Snapshot<'a> {
+    pub(super) fn new(live: RwLockReadGuard<'a, Live>, chain: RwLockReadGuard<'a, Chain>, db: &'a Db) -> Snapshot<'a> {
+        Snapshot { live, chain, db }
+    }
+
     pub fn tip(&self) -> Option<Tip> {
         self.live.tip
     }
@@ -220,7 +133,7 @@ impl Snapshot<'_> {
 
     /// The Electrum status of a script hash: sha256 over "txid:height:" for each confirmed then
     /// unconfirmed transaction; `None` without any.
-    pub fn status(&self, hashx: &HashX, limit: usize) -> Result<Option<[u8; 32]>> {
+    pub fn status(&self, hashx: &HashX, limit: usize) -> Result<Option<StatusHash>> {
         self.status_using(&mut self.db.history_reader(), hashx, limit)
     }
 
@@ -230,7 +143,7 @@ impl Snapshot<'_> {
     }
 
     /// `status`, reading through `reader` (made from this snapshot).
-    pub fn status_using(&self, reader: &mut HistoryReader, hashx: &HashX, limit: usize) -> Result<Option<[u8; 32]>> {
+    pub fn status_using(&self, reader: &mut HistoryReader, hashx: &HashX, limit: usize) -> Result<Option<StatusHash>> {
         let mut hasher = StatusHasher::default();
         let nums = self.history_nums_using(reader, hashx, limit, false)?;
         self.visit_txs(&nums, |txid, height| hasher.add(&txid, height as i64))?;
@@ -259,14 +172,16 @@ impl Snapshot<'_> {
 
     fn unspent_outputs(&self, hashx: &HashX, limit: usize, with_mempool: bool) -> Result<Vec<Unspent>> {
         let Some(tip) = self.live.tip else { return Ok(Vec::new()) };
-        let rows = self.db.hashx_utxos(hashx)?;
+        // Only rows this state committed (as for histories, below).
+        let mut rows = self.db.hashx_utxos(hashx)?;
+        rows.retain(|r| r.0 < tip.tx_count);
         if rows.len() > limit {
             return Err(HistoryTooLarge.into());
         }
-        let nums: Vec<u64> = rows.iter().map(|r| r.0).filter(|n| *n < tip.tx_count).collect();
+        let nums: Vec<u64> = rows.iter().map(|r| r.0).collect();
         let txids = self.db.txids(&nums)?;
         let mut out = Vec::with_capacity(rows.len());
-        for ((tx_num, vout, value), txid) in rows.iter().filter(|r| r.0 < tip.tx_count).zip(txids) {
+        for ((tx_num, vout, value), txid) in rows.iter().zip(txids) {
             if with_mempool && self.live.mempool.is_spent(&OutPoint { txid, vout: *vout }) {
                 continue;
             }
@@ -307,14 +222,14 @@ pub struct StatusHasher {
 impl StatusHasher {
     pub fn add(&mut self, txid: &Txid, height: i64) {
         self.any = true;
-        self.h.update(hex32(&txid.0, true));
+        self.h.update(hex32(&txid.0, HexOrder::Display));
         self.h.update(b":");
         self.h.update(itoa::Buffer::new().format(height));
         self.h.update(b":");
     }
 
-    pub fn finish(self) -> Option<[u8; 32]> {
-        self.any.then(|| self.h.finalize().into())
+    pub fn finish(self) -> Option<StatusHash> {
+        self.any.then(|| StatusHash(self.h.finalize().into()))
     }
 }
 
@@ -334,13 +249,13 @@ mod tests {
             ("bb4c8ab438c13b89ca80d1d5bee25b0b6b7f55673f4d801998ba97db161d9e85", -1),
         ];
         let txids: Vec<(Txid, i64)> =
-            items.iter().map(|(h, n)| (Txid(crate::schema::parse_hex_rev32(h).unwrap()), *n)).collect();
+            items.iter().map(|(h, n)| (Txid(crate::types::parse_hex_rev32(h).unwrap()), *n)).collect();
         let mut hasher = StatusHasher::default();
         for (txid, height) in &txids {
             hasher.add(txid, *height);
         }
         let status = hasher.finish().unwrap();
-        assert_eq!(hex::encode(status), "78e96c6562cafa71c115503b9411fdfdc595a45031e2ab76ff75162fe1b0590d");
+        assert_eq!(status.to_string(), "78e96c6562cafa71c115503b9411fdfdc595a45031e2ab76ff75162fe1b0590d");
         assert_eq!(StatusHasher::default().finish(), None);
     }
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 
 use crate::coins::Coin;
-use crate::schema::{HashX, Txid};
+use crate::types::{HashX, OutPoint, ScriptHash, TxOut, Txid};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
@@ -21,20 +21,6 @@ pub enum ParseError {
     Empty,
     #[error("count {0} at byte {1} is larger than the data")]
     BadCount(u64, usize),
-}
-
-/// A spent output reference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct OutPoint {
-    pub txid: Txid,
-    pub vout: u32,
-}
-
-/// An output: its script hash, or `None` when it is provably unspendable (not indexed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TxOut {
-    pub hashx: Option<HashX>,
-    pub value: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,8 +55,7 @@ pub fn sha256d(data: &[u8]) -> [u8; 32] {
 
 /// The Electrum script hash truncated to ferrum's key size.
 pub fn script_hashx(script: &[u8]) -> HashX {
-    let full: [u8; 32] = Sha256::digest(script).into();
-    crate::schema::hashx_from_scripthash(&full)
+    ScriptHash::of_script(script).hashx()
 }
 
 /// Block hash (internal byte order) of an 80-byte header.
@@ -138,8 +123,9 @@ impl<'a> Reader<'a> {
 /// and witnesses), for its virtual size.
 fn parse_tx(r: &mut Reader, coin: &Coin) -> Result<(ParsedTx, usize), ParseError> {
     let start = r.pos;
-    r.take(4)?; // version
-                // BIP 144: a zero input count followed by flag 1 marks witness serialization.
+    // BIP 144: after the version, a zero input count followed by flag 1 marks witness
+    // serialization.
+    r.take(4)?;
     let segwit = coin.segwit && r.peek(0) == Some(0) && r.peek(1) == Some(1);
     if segwit {
         r.take(2)?;

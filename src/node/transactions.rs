@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use crate::block::transaction_ranges;
+use super::block::transaction_ranges;
+use super::capabilities::Feature;
+use super::daemon::{Daemon, DaemonError};
 use crate::coins::Coin;
-use crate::daemon::{Daemon, DaemonError, Feature};
-use crate::schema::{hex_rev, Txid};
+use crate::types::{hex_rev, Txid};
 
 /// bitcoind's "no such transaction" (RPC_INVALID_ADDRESS_OR_KEY).
 const RPC_NOT_FOUND: i64 = -5;

@@ -3,7 +3,7 @@
 //! checkpoint (`cp_height` proofs). Both trees are Bitcoin's: double SHA-256, and a level of odd
 //! length pairs its last node with itself.
 
-use crate::block::sha256d;
+use crate::node::block::sha256d;
 
 pub type Hash = [u8; 32];
 
@@ -85,7 +85,7 @@ pub fn root_from_branch(leaf: Hash, mut index: usize, branch: &[Hash]) -> Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::merkle_root;
+    use crate::node::block::merkle_root;
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| sha256d(&(i as u64).to_le_bytes())).collect()

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{anyhow, bail, Result};
 use memmap2::Mmap;
 
-use crate::schema::{TxNum, Txid};
+use crate::types::{TxNum, Txid};
 
 const SLOT: usize = 32;
 

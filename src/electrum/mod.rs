@@ -1,0 +1,115 @@
+//! Serving Electrum wallets: the listeners and sessions (`server`, `session`, `transport`),
+//! requests parsed once (`request`, `version`) and answered (`methods`, `daemon_info`), and
+//! subscriptions with their notifications (`subscriptions`).
+
+mod daemon_info;
+mod methods;
+pub mod request;
+mod server;
+mod session;
+pub mod subscriptions;
+pub mod transport;
+pub mod version;
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
+
+pub use daemon_info::features;
+pub use server::Sessions;
+
+use crate::config::Config;
+use crate::index::{Index, Snapshot};
+use crate::jsonrpc::{RpcError, INTERNAL_ERROR};
+use crate::metrics::Metrics;
+use crate::node::Daemon;
+use daemon_info::DaemonInfo;
+use subscriptions::Subscriptions;
+
+/// What every session shares: configuration, the index, the daemon, subscriptions, numbers.
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub index: Arc<Index>,
+    daemon: DaemonInfo,
+    subs: Arc<Subscriptions>,
+    pub metrics: Arc<Metrics>,
+    pub sessions: Sessions,
+    mempool_wakeup: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    /// Runs a read of one consistent snapshot off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Snapshot) -> Result<T, RpcError> + Send + 'static,
+    ) -> Result<T, RpcError> {
+        let index = self.index.clone();
+        let task = tokio::task::spawn_blocking(move || f(&index.snapshot()));
+        crate::join_logged(task.await, "a request")
+            .unwrap_or_else(|| Err(RpcError::new(INTERNAL_ERROR, "internal error")))
+    }
+
+    /// The most confirmed history entries an answer may carry: more could not fit in MAX_SEND
+    /// (each entry takes at least ~95 bytes of JSON).
+    fn history_limit(&self) -> usize {
+        history_limit(&self.config)
+    }
+
+    /// A broadcast went to the daemon: mirror its mempool now.
+    fn wake_mempool(&self) {
+        self.mempool_wakeup.notify_one();
+    }
+}
+
+fn history_limit(config: &Config) -> usize {
+    config.max_send / 95
+}
+
+/// The Electrum service: made at start-up (so a bad certificate stops ferrum at once), serving
+/// once the index has caught up with the daemon, as ElectrumX does.
+pub struct Server {
+    ctx: Arc<Ctx>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Server {
+    pub fn new(
+        config: Arc<Config>,
+        index: Arc<Index>,
+        daemon: Arc<Daemon>,
+        metrics: Arc<Metrics>,
+        mempool_wakeup: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Server> {
+        let tls = match (&config.ssl_certfile, &config.ssl_keyfile) {
+            (Some(cert), Some(key)) => Some(transport::tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let subs = Subscriptions::new(index.clone(), history_limit(&config));
+        let ctx = Ctx {
+            daemon: DaemonInfo::new(daemon, &config),
+            config,
+            index,
+            subs,
+            metrics,
+            sessions: Sessions::default(),
+            mempool_wakeup,
+            shutdown,
+        };
+        Ok(Server { ctx: Arc::new(ctx), tls })
+    }
+
+    /// The context sessions share, for the admin RPC's views of them.
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// Starts notifications and binds every client service.
+    pub async fn start(&self) -> Result<()> {
+        self.ctx.subs.start();
+        server::listen(self.ctx.clone(), self.tls.clone()).await
+    }
+}

@@ -1,0 +1,403 @@
+//! A client request, parsed once: the method (gated by the negotiated protocol version), its
+//! parameters checked and typed, its name (for logs and metrics) and its cost (for the cost
+//! model). This is the only place that matches method names.
+
+use serde_json::Value;
+
+use super::version::{Version, V1_6};
+use crate::jsonrpc::{RpcError, INVALID_REQUEST, METHOD_NOT_FOUND};
+use crate::types::{ScriptHash, Txid};
+
+/// Most headers one `blockchain.block.headers` returns (a difficulty period).
+pub const MAX_HEADERS: u32 = 2016;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Version { client: Option<Value>, protocol: Option<Value> },
+    Features,
+    Banner,
+    DonationAddress,
+    PeersSubscribe,
+    AddPeer { features: Value },
+    Ping,
+    HeadersSubscribe,
+    BlockHeader { height: u32, cp_height: u32 },
+    BlockHeaders { start: u32, count: u32, cp_height: u32 },
+    EstimateFee { number: u32, mode: Option<String> },
+    RelayFee,
+    GetBalance(ScriptHash),
+    GetHistory(ScriptHash),
+    GetMempool(ScriptHash),
+    ListUnspent(ScriptHash),
+    Subscribe(ScriptHash),
+    Unsubscribe(ScriptHash),
+    Broadcast { raw: String },
+    BroadcastPackage { raws: Vec<String>, verbose: bool },
+    TransactionGet { txid: Txid, verbose: bool },
+    GetMerkle { txid: Txid, height: Option<u32> },
+    IdFromPos { height: u32, pos: u32, merkle: bool },
+    FeeHistogram,
+    MempoolInfo,
+}
+
+/// Parameter names of each method, how many are required, at protocol `v`; `None` when the
+/// method does not exist at that version.
+fn signature(method: &str, v: Version) -> Option<(&'static [&'static str], usize)> {
+    let v16 = v >= V1_6;
+    Some(match method {
+        "server.version" => (&["client_name", "protocol_version"], 0),
+        "server.features" | "server.banner" | "server.donation_address" | "server.peers.subscribe" => (&[], 0),
+        "server.ping" => (&["pong_len", "data"], 0),
+        "server.add_peer" => (&["features"], 1),
+        "blockchain.headers.subscribe" => (&[], 0),
+        "blockchain.block.header" => (&["height", "cp_height"], 1),
+        "blockchain.block.headers" => (&["start_height", "count", "cp_height"], 2),
+        "blockchain.estimatefee" => (&["number", "mode"], 1),
+        "blockchain.relayfee" if !v16 => (&[], 0),
+        "blockchain.scripthash.get_balance"
+        | "blockchain.scripthash.get_history"
+        | "blockchain.scripthash.get_mempool"
+        | "blockchain.scripthash.listunspent"
+        | "blockchain.scripthash.subscribe"
+        | "blockchain.scripthash.unsubscribe" => (&["scripthash"], 1),
+        "blockchain.transaction.broadcast" => (&["raw_tx"], 1),
+        "blockchain.transaction.broadcast_package" if v16 => (&["raw_txs", "verbose"], 1),
+        "blockchain.transaction.get" => (&["tx_hash", "verbose"], 1),
+        "blockchain.transaction.get_merkle" if v16 => (&["tx_hash", "height"], 1),
+        "blockchain.transaction.get_merkle" => (&["tx_hash", "height"], 2),
+        "blockchain.transaction.id_from_pos" => (&["height", "tx_pos", "merkle"], 2),
+        "mempool.get_fee_histogram" => (&[], 0),
+        "mempool.get_info" if v16 => (&[], 0),
+        _ => return None,
+    })
+}
+
+impl Request {
+    /// Parses a request of a session that negotiated `version` (`None`: not yet).
+    pub fn parse(method: &str, params: Option<Value>, version: Option<Version>) -> Result<Request, RpcError> {
+        let version = match version {
+            Some(v) => v,
+            None if method == "server.version" => super::version::PROTOCOL_MAX,
+            // Protocol 1.6 requires negotiation first; older clients always negotiate too.
+            None => return Err(RpcError::bad_request("server.version must be the first request of a session")),
+        };
+        let Some((names, required)) = signature(method, version) else {
+            return Err(RpcError::new(METHOD_NOT_FOUND, format!("unknown method {method:?}")));
+        };
+        // From 1.6 extra server.version parameters are ignored.
+        let mut a = Args::bind(params, names, required, method == "server.version")?;
+        Ok(match method {
+            "server.version" => Request::Version { client: a.take(0), protocol: a.take(1) },
+            "server.features" => Request::Features,
+            "server.banner" => Request::Banner,
+            "server.donation_address" => Request::DonationAddress,
+            "server.peers.subscribe" => Request::PeersSubscribe,
+            "server.add_peer" => Request::AddPeer { features: a.take(0).unwrap_or(Value::Null) },
+            "server.ping" => Request::Ping,
+            "blockchain.headers.subscribe" => Request::HeadersSubscribe,
+            "blockchain.block.header" => {
+                Request::BlockHeader { height: a.u32_or(0, "height", 0)?, cp_height: a.u32_or(1, "cp_height", 0)? }
+            }
+            "blockchain.block.headers" => Request::BlockHeaders {
+                start: a.u32_or(0, "start_height", 0)?,
+                count: a.u32_or(1, "count", 0)?,
+                cp_height: a.u32_or(2, "cp_height", 0)?,
+            },
+            "blockchain.estimatefee" => {
+                Request::EstimateFee { number: a.u32_or(0, "number", 0)?, mode: a.fee_mode(1)? }
+            }
+            "blockchain.relayfee" => Request::RelayFee,
+            "blockchain.scripthash.get_balance" => Request::GetBalance(a.scripthash(0)?),
+            "blockchain.scripthash.get_history" => Request::GetHistory(a.scripthash(0)?),
+            "blockchain.scripthash.get_mempool" => Request::GetMempool(a.scripthash(0)?),
+            "blockchain.scripthash.listunspent" => Request::ListUnspent(a.scripthash(0)?),
+            "blockchain.scripthash.subscribe" => Request::Subscribe(a.scripthash(0)?),
+            "blockchain.scripthash.unsubscribe" => Request::Unsubscribe(a.scripthash(0)?),
+            "blockchain.transaction.broadcast" => {
+                let raw = a.str(0, "raw_tx")?;
+                if raw.is_empty() || hex::decode(raw).is_err() {
+                    return Err(RpcError::bad_request("raw_tx must be a transaction in hexadecimal"));
+                }
+                Request::Broadcast { raw: raw.to_string() }
+            }
+            "blockchain.transaction.broadcast_package" => {
+                let raws = match a.get(0) {
+                    Some(Value::Array(items)) if !items.is_empty() => items
+                        .iter()
+                        .map(|v| v.as_str().filter(|s| hex::decode(s).is_ok()).map(str::to_string))
+                        .collect::<Option<Vec<String>>>()
+                        .ok_or_else(|| RpcError::bad_request("raw_txs must be a list of hexadecimal transactions"))?,
+                    _ => return Err(RpcError::invalid_params("raw_txs must be a non-empty list")),
+                };
+                Request::BroadcastPackage { raws, verbose: a.bool_or(1, "verbose", false)? }
+            }
+            "blockchain.transaction.get" => {
+                Request::TransactionGet { txid: Txid(a.hash(0, "tx_hash")?), verbose: a.bool_or(1, "verbose", false)? }
+            }
+            "blockchain.transaction.get_merkle" => {
+                let height = match a.get(1) {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(a.u32_or(1, "height", 0)?),
+                };
+                Request::GetMerkle { txid: Txid(a.hash(0, "tx_hash")?), height }
+            }
+            "blockchain.transaction.id_from_pos" => Request::IdFromPos {
+                height: a.u32_or(0, "height", 0)?,
+                pos: a.u32_or(1, "tx_pos", 0)?,
+                merkle: a.bool_or(2, "merkle", false)?,
+            },
+            "mempool.get_fee_histogram" => Request::FeeHistogram,
+            "mempool.get_info" => Request::MempoolInfo,
+            _ => unreachable!("every method with a signature is parsed above"),
+        })
+    }
+
+    /// The method's name, as the client sent it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Version { .. } => "server.version",
+            Request::Features => "server.features",
+            Request::Banner => "server.banner",
+            Request::DonationAddress => "server.donation_address",
+            Request::PeersSubscribe => "server.peers.subscribe",
+            Request::AddPeer { .. } => "server.add_peer",
+            Request::Ping => "server.ping",
+            Request::HeadersSubscribe => "blockchain.headers.subscribe",
+            Request::BlockHeader { .. } => "blockchain.block.header",
+            Request::BlockHeaders { .. } => "blockchain.block.headers",
+            Request::EstimateFee { .. } => "blockchain.estimatefee",
+            Request::RelayFee => "blockchain.relayfee",
+            Request::GetBalance(_) => "blockchain.scripthash.get_balance",
+            Request::GetHistory(_) => "blockchain.scripthash.get_history",
+            Request::GetMempool(_) => "blockchain.scripthash.get_mempool",
+            Request::ListUnspent(_) => "blockchain.scripthash.listunspent",
+            Request::Subscribe(_) => "blockchain.scripthash.subscribe",
+            Request::Unsubscribe(_) => "blockchain.scripthash.unsubscribe",
+            Request::Broadcast { .. } => "blockchain.transaction.broadcast",
+            Request::BroadcastPackage { .. } => "blockchain.transaction.broadcast_package",
+            Request::TransactionGet { .. } => "blockchain.transaction.get",
+            Request::GetMerkle { .. } => "blockchain.transaction.get_merkle",
+            Request::IdFromPos { .. } => "blockchain.transaction.id_from_pos",
+            Request::FeeHistogram => "mempool.get_fee_histogram",
+            Request::MempoolInfo => "mempool.get_info",
+        }
+    }
+
+    /// Whether an answer too large for MAX_SEND is a history too large (error 10001) rather
+    /// than a response too large.
+    pub fn answers_a_history(&self) -> bool {
+        matches!(
+            self,
+            Request::GetBalance(_)
+                | Request::GetHistory(_)
+                | Request::GetMempool(_)
+                | Request::ListUnspent(_)
+                | Request::Subscribe(_)
+                | Request::Unsubscribe(_)
+        )
+    }
+}
+
+impl Request {
+    /// The request's fixed cost in ElectrumX's cost model (shared/docs limits.md, A5): what
+    /// its answer adds (history entries read, outputs listed, merkle work) is counted where the
+    /// answer is built, and bandwidth where bytes move.
+    pub fn base_cost(&self) -> f64 {
+        match self {
+            Request::Version { .. } | Request::Banner => 0.5,
+            Request::Features => 0.2,
+            Request::DonationAddress | Request::Ping => 0.1,
+            Request::PeersSubscribe => 1.0,
+            Request::AddPeer { .. } => 100.0,
+            Request::HeadersSubscribe => 0.25,
+            Request::BlockHeader { cp_height, .. } => {
+                if *cp_height == 0 {
+                    0.25
+                } else {
+                    1.25
+                }
+            }
+            Request::BlockHeaders { count, cp_height, .. } => {
+                *count as f64 / 50.0 + if *cp_height > 0 && *count > 0 { 1.0 } else { 0.0 }
+            }
+            Request::EstimateFee { .. } => 0.1,
+            Request::RelayFee | Request::FeeHistogram | Request::MempoolInfo => 1.0,
+            Request::GetBalance(_) | Request::ListUnspent(_) => 1.0,
+            Request::GetMempool(_) | Request::GetHistory(_) => 0.25,
+            Request::Subscribe(_) | Request::Unsubscribe(_) => 0.1,
+            Request::TransactionGet { .. } => 1.0,
+            Request::Broadcast { raw } => 0.25 + raw.len() as f64 / 5000.0,
+            Request::BroadcastPackage { raws, .. } => {
+                0.25 + raws.iter().map(String::len).sum::<usize>() as f64 / 5000.0
+            }
+            Request::GetMerkle { .. } | Request::IdFromPos { .. } => 0.0,
+        }
+    }
+}
+
+/// A method's parameters by position, from a positional array or by-name object.
+struct Args(Vec<Option<Value>>);
+
+impl Args {
+    /// Checks count and names against the method's parameter list (`required` of them needed).
+    fn bind(params: Option<Value>, names: &[&str], required: usize, lenient: bool) -> Result<Args, RpcError> {
+        let mut out: Vec<Option<Value>> = vec![None; names.len()];
+        match params {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                if items.len() > names.len() && !lenient {
+                    return Err(RpcError::invalid_params(format!(
+                        "too many parameters: {} given, at most {} accepted ({})",
+                        items.len(),
+                        names.len(),
+                        names.join(", ")
+                    )));
+                }
+                for (slot, v) in out.iter_mut().zip(items) {
+                    *slot = Some(v);
+                }
+            }
+            Some(Value::Object(map)) => {
+                for (k, v) in map {
+                    match names.iter().position(|n| *n == k) {
+                        Some(i) => out[i] = Some(v),
+                        None if lenient => {}
+                        None => return Err(RpcError::invalid_params(format!("unknown parameter {k:?}"))),
+                    }
+                }
+            }
+            Some(_) => return Err(RpcError::new(INVALID_REQUEST, "params must be an array or an object")),
+        }
+        if let Some(missing) = (0..required).find(|i| out[*i].is_none()) {
+            return Err(RpcError::invalid_params(format!("missing parameter {:?}", names[missing])));
+        }
+        Ok(Args(out))
+    }
+
+    fn get(&self, i: usize) -> Option<&Value> {
+        self.0.get(i).and_then(|v| v.as_ref())
+    }
+
+    fn take(&mut self, i: usize) -> Option<Value> {
+        self.0.get_mut(i).and_then(Option::take)
+    }
+
+    fn str(&self, i: usize, name: &str) -> Result<&str, RpcError> {
+        self.get(i).and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params(format!("{name} must be a string")))
+    }
+
+    /// A non-negative integer that fits u32 (heights, counts, positions).
+    fn u32_or(&self, i: usize, name: &str, default: u32) -> Result<u32, RpcError> {
+        match self.get(i) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n <= u32::MAX as u64)
+                .map(|n| n as u32)
+                .ok_or_else(|| RpcError::invalid_params(format!("{name} must be a non-negative integer"))),
+        }
+    }
+
+    fn bool_or(&self, i: usize, name: &str, default: bool) -> Result<bool, RpcError> {
+        match self.get(i) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            // Some clients send 0/1.
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 1) => Ok(n.as_u64() == Some(1)),
+            Some(_) => Err(RpcError::invalid_params(format!("{name} must be a boolean"))),
+        }
+    }
+
+    fn hash(&self, i: usize, name: &str) -> Result<[u8; 32], RpcError> {
+        crate::types::parse_hex_rev32(self.str(i, name)?)
+            .ok_or_else(|| RpcError::bad_request(format!("{name} must be 64 hexadecimal characters")))
+    }
+
+    fn scripthash(&self, i: usize) -> Result<ScriptHash, RpcError> {
+        self.hash(i, "scripthash").map(ScriptHash)
+    }
+
+    /// estimatefee's `mode` (1.6): one of bitcoind's estimate modes.
+    fn fee_mode(&self, i: usize) -> Result<Option<String>, RpcError> {
+        match self.get(i) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(m)) => {
+                let m = m.to_ascii_uppercase();
+                if !["CONSERVATIVE", "ECONOMICAL", "UNSET"].contains(&m.as_str()) {
+                    return Err(RpcError::bad_request(format!("unknown estimatefee mode: {m}")));
+                }
+                Ok(Some(m))
+            }
+            Some(_) => Err(RpcError::invalid_params("mode must be a string")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jsonrpc::{BAD_REQUEST, INVALID_PARAMS};
+    use serde_json::json;
+
+    const V14: Option<Version> = Some(Version(1, 4, 0));
+    const V16: Option<Version> = Some(V1_6);
+
+    #[test]
+    fn arguments_by_position_and_name() {
+        let names = &["height", "cp_height"];
+        let a = Args::bind(Some(json!([5])), names, 1, false).unwrap();
+        assert_eq!(a.u32_or(0, "height", 0).unwrap(), 5);
+        assert_eq!(a.u32_or(1, "cp_height", 0).unwrap(), 0);
+        let a = Args::bind(Some(json!({"cp_height": 9, "height": 3})), names, 1, false).unwrap();
+        assert_eq!((a.u32_or(0, "h", 0).unwrap(), a.u32_or(1, "c", 0).unwrap()), (3, 9));
+        assert_eq!(Args::bind(Some(json!([])), names, 1, false).err().unwrap().code, INVALID_PARAMS);
+        assert_eq!(Args::bind(Some(json!([1, 2, 3])), names, 1, false).err().unwrap().code, INVALID_PARAMS);
+        assert_eq!(Args::bind(Some(json!({"nope": 1})), names, 0, false).err().unwrap().code, INVALID_PARAMS);
+        assert!(Args::bind(Some(json!([1, 2, 3])), names, 1, true).is_ok());
+        let a = Args::bind(Some(json!([-1])), names, 1, false).unwrap();
+        assert_eq!(a.u32_or(0, "height", 0).unwrap_err().code, INVALID_PARAMS);
+        let a = Args::bind(Some(json!(["zz"])), &["scripthash"], 1, false).unwrap();
+        assert_eq!(a.scripthash(0).unwrap_err().code, BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_parsing_table() {
+        let sh = "ab".repeat(32);
+        let parse = |m: &str, p: Value, v| Request::parse(m, Some(p), v);
+        // Typed parameters, by position or by name.
+        assert_eq!(
+            parse("blockchain.block.headers", json!({"start_height": 5, "count": 2}), V14),
+            Ok(Request::BlockHeaders { start: 5, count: 2, cp_height: 0 })
+        );
+        assert_eq!(
+            parse("blockchain.scripthash.get_history", json!([sh]), V14).map(|r| r.name()),
+            Ok("blockchain.scripthash.get_history")
+        );
+        assert_eq!(
+            parse("blockchain.estimatefee", json!([6, "economical"]), V16),
+            Ok(Request::EstimateFee { number: 6, mode: Some("ECONOMICAL".into()) })
+        );
+        assert_eq!(parse("blockchain.estimatefee", json!([6, "BOGUS"]), V16).unwrap_err().code, BAD_REQUEST);
+        assert_eq!(
+            parse("blockchain.transaction.get_merkle", json!([sh]), V16),
+            Ok(Request::GetMerkle { txid: Txid([0xab; 32]), height: None })
+        );
+        // Version gates: methods come and go with the negotiated version.
+        assert_eq!(parse("blockchain.transaction.get_merkle", json!([sh]), V14).unwrap_err().code, INVALID_PARAMS);
+        assert_eq!(parse("blockchain.relayfee", json!([]), V16).unwrap_err().code, METHOD_NOT_FOUND);
+        assert_eq!(parse("blockchain.relayfee", json!([]), V14), Ok(Request::RelayFee));
+        assert_eq!(parse("mempool.get_info", json!([]), V14).unwrap_err().code, METHOD_NOT_FOUND);
+        assert_eq!(
+            parse("blockchain.transaction.broadcast_package", json!([["00"]]), V14).unwrap_err().code,
+            METHOD_NOT_FOUND
+        );
+        // Negotiation first; extra server.version parameters are ignored.
+        assert_eq!(parse("server.ping", json!([]), None).unwrap_err().code, BAD_REQUEST);
+        assert!(parse("server.version", json!(["c", "1.4", "extra"]), None).is_ok());
+        assert_eq!(parse("no.such.method", json!([]), V14).unwrap_err().code, METHOD_NOT_FOUND);
+        assert_eq!(parse("blockchain.transaction.broadcast", json!(["zz"]), V14).unwrap_err().code, BAD_REQUEST);
+        assert_eq!(parse("server.ping", json!("x"), V14).unwrap_err().code, INVALID_REQUEST);
+        assert!(parse("blockchain.scripthash.subscribe", json!([sh]), V14).unwrap().answers_a_history());
+        assert!(!parse("server.ping", json!([]), V14).unwrap().answers_a_history());
+    }
+}

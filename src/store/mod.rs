@@ -1,0 +1,323 @@
+//! The store: one RocksDB database with a column family per row type (`schema`), the txid file
+//! beside it, and every change applied as one atomic batch that also carries the chain state
+//! (`write`). A kill at any instant leaves the last complete batch, so the database is always
+//! consistent. This is the only code that names RocksDB.
+
+mod dump;
+mod read;
+pub mod schema;
+mod txid_file;
+mod write;
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, IteratorMode, Options, SliceTransform, WriteBatch, WriteOptions, DB,
+};
+
+pub use dump::{dump_index, DumpRow};
+pub use read::{HistoryReader, UtxoEntry};
+pub use txid_file::TxidView;
+pub use write::{Batch, CreatedOutput, FlushData, SpentOutput, UnwindData};
+
+use crate::coins::Coin;
+use crate::types::{TxNum, Txid};
+use schema::*;
+use txid_file::TxidFile;
+
+pub struct Db {
+    db: DB,
+    txids: TxidFile,
+}
+
+/// The txid file's name inside DB_DIRECTORY (RocksDB leaves files it did not name alone).
+pub const TXID_FILE: &str = "txids";
+
+/// Hint added to every disk error: what the operator should check, and that nothing is lost.
+const DISK_HINT: &str = "check free space and permissions of DB_DIRECTORY; the index keeps its last \
+                         complete flush, so restarting ferrum resumes from there";
+
+fn read_error(e: rocksdb::Error) -> anyhow::Error {
+    anyhow!("database read failed: {e}; {DISK_HINT}")
+}
+
+/// What a row that does not decode means, and what to do.
+fn corrupt(what: &str) -> anyhow::Error {
+    anyhow!("the index is corrupt: {what}; delete DB_DIRECTORY to rebuild it")
+}
+
+fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_write_buffer_size(64 << 20);
+    opts.set_target_file_size_base(64 << 20);
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_block_size(16 << 10);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    // Prefix blooms let a lookup of an unknown script hash or txid skip files entirely.
+    let prefix = match name {
+        CF_TXNUM => Some(TXID_PREFIX_LEN),
+        CF_HISTORY | CF_HASHX_UTXO => Some(crate::types::HASHX_LEN),
+        _ => None,
+    };
+    // Memtable blooms do the same for the newest rows: at the tip most lookups (the outputs a
+    // block spends) miss the memtables, and a skiplist search to find that out cost ~1 µs each.
+    match prefix {
+        Some(len) => {
+            opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(len));
+            opts.set_memtable_prefix_bloom_ratio(0.05);
+            table.set_bloom_filter(10.0, false);
+            table.set_whole_key_filtering(false);
+        }
+        None if name == CF_UTXO => {
+            opts.set_memtable_prefix_bloom_ratio(0.05);
+            opts.set_memtable_whole_key_filtering(true);
+            table.set_bloom_filter(10.0, false);
+        }
+        None => {}
+    }
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.increase_parallelism(std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+    opts.set_max_open_files(2048);
+    opts.set_keep_log_file_num(3);
+    opts.set_max_total_wal_size(256 << 20);
+    opts
+}
+
+/// Our column families, plus any others an existing database has: a database of an older
+/// format must open far enough to be refused by its version, with a clear message.
+fn descriptors_for(path: &Path) -> Vec<ColumnFamilyDescriptor> {
+    let cache = rocksdb::Cache::new_lru_cache(256 << 20);
+    let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
+    let others = existing.into_iter().filter(|n| n != "default" && !ALL_CFS.contains(&n.as_str()));
+    ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)))
+        .chain(others.map(|name| ColumnFamilyDescriptor::new(name, Options::default())))
+        .collect()
+}
+
+/// The tx count of the committed chain state (0 for a new database).
+fn committed_tx_count(db: &DB) -> Result<u64> {
+    let cf = db.cf_handle(CF_META).expect("meta is opened");
+    match db.get_cf(cf, META_STATE).map_err(read_error)? {
+        None => Ok(0),
+        Some(v) => ChainState::decode(&v).map(|s| s.tx_count).ok_or_else(|| corrupt("unreadable chain state row")),
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the index for `coin`, refusing a database of another format
+    /// version or another coin/network.
+    pub fn open(path: &Path, coin: &Coin) -> Result<Db> {
+        std::fs::create_dir_all(path).with_context(|| format!("cannot create DB_DIRECTORY {}", path.display()))?;
+        let db = DB::open_cf_descriptors(&db_options(), path, descriptors_for(path)).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("lock") {
+                anyhow!("cannot open the database at {}: it is in use by another process (is another ferrum running on this DB_DIRECTORY?): {msg}", path.display())
+            } else {
+                anyhow!("cannot open the database at {}: {msg}; {DISK_HINT}", path.display())
+            }
+        })?;
+        let coin_id = format!("{}/{}", coin.name, coin.net.name());
+        let get = |key: &[u8]| -> Result<Option<Vec<u8>>> {
+            let cf = db.cf_handle(CF_META).expect("meta is opened");
+            db.get_cf(cf, key).map_err(read_error)
+        };
+        match get(META_VERSION)? {
+            None => {
+                let cf = db.cf_handle(CF_META).expect("meta is opened");
+                let mut batch = WriteBatch::default();
+                batch.put_cf(cf, META_VERSION, DB_VERSION.to_be_bytes());
+                batch.put_cf(cf, META_COIN, coin_id.as_bytes());
+                db.write(batch).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))?;
+            }
+            Some(v) => {
+                let version = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
+                if version != DB_VERSION {
+                    bail!(
+                        "the database at {} has format version {version} but this ferrum uses version {DB_VERSION}; \
+                         run the ferrum version that made it, or delete the directory to build a new index",
+                        path.display()
+                    );
+                }
+                let stored = get(META_COIN)?.unwrap_or_default();
+                if stored != coin_id.as_bytes() {
+                    bail!(
+                        "the database at {} indexes {} but COIN/NET say {coin_id}; point DB_DIRECTORY elsewhere \
+                         or fix COIN and NET",
+                        path.display(),
+                        String::from_utf8_lossy(&stored)
+                    );
+                }
+            }
+        }
+        let committed = committed_tx_count(&db)?;
+        let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
+        Ok(Db { db, txids })
+    }
+
+    /// Opens an existing database without writing anything (for dumps and inspection).
+    pub fn open_read_only(path: &Path) -> Result<Db> {
+        let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors_for(path), false)
+            .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
+        let txids = TxidFile::open(&path.join(TXID_FILE), committed_tx_count(&db)?, false)?;
+        Ok(Db { db, txids })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("every column family is opened")
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(cf), key).map_err(read_error)
+    }
+
+    /// Applies a batch atomically and durably (fsync'd WAL): after this returns, a crash or
+    /// power loss keeps it.
+    pub fn write(&self, batch: Batch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch.0, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
+    }
+
+    pub fn state(&self) -> Result<Option<ChainState>> {
+        match self.get(CF_META, META_STATE)? {
+            None => Ok(None),
+            Some(v) => ChainState::decode(&v).map(Some).ok_or_else(|| corrupt("unreadable chain state row")),
+        }
+    }
+
+    /// Every stored header with the cumulative tx count after it, from height 0 up.
+    pub fn load_headers(&self) -> Result<Vec<([u8; 80], u64)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_HEADER), IteratorMode::Start) {
+            let (k, v) = item.map_err(read_error)?;
+            let height = <[u8; 4]>::try_from(&k[..]).map(u32::from_be_bytes).map_err(|_| corrupt("a header key"))?;
+            if height as usize != out.len() {
+                bail!("the database's headers are not contiguous at height {height}");
+            }
+            out.push(decode_header_value(&v).ok_or_else(|| corrupt(&format!("the header row at height {height}")))?);
+        }
+        Ok(out)
+    }
+
+    /// Txids of a contiguous range of tx numbers (e.g. one block's), in order.
+    pub fn txids_range(&self, from: TxNum, to: TxNum) -> Result<Vec<Txid>> {
+        let view = self.txids.view();
+        let slots = view.range(from, to).ok_or_else(|| anyhow!("the txid file lacks tx numbers {from}..{to}"))?;
+        Ok(slots.chunks_exact(32).map(|c| Txid(c.try_into().expect("32 bytes"))).collect())
+    }
+
+    /// Txids of the given tx numbers, in their order.
+    pub fn txids(&self, nums: &[TxNum]) -> Result<Vec<Txid>> {
+        let view = self.txids.view();
+        nums.iter()
+            .map(|n| view.get(*n).ok_or_else(|| anyhow!("the index is inconsistent: no txid for tx number {n}")))
+            .collect()
+    }
+
+    /// The txid file as it is now, for many lookups.
+    pub fn txid_view(&self) -> TxidView {
+        self.txids.view()
+    }
+
+    /// Writes txids of tx numbers `first..` to the txid file, durably. Must precede the write
+    /// of the batch that commits them.
+    pub fn write_txids(&self, first: TxNum, txids: &[Txid]) -> Result<()> {
+        self.txids.write(first, txids)
+    }
+
+    pub fn undo(&self, height: u32) -> Result<Option<UndoRecord>> {
+        match self.get(CF_UNDO, &undo_key(height))? {
+            None => Ok(None),
+            Some(v) => {
+                UndoRecord::decode(&v).map(Some).ok_or_else(|| corrupt(&format!("the undo row at height {height}")))
+            }
+        }
+    }
+
+    /// Lowest height that still has undo data, if any.
+    pub fn lowest_undo_height(&self) -> Result<Option<u32>> {
+        match self.db.iterator_cf(self.cf(CF_UNDO), IteratorMode::Start).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, _) = item.map_err(read_error)?;
+                Ok(<[u8; 4]>::try_from(&k[..]).ok().map(u32::from_be_bytes))
+            }
+        }
+    }
+
+    /// Approximate size of the live data in bytes.
+    pub fn size_estimate(&self) -> u64 {
+        ALL_CFS
+            .iter()
+            .filter_map(|cf| self.db.property_int_value_cf(self.cf(cf), "rocksdb.total-sst-files-size").ok().flatten())
+            .sum::<u64>()
+            + self.txids.size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coins::{lookup, Net};
+
+    pub(super) fn regtest_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), lookup("Bitcoin", Net::Regtest).unwrap()).unwrap();
+        (dir, db)
+    }
+
+    /// Writes one raw row, as a damaged disk might hold it.
+    pub(super) fn put_raw(db: &Db, cf: &str, key: &[u8], value: &[u8]) {
+        db.db.put_cf(db.cf(cf), key, value).unwrap();
+    }
+
+    #[test]
+    fn a_database_of_the_older_format_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Format 1 kept txids in a "txid" column family.
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let db = DB::open_cf(&opts, dir.path(), [CF_META, "txid"]).unwrap();
+            db.put_cf(db.cf_handle(CF_META).unwrap(), META_VERSION, 1u32.to_be_bytes()).unwrap();
+        }
+        let coin = lookup("Bitcoin", Net::Regtest).unwrap();
+        let err = Db::open(dir.path(), coin).err().expect("refused").to_string();
+        assert!(err.contains("format version 1") && err.contains("delete the directory"), "{err}");
+    }
+
+    #[test]
+    fn a_new_database_starts_empty_and_reopens() {
+        let (dir, db) = regtest_db();
+        assert_eq!((db.state().unwrap().is_none(), db.txid_view().get(0)), (true, None));
+        db.write_txids(0, &[Txid([7; 32])]).unwrap();
+        drop(db);
+        // Nothing committed the txid: reopening drops it.
+        let db = Db::open(dir.path(), lookup("Bitcoin", Net::Regtest).unwrap()).unwrap();
+        assert_eq!(db.txid_view().get(0), None);
+    }
+
+    #[test]
+    fn damaged_rows_are_reported_as_corruption() {
+        let (_dir, db) = regtest_db();
+        put_raw(&db, CF_HEADER, &[0, 0], &[0; 85]);
+        assert!(db.load_headers().unwrap_err().to_string().contains("corrupt"));
+        put_raw(&db, CF_UNDO, &undo_key(3), &[0xff; 5]);
+        assert!(db.undo(3).unwrap_err().to_string().contains("corrupt"));
+    }
+}

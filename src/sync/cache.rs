@@ -1,0 +1,86 @@
+//! The block processor's write cache: everything applied since the last flush, and what it
+//! will cost in memory to flush it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::store::schema::TXNUM_LEN;
+use crate::store::SpentOutput;
+use crate::types::{HashX, OutPoint, TxNum, Txid, HASHX_LEN};
+
+/// The outputs cache is keyed by random txids, so a hasher that just folds their bytes is as
+/// good as SipHash and much faster.
+#[derive(Default)]
+pub struct OutPointHasher(u64);
+
+impl Hasher for OutPointHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n as u64;
+    }
+}
+
+pub type OutPointMap<V> = HashMap<OutPoint, V, BuildHasherDefault<OutPointHasher>>;
+
+/// An output created since the last flush and still unspent.
+#[derive(Clone, Copy)]
+pub struct CachedUtxo {
+    pub hashx: HashX,
+    pub tx_num: TxNum,
+    pub value: u64,
+}
+
+/// Memory the flush adds per pending item while it runs, on top of the item itself: the sorted
+/// row vectors and the WriteBatch (key, value and record header per row) exist together at the
+/// flush's peak. Counting them up front keeps the peak within CACHE_MB.
+const FLUSH_BYTES_PER_UTXO: usize = 24 + 32 + 2 * 40;
+const FLUSH_BYTES_PER_SPENT: usize = 16 + 24 + 2 * 30;
+const FLUSH_BYTES_PER_HISTORY: usize = 12;
+const FLUSH_BYTES_PER_TXID: usize = 16 + 24;
+
+/// Everything applied since the last flush.
+#[derive(Default)]
+pub struct Pending {
+    /// Outputs created since the last flush and still unspent.
+    pub utxos: OutPointMap<CachedUtxo>,
+    /// Outputs from the database spent since the last flush.
+    pub spent_db: Vec<SpentOutput>,
+    /// History keys (script hash, tx number), as `store::schema::history_key` lays them out.
+    pub history: Vec<[u8; HASHX_LEN + TXNUM_LEN]>,
+    /// Txids of tx numbers from the last flushed tx count on.
+    pub txids: Vec<Txid>,
+    /// Encoded undo records by height.
+    pub undo: Vec<(u32, Vec<u8>)>,
+    pub undo_bytes: usize,
+    /// Outputs spent by blocks applied while the mempool mirror was not empty, so publishing them
+    /// can evict mempool double spends.
+    pub spent_outpoints: Vec<OutPoint>,
+}
+
+impl Pending {
+    /// Memory held now (from capacities: a table or vector that grew by doubling holds its
+    /// whole capacity) plus what flushing it will add.
+    pub fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        let held = self.utxos.capacity() * (size_of::<(OutPoint, CachedUtxo)>() + 1)
+            + self.spent_db.capacity() * size_of::<SpentOutput>()
+            + self.history.capacity() * (HASHX_LEN + TXNUM_LEN)
+            + self.txids.capacity() * size_of::<Txid>()
+            + self.undo_bytes
+            + self.spent_outpoints.capacity() * size_of::<OutPoint>();
+        let flushing = self.utxos.len() * FLUSH_BYTES_PER_UTXO
+            + self.spent_db.len() * FLUSH_BYTES_PER_SPENT
+            + self.history.len() * FLUSH_BYTES_PER_HISTORY
+            + self.txids.len() * FLUSH_BYTES_PER_TXID;
+        held + flushing
+    }
+}

@@ -1,0 +1,421 @@
+//! The block processor: the index's only writer of blocks, on its own thread.
+//!
+//! It assigns transaction numbers, spends and creates outputs through an in-memory cache,
+//! gathers history rows and undo data, and writes everything, together with the chain state,
+//! as one atomic batch: when the cache reaches CACHE_MB during initial sync, and after every
+//! block once caught up. Reorgs are unwound block by block with the undo data, each step its own
+//! atomic batch, so a kill at any moment leaves a consistent index at some height.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use super::cache::{CachedUtxo, OutPointMap, Pending};
+use super::progress::Progress;
+use crate::coins::Coin;
+use crate::index::{IndexEvent, IndexWriter, Tip};
+use crate::metrics::Metrics;
+use crate::node::block::ParsedBlock;
+use crate::node::prefetch::Fetched;
+use crate::store::schema::{history_key, ChainState, CreatedUndo, SpentUndo, UndoRecord, MAX_TX_NUM};
+use crate::store::{CreatedOutput, Db, FlushData, SpentOutput, UnwindData, UtxoEntry};
+use crate::types::{hex_rev, HashX, OutPoint, Txid, HASHX_LEN};
+
+/// Why a block was not applied.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The block does not extend our tip: the daemon's chain changed under us.
+    Mismatch {
+        height: u32,
+    },
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ApplyError {
+    fn from(e: anyhow::Error) -> Self {
+        ApplyError::Fatal(e)
+    }
+}
+
+/// What the blocks sent before a barrier came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Every block extended the tip.
+    All,
+    /// A block did not extend the tip (the daemon's chain changed); it and the rest were
+    /// skipped.
+    ChainChanged,
+}
+
+/// Requests to the block processor thread, handled in order.
+pub enum Command {
+    /// Apply a block; `daemon_tip` (the daemon's tip height when it was fetched) decides whether
+    /// undo data is kept and whether to flush at once.
+    Block { fetched: Fetched, daemon_tip: u32 },
+    /// Waits for the blocks sent before it.
+    Barrier(oneshot::Sender<Result<Applied, String>>),
+    /// Unwind down to this height (which stays).
+    Unwind(u32, oneshot::Sender<Result<(), String>>),
+    /// Flush and stop.
+    Shutdown(oneshot::Sender<Result<(), String>>),
+}
+
+pub struct BlockProcessor {
+    writer: IndexWriter,
+    db: Arc<Db>,
+    coin: &'static Coin,
+    /// Height of the last flush: blocks above it are in the chain and `pending` only.
+    flushed_height: Option<u32>,
+    cache_limit: usize,
+    reorg_limit: u32,
+    pending: Pending,
+    metrics: Arc<Metrics>,
+    progress: Progress,
+}
+
+impl BlockProcessor {
+    pub fn new(writer: IndexWriter, db: Arc<Db>, cache_limit: usize, reorg_limit: u32, metrics: Arc<Metrics>) -> Self {
+        let coin = writer.index().coin();
+        let tip = writer.index().applied_tip();
+        BlockProcessor {
+            writer,
+            db,
+            coin,
+            flushed_height: tip.map(|t| t.height),
+            cache_limit,
+            reorg_limit,
+            pending: Pending::default(),
+            metrics,
+            progress: Progress::new(tip.map_or(0, |t| t.height), tip.map_or(0, |t| t.tx_count)),
+        }
+    }
+
+    /// Spends an output, from the cache, the block's lookups or the database: returns its
+    /// script hash, creating tx number and value (the value is only looked up when undo data
+    /// needs it).
+    fn spend(
+        &mut self,
+        prevout: &OutPoint,
+        need_value: bool,
+        looked_up: &mut OutPointMap<UtxoEntry>,
+    ) -> Result<UtxoEntry> {
+        if let Some(c) = self.pending.utxos.remove(prevout) {
+            self.metrics.spends_from_cache.inc();
+            return Ok((c.hashx, c.tx_num, c.value));
+        }
+        let found = match looked_up.remove(prevout) {
+            Some(found) => Some(found),
+            None => self.db.find_utxos(&[prevout], need_value)?.pop().flatten(),
+        };
+        let Some((hashx, tx_num, value)) = found else {
+            bail!(
+                "a block spends output {}:{} which is not in the UTXO set: the daemon served an invalid chain or the index is damaged \
+                 (delete DB_DIRECTORY to rebuild it)",
+                prevout.txid,
+                prevout.vout
+            )
+        };
+        self.pending.spent_db.push(SpentOutput { tx_num, vout: prevout.vout, hashx });
+        Ok((hashx, tx_num, value))
+    }
+
+    /// Looks up, before a block is applied, the outputs it spends that only the database has
+    /// (not in the cache, not created by the block itself): in parallel, in chunks sharing an
+    /// iterator, rather than one by one on the writer thread, where they dominated a new tip's
+    /// processing time. Spends of transactions the mempool already resolved need no lookup at
+    /// all (`IndexWriter::mempool_spends`).
+    fn lookup_spends(
+        &self,
+        block: &ParsedBlock,
+        need_value: bool,
+        mempool_in_use: bool,
+    ) -> Result<OutPointMap<UtxoEntry>> {
+        let mut found = OutPointMap::default();
+        // During initial sync the mempool is empty: no lookups per transaction there.
+        if mempool_in_use {
+            let known = self.writer.mempool_spends(block.txs.iter().map(|t| &t.txid));
+            self.metrics.spends_from_mempool.inc_by(known.len() as u64);
+            found.extend(known);
+        }
+        let own: HashSet<&Txid> = block.txs.iter().map(|t| &t.txid).collect();
+        let wanted: Vec<&OutPoint> = block
+            .txs
+            .iter()
+            .flat_map(|t| &t.inputs)
+            .filter(|op| !own.contains(&op.txid) && !self.pending.utxos.contains_key(op) && !found.contains_key(op))
+            .collect();
+        let looked_up = self.db.find_utxos_parallel(&wanted, need_value)?;
+        self.metrics.spends_from_disk.inc_by(looked_up.iter().flatten().count() as u64);
+        found.extend(wanted.iter().zip(looked_up).filter_map(|(op, f)| f.map(|f| (**op, f))));
+        Ok(found)
+    }
+
+    /// Applies a block on top of the tip. `daemon_tip` decides whether undo data is kept and
+    /// whether to flush now.
+    pub fn apply(&mut self, block: &ParsedBlock, daemon_tip: u32) -> Result<(), ApplyError> {
+        let tip = self.writer.index().applied_tip();
+        let (height, base) = (tip.map_or(0, |t| t.height + 1), tip.map_or(0, |t| t.tx_count));
+        if block.height != height || tip.is_some_and(|t| block.prev_hash() != t.hash) {
+            return Err(ApplyError::Mismatch { height: block.height });
+        }
+        if height == 0 && hex_rev(&block.hash) != self.coin.genesis_hash {
+            return Err(ApplyError::Fatal(anyhow!(
+                "the daemon's genesis block {} is not {} {}'s",
+                hex_rev(&block.hash),
+                self.coin.name,
+                self.coin.net
+            )));
+        }
+        if base + block.txs.len() as u64 > MAX_TX_NUM {
+            return Err(ApplyError::Fatal(anyhow!("transaction numbers exhausted")));
+        }
+        let keep_undo = height + self.reorg_limit > daemon_tip;
+        // Only a non-empty mempool (the mirror runs once caught up) can hold double spends.
+        let evict_from_mempool = self.writer.mempool_in_use();
+        let started = Instant::now();
+        let mut looked_up = self.lookup_spends(block, keep_undo, evict_from_mempool)?;
+        let lookup_time = started.elapsed();
+        let mut undo = UndoRecord::default();
+        let mut touched: Vec<HashX> = Vec::new();
+        for (i, tx) in block.txs.iter().enumerate() {
+            let tx_num = base + i as u64;
+            touched.clear();
+            if evict_from_mempool {
+                self.pending.spent_outpoints.extend_from_slice(&tx.inputs);
+            }
+            for prevout in &tx.inputs {
+                let (hashx, from_tx, value) = self
+                    .spend(prevout, keep_undo, &mut looked_up)
+                    .with_context(|| format!("applying block {} at height {height}", hex_rev(&block.hash)))?;
+                touched.push(hashx);
+                if keep_undo {
+                    undo.spent.push(SpentUndo { hashx, tx_num: from_tx, vout: prevout.vout, value, spender: tx_num });
+                }
+            }
+            // The genesis coinbase cannot be spent, so it is not indexed (its txid is, for lookups).
+            if height > 0 {
+                for (vout, out) in tx.outputs.iter().enumerate() {
+                    let Some(hashx) = out.hashx else { continue };
+                    let vout = vout as u32;
+                    self.pending
+                        .utxos
+                        .insert(OutPoint { txid: tx.txid, vout }, CachedUtxo { hashx, tx_num, value: out.value });
+                    touched.push(hashx);
+                    if keep_undo {
+                        undo.created.push(CreatedUndo { hashx, tx_num, vout });
+                    }
+                }
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            self.pending.history.extend(touched.iter().map(|hashx| history_key(hashx, tx_num)));
+            self.pending.txids.push(tx.txid);
+        }
+        let tx_count = base + block.txs.len() as u64;
+        if keep_undo {
+            let enc = undo.encode();
+            self.pending.undo_bytes += enc.len();
+            self.pending.undo.push((height, enc));
+        }
+        self.writer.push_block(block.header, block.hash, tx_count);
+        // Readers see a height only once it is flushed (see `flush`); this is sync progress.
+        self.metrics.sync_height.set(height as i64);
+        self.metrics.blocks_applied.inc();
+        self.metrics.txs_applied.inc_by(block.txs.len() as u64);
+
+        let caught_up = height >= daemon_tip;
+        if caught_up {
+            tracing::debug!(
+                "applied block {height} in {:.1} ms ({} spent outputs resolved before, in {:.1} ms)",
+                started.elapsed().as_secs_f64() * 1e3,
+                looked_up.len(),
+                lookup_time.as_secs_f64() * 1e3
+            );
+        }
+        if caught_up || self.pending.bytes() >= self.cache_limit {
+            self.flush()?;
+        }
+        self.progress.block(height, tx_count, daemon_tip, (self.pending.bytes(), self.cache_limit));
+        Ok(())
+    }
+
+    /// Writes everything pending, with the chain state, in one atomic batch.
+    pub fn flush(&mut self) -> Result<()> {
+        let Some(tip) = self.writer.index().applied_tip() else { return Ok(()) };
+        if self.flushed_height == Some(tip.height) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let first_height = self.flushed_height.map_or(0, |h| h + 1);
+        let first_tx_num = self.writer.tx_range(first_height).map_or(tip.tx_count, |(start, _)| start);
+        let mut p = std::mem::take(&mut self.pending);
+        let (n_utxos, n_spent, n_hist, n_txs) = (p.utxos.len(), p.spent_db.len(), p.history.len(), p.txids.len());
+        // The txids go to their file first: the batch commits them by raising the tx count.
+        // On a write error the pending data goes back, so a later flush (after an admin command
+        // failed, say) still writes every block at its tx numbers.
+        if let Err(e) = self.db.write_txids(first_tx_num, &p.txids) {
+            self.pending = p;
+            return Err(e);
+        }
+        let created: Vec<CreatedOutput> = p
+            .utxos
+            .iter()
+            .map(|(op, c)| CreatedOutput { tx_num: c.tx_num, vout: op.vout, hashx: c.hashx, value: c.value })
+            .collect();
+        let batch = self.db.flush_batch(FlushData {
+            created,
+            spent: &p.spent_db,
+            history: &mut p.history,
+            txids: &p.txids,
+            first_tx_num,
+            headers: self.writer.headers(first_height, tip.height),
+            first_height,
+            undo: &p.undo,
+            // Undo data older than REORG_LIMIT blocks is never needed again.
+            keep_undo_from: (tip.height + 1).checked_sub(self.reorg_limit),
+            state: ChainState { height: tip.height, tip: tip.hash, tx_count: tip.tx_count },
+        });
+        let built = started.elapsed();
+        // Readers see the new blocks, and the mempool loses their transactions, at one instant.
+        let mempool_touched = match self.writer.commit_flush(batch, tip, &p.txids, &p.spent_outpoints) {
+            Ok(touched) => touched,
+            Err(e) => {
+                self.pending = p;
+                return Err(e);
+            }
+        };
+        self.flushed_height = Some(tip.height);
+        if self.writer.serving() {
+            let mut touched = mempool_touched;
+            touched.extend(p.history.iter().map(|k| <HashX>::try_from(&k[..HASHX_LEN]).expect("hashx prefix")));
+            self.writer.publish(IndexEvent { touched, new_tip: true });
+        }
+        let elapsed = started.elapsed();
+        self.metrics.set_indexed(tip.height, tip.hash, tip.tx_count);
+        self.metrics.flushes.inc();
+        self.metrics.last_flush_ms.set(elapsed.as_millis() as i64);
+        tracing::debug!(
+            "flushed to height {} in {:.0} ms: {n_txs} txs, {n_utxos} new UTXOs, {n_spent} spent from disk, {n_hist} history rows \
+             (batch built at {:.1} ms)",
+            tip.height,
+            elapsed.as_secs_f64() * 1e3,
+            built.as_secs_f64() * 1e3,
+        );
+        Ok(())
+    }
+
+    /// Unwinds blocks down to `height` (which stays), flushing first. Each block is its own
+    /// atomic batch.
+    pub fn unwind_to(&mut self, height: u32) -> Result<()> {
+        self.flush()?;
+        // All or nothing: check the undo data reaches the target before touching anything.
+        // Undo rows always cover a contiguous range ending at the tip (they are written for the
+        // newest blocks and pruned from the bottom), so the lowest one tells the reach.
+        let tip = self.writer.index().applied_tip().map(|t| t.height);
+        if tip.is_some_and(|t| t > height) {
+            let lowest = self.db.lowest_undo_height()?;
+            if lowest.is_none_or(|l| l > height + 1) {
+                bail!(
+                    "cannot unwind to height {height}: undo data covers only heights {}..={} (REORG_LIMIT={}); \
+                     the index is unchanged",
+                    lowest.map_or("none".to_string(), |l| l.to_string()),
+                    tip.unwrap_or(0),
+                    self.reorg_limit
+                );
+            }
+        }
+        while let Some(tip) = self.writer.index().applied_tip().filter(|t| t.height > height) {
+            self.unwind_tip(tip)?;
+        }
+        Ok(())
+    }
+
+    fn unwind_tip(&mut self, tip: Tip) -> Result<()> {
+        let undo = self.db.undo(tip.height)?.ok_or_else(|| {
+            anyhow!(
+                "cannot unwind block {}: it has no undo data (only the last REORG_LIMIT={} blocks keep it)",
+                tip.height,
+                self.reorg_limit
+            )
+        })?;
+        let (start, end) = self.writer.tx_range(tip.height).expect("the tip is in the chain");
+        let prev_hash = self.writer.index().applied_hash(tip.height - 1).expect("tip > 0");
+        let txids = self.db.txids_range(start, end)?;
+        let prev = Tip { height: tip.height - 1, hash: prev_hash, tx_count: start };
+        let state = ChainState { height: prev.height, tip: prev.hash, tx_count: prev.tx_count };
+        let (batch, touched) = self.db.unwind_batch(UnwindData {
+            height: tip.height,
+            undo: &undo,
+            first_tx_num: start,
+            txids: &txids,
+            state,
+        })?;
+        self.writer.commit_unwind(batch, prev)?;
+        if self.writer.serving() {
+            self.writer.publish(IndexEvent { touched: touched.into_iter().collect(), new_tip: true });
+        }
+        self.flushed_height = Some(prev.height);
+        self.metrics.set_unwound(prev.height, prev.hash, prev.tx_count);
+        self.progress.restart(prev.height, prev.tx_count);
+        tracing::info!("unwound block {} at height {} ({} transactions)", hex_rev(&tip.hash), tip.height, end - start);
+        Ok(())
+    }
+
+    /// The processor thread: applies commands until `Shutdown` or the channel closes. After a
+    /// block that does not extend the tip, blocks are skipped until the next `Barrier` reports
+    /// it; after a fatal error nothing more is written (`failed` stops the prefetcher), so the
+    /// last flush stays the truth.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>, failed: Arc<AtomicBool>) {
+        let mut applied = Applied::All;
+        let mut fatal: Option<String> = None;
+        while let Some(cmd) = rx.blocking_recv() {
+            match cmd {
+                Command::Block { fetched, daemon_tip } => {
+                    if fatal.is_some() || applied == Applied::ChainChanged {
+                        continue;
+                    }
+                    match self.apply(&fetched.block, daemon_tip) {
+                        Ok(()) => {}
+                        Err(ApplyError::Mismatch { height }) => {
+                            tracing::info!(
+                                "block at height {height} does not extend our tip: the daemon's chain changed"
+                            );
+                            applied = Applied::ChainChanged;
+                        }
+                        Err(ApplyError::Fatal(e)) => {
+                            failed.store(true, Ordering::SeqCst);
+                            fatal = Some(format!("{e:#}"));
+                        }
+                    }
+                }
+                Command::Barrier(reply) => {
+                    let _ = reply.send(match &fatal {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(std::mem::replace(&mut applied, Applied::All)),
+                    });
+                }
+                Command::Unwind(height, reply) => {
+                    let r = match &fatal {
+                        Some(e) => Err(e.clone()),
+                        None => self.unwind_to(height).map_err(|e| format!("{e:#}")),
+                    };
+                    let _ = reply.send(r);
+                }
+                Command::Shutdown(reply) => {
+                    let r = if fatal.is_some() { Ok(()) } else { self.flush().map_err(|e| format!("{e:#}")) };
+                    let _ = reply.send(r);
+                    return;
+                }
+            }
+        }
+        if fatal.is_none() {
+            if let Err(e) = self.flush() {
+                tracing::error!("final flush failed: {e:#}");
+            }
+        }
+    }
+}
