@@ -8,8 +8,7 @@
 //! one is the generator's first hot script, with over 100,000 transactions on the full chain.
 //! MAX_SEND is raised to 100 MB so that its history fits in one response.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use ferrum_testkit as common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,8 +8,7 @@
 //! notifications and the headers notification. The clients run in this process (one tokio
 //! task per session) on loopback.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use ferrum_testkit as common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -9,15 +9,14 @@
 //! flushed, i.e. durable and queryable. Prints wall time, blocks/s, txs/s, peak RSS, CPU
 //! seconds, DB size, flush time, and the sync/fetch ratio.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use ferrum_testkit as common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::bench::{dir_size, env_usize, full_run, proc_stats, ChainSpec};
-use common::ferrum::FerrumProcess;
+use common::process::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 use futures::StreamExt;
 

@@ -12,8 +12,7 @@
 //! script-hash notifications. In "warm" rounds the block's transactions were in the mempool
 //! first (the usual case: ferrum already knows them); in "cold" rounds they were not.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use ferrum_testkit as common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

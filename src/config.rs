@@ -269,9 +269,10 @@ impl Config {
         self.cache_mb * 1_000_000
     }
 
-    /// Below this many connections, accepting resumes after MAX_SESSIONS was reached (95%).
-    pub fn max_sessions_resume(&self) -> usize {
-        self.max_sessions / 20 * 19 + self.max_sessions % 20 * 19 / 20
+    /// Whether accepting resumes at this many connections after MAX_SESSIONS was reached:
+    /// below 95% of it.
+    pub fn below_session_resume(&self, connections: usize) -> bool {
+        (connections as u128) * 100 < (self.max_sessions as u128) * 95
     }
 }
 
@@ -558,10 +559,11 @@ mod tests {
         let e = parse(&[("MAX_SESSIONS", &(usize::MAX / 50).to_string())]).unwrap_err();
         assert!(e.0.contains("MAX_SESSIONS"), "{e}");
         let c = parse(&[("MAX_SESSIONS", "1000")]).unwrap();
-        assert_eq!(c.max_sessions_resume(), 950);
+        assert!(c.below_session_resume(949) && !c.below_session_resume(950));
         let c = parse(&[("MAX_SESSIONS", "1000000000")]).unwrap();
-        assert_eq!(c.max_sessions_resume(), 950_000_000);
-        assert_eq!(parse(&[("MAX_SESSIONS", "7")]).unwrap().max_sessions_resume(), 6);
+        assert!(c.below_session_resume(949_999_999) && !c.below_session_resume(950_000_000));
+        let c = parse(&[("MAX_SESSIONS", "3")]).unwrap();
+        assert!(c.below_session_resume(2) && !c.below_session_resume(3), "95% of 3 is 2.85");
     }
 
     #[test]

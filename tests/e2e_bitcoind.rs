@@ -4,15 +4,15 @@
 //! initial sync, while following new blocks, across a reorg with a double spend, after SIGKILL
 //! and restart, and after an admin `reorg 2`.
 
-mod common;
+use ferrum_testkit as common;
 
 use std::time::Duration;
 
 use bitcoin::{Address, ScriptBuf, Transaction, Txid};
-use common::ferrum::FerrumProcess;
 use common::nodes::{
     assert_caught_up, assert_ferrum_matches, op_return, pay, scripts_of, sign_tx, BitcoinCore, ChainView, Coin, TestKey,
 };
+use common::process::FerrumProcess;
 use serde_json::json;
 
 const FEE: u64 = 20_000;
@@ -122,15 +122,6 @@ fn build_initial_chain(core: &BitcoinCore, keys: &Keys) -> Vec<Coin> {
 
 /// Node-only check (no ferrum): signing and relaying segwit, taproot and legacy spends works
 /// against a real Core, and the chain view agrees with its UTXO set.
-#[test]
-fn bitcoind_signs_segwit_and_taproot() {
-    let Some(core) = BitcoinCore::try_start() else {
-        return;
-    };
-    let keys = Keys::new();
-    build_initial_chain(&core, &keys);
-}
-
 #[test]
 fn e2e_bitcoind_sync_follow_reorg() {
     let Some(core) = BitcoinCore::try_start() else {

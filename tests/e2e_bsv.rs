@@ -3,7 +3,7 @@
 //! back) and with the wallet's `listunspent`, after the initial sync, while following, and after
 //! a reorg that moves transactions to other heights.
 
-mod common;
+use ferrum_testkit as common;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bitcoin::{Address, Network, ScriptBuf};
 use common::client::{scripthash, Client};
-use common::ferrum::FerrumProcess;
 use common::nodes::{assert_caught_up, assert_ferrum_matches, sats, scripts_of, BitcoinSv, ChainView};
+use common::process::FerrumProcess;
 use serde_json::json;
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,15 +60,6 @@ fn build_initial_chain(sv: &BitcoinSv) -> (Address, Vec<Address>) {
     }
     eprintln!("initial chain: height {}, {} txs", view.tip_height, view.positions.len());
     (parse(&miner), payees)
-}
-
-/// Node-only check (no ferrum): the SV node starts with its mandatory flags, mines and pays.
-#[test]
-fn bsv_wallet_mines_and_pays() {
-    let Some(sv) = BitcoinSv::try_start() else {
-        return;
-    };
-    build_initial_chain(&sv);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! `getrawtransaction`, fee and relay settings), computed in the test independently of ferrum,
 //! so a method that works on one daemon and not on another cannot pass.
 
-mod common;
+use ferrum_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -12,8 +12,8 @@ use std::time::Duration;
 use bitcoin::hashes::{sha256d, Hash};
 use bitcoin::{consensus, Address, Transaction};
 use common::client::{fold_branch, scripthash, status_of, Client};
-use common::ferrum::FerrumProcess;
 use common::nodes::{pay, sats, sign_tx, BitcoinCore, BitcoinSv, ChainView, Coin, Node, TestKey};
+use common::process::FerrumProcess;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);

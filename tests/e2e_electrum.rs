@@ -6,7 +6,7 @@
 //! The same wallet also runs against a real Bitcoin SV node without `-txindex`, where ferrum
 //! serves confirmed transactions the node cannot look up by txid.
 
-mod common;
+use ferrum_testkit as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,8 +14,8 @@ use std::time::Duration;
 use bitcoin::{Address, Transaction};
 use common::client::{scripthash, Client};
 use common::electrum::{electrum_available, ElectrumWallet};
-use common::ferrum::FerrumProcess;
 use common::nodes::{pay, sats, sign_tx, BitcoinCore, BitcoinSv, ChainView, Coin, TestKey};
+use common::process::FerrumProcess;
 use serde_json::json;
 
 const FEE: u64 = 10_000;

@@ -3,7 +3,7 @@
 //! independently here), and the mempool, subscriptions and notifications through new blocks
 //! and a reorg.
 
-mod common;
+use ferrum_testkit as common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use common::chain::{ChainBuilder, ScriptKind};
 use common::client::{fold_branch as fold, scripthash, status_of, Client};
-use common::ferrum::FerrumProcess;
+use common::process::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 
 const WAIT: Duration = Duration::from_secs(60);

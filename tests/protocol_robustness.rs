@@ -6,7 +6,7 @@
 //!
 //! Run with `cargo test --test protocol_robustness -- --test-threads=2`.
 
-mod common;
+use ferrum_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use common::chain::{ChainBuilder, ChainOptions};
 use common::client::{scripthash, self_signed_cert, Client};
-use common::ferrum::FerrumProcess;
+use common::process::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -114,7 +114,7 @@ async fn accept_loop(ctx: Arc<Ctx>, tls: Option<Arc<TlsAcceptor>>, listener: Tcp
                 let closed = sessions.connection_closed.notified();
                 tokio::pin!(closed);
                 closed.as_mut().enable();
-                if sessions.connections.load(Ordering::SeqCst) < ctx.config.max_sessions_resume() {
+                if ctx.config.below_session_resume(sessions.connections.load(Ordering::SeqCst)) {
                     break;
                 }
                 tokio::select! {

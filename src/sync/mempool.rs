@@ -28,12 +28,7 @@ pub trait MempoolSource {
 
 impl MempoolSource for Daemon {
     async fn txids(&self) -> Result<Vec<Txid>, DaemonError> {
-        let listed = self.call("getrawmempool", json!([false])).await?;
-        let items = listed.as_array().ok_or_else(|| bad_field("getrawmempool", "list of txids"))?;
-        items
-            .iter()
-            .map(|v| v.as_str().and_then(parse_hex_rev32).map(Txid).ok_or_else(|| bad_field("getrawmempool", "txid")))
-            .collect()
+        parse_listing(&self.call("getrawmempool", json!([false])).await?)
     }
 
     async fn transactions(&self, txids: &[Txid]) -> Result<Vec<Option<Vec<u8>>>, DaemonError> {
@@ -48,6 +43,15 @@ impl MempoolSource for Daemon {
         }
         Ok(out)
     }
+}
+
+/// `getrawmempool`'s answer: a list of txids, or an error for anything else.
+fn parse_listing(listed: &Value) -> Result<Vec<Txid>, DaemonError> {
+    let items = listed.as_array().ok_or_else(|| bad_field("getrawmempool", "list of txids"))?;
+    items
+        .iter()
+        .map(|v| v.as_str().and_then(parse_hex_rev32).map(Txid).ok_or_else(|| bad_field("getrawmempool", "txid")))
+        .collect()
 }
 
 /// What one refresh changed.
@@ -170,4 +174,19 @@ fn resolve(writer: &IndexWriter, fetched: Vec<(ParsedTx, u32)>) -> anyhow::Resul
     }
     let unresolved = done.iter().filter(|d| d.is_none()).count();
     Ok((done.into_iter().flatten().collect(), unresolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_mempool_listing_is_an_error_not_an_empty_mempool() {
+        let t = "ab".repeat(32);
+        assert_eq!(parse_listing(&json!([t])).unwrap(), vec![Txid([0xab; 32])]);
+        assert_eq!(parse_listing(&json!([])).unwrap(), vec![]);
+        for bad in [json!(null), json!({"x": 1}), json!("txid"), json!([t, 5]), json!(["zz"])] {
+            assert!(parse_listing(&bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::ferrum::free_port;
-use super::nodes::http_post;
+use crate::nodes::http_post;
+use crate::process::free_port;
 
 const RPC_USER: &str = "ferrum";
 const RPC_PASS: &str = "electrum-test";

@@ -26,7 +26,7 @@ use bitcoin::{
 };
 use serde_json::{json, Value};
 
-use super::ferrum::{free_port, FerrumProcess};
+use crate::process::{free_port, FerrumProcess};
 
 const RPC_USER: &str = "ferrum";
 const RPC_PASS: &str = "regtest-pass";

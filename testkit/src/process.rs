@@ -2,7 +2,6 @@
 //! operator would. Used by the integration and end-to-end tests.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,19 +14,26 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Calls one admin RPC method on a running ferrum (newline-delimited JSON-RPC over TCP).
+/// Calls one admin RPC method on a running ferrum (as `ferrum-rpc` does).
 pub fn admin_call(port: u16, method: &str, params: Value) -> Result<Value, String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_secs(120))).ok();
-    let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    stream.write_all(format!("{req}\n").as_bytes()).map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
-    let resp: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"))?;
-    if let Some(err) = resp.get("error").filter(|e| !e.is_null()) {
-        return Err(err.to_string());
+    match ferrum::jsonrpc::call_blocking(("127.0.0.1", port), method, params, Duration::from_secs(120))? {
+        Ok(v) => Ok(v),
+        Err(e) => Err(json!({"code": e.code, "message": e.message}).to_string()),
     }
-    Ok(resp["result"].clone())
+}
+
+/// The `ferrum` binary cargo built beside the running test or benchmark (`target/<profile>/`),
+/// or `$FERRUM_BIN`.
+pub fn ferrum_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERRUM_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> -> target/<profile>/ferrum
+    let dir = exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps");
+    let bin = dir.join("ferrum");
+    assert!(bin.is_file(), "{} is missing: build it first (cargo builds it for tests and benches)", bin.display());
+    bin
 }
 
 pub struct FerrumProcess {
@@ -95,7 +101,7 @@ impl FerrumProcess {
     /// (Re)starts the process with the same environment and DB (after `kill9` or `stop`).
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrum"));
+        let mut cmd = Command::new(ferrum_binary());
         cmd.env_clear();
         if let Ok(path) = std::env::var("PATH") {
             cmd.env("PATH", path);

@@ -251,7 +251,7 @@ pub fn fold_branch(leaf: [u8; 32], mut index: u64, branch: &Value) -> [u8; 32] {
     for b in branch.as_array().expect("a branch is an array") {
         let mut sib: [u8; 32] = hex::decode(b.as_str().expect("hex")).expect("hex").try_into().expect("32 bytes");
         sib.reverse();
-        let pair = if index % 2 == 0 { [h, sib].concat() } else { [sib, h].concat() };
+        let pair = if index.is_multiple_of(2) { [h, sib].concat() } else { [sib, h].concat() };
         h = sha256d::Hash::hash(&pair).to_byte_array();
         index /= 2;
     }

@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::chain::{ChainBuilder, ChainOptions};
-use super::ferrum::FerrumProcess;
-use super::scripted_daemon::ScriptedDaemon;
+use crate::chain::{ChainBuilder, ChainOptions};
+use crate::process::FerrumProcess;
+use crate::scripted_daemon::ScriptedDaemon;
 
 /// Full run (`cargo bench`) or smoke run (`cargo test`).
 pub fn full_run() -> bool {
@@ -159,7 +159,7 @@ pub fn submit_block(daemon_port: u16, block: &Block) {
     let auth = base64::engine::general_purpose::STANDARD.encode("user:pass");
     let body = json!({"jsonrpc": "1.0", "id": 1, "method": "submitblock", "params": [hex::encode(serialize(block))]});
     let (status, reply) =
-        super::nodes::http_post(daemon_port, &auth, &body.to_string(), Duration::from_secs(60)).expect("submitblock");
+        crate::nodes::http_post(daemon_port, &auth, &body.to_string(), Duration::from_secs(60)).expect("submitblock");
     assert_eq!(status, 200, "submitblock: {}", String::from_utf8_lossy(&reply));
 }
 

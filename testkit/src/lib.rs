@@ -1,0 +1,17 @@
+//! ferrum's test harness, shared by the integration and end-to-end tests and the benchmarks,
+//! and compiled once for all of them:
+//! - `chain`: deterministic regtest chains (segwit, taproot, multisig, in-block spends, forks);
+//! - `scripted_daemon`: a stand-in for bitcoind serving such chains, with failure knobs;
+//! - `nodes`: real Bitcoin Core and Bitcoin SV nodes, and signing with the `bitcoin` crate;
+//! - `electrum`: the real Electrum wallet, headless;
+//! - `process`: ferrum itself as a child process, driven through its admin RPC;
+//! - `client`: a minimal Electrum protocol client;
+//! - `bench`: cached benchmark chains and measuring helpers.
+
+pub mod bench;
+pub mod chain;
+pub mod client;
+pub mod electrum;
+pub mod nodes;
+pub mod process;
+pub mod scripted_daemon;
