@@ -5,8 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::daemon_info::{daemon_error, features};
 use super::request::{Request, MAX_HEADERS};
-use super::session::SessionState;
-use super::subscriptions::{header_json, tip};
+use super::subscriptions::{header_json, tip, SessionSubs};
 use super::version::{negotiate, Version, PROTOCOL_MAX, PROTOCOL_MIN, V1_6};
 use super::Ctx;
 use crate::index::merkle;
@@ -15,9 +14,17 @@ use crate::jsonrpc::{RpcError, HISTORY_TOO_LARGE, INTERNAL_ERROR, RESULT_HEAD, S
 use crate::node::block::{parse_transaction, sha256d};
 use crate::node::transactions::{TxError, TxLocation};
 use crate::node::DaemonError;
-use crate::types::{hex_rev, push_hex32, HexOrder, ScriptHash, Txid};
+use crate::types::{hex_rev, push_hex, push_hex32, to_hex, HexOrder, ScriptHash, Txid};
 
 type RpcResult = Result<Value, RpcError>;
+
+/// A session's protocol state: what the methods read and change.
+pub struct SessionState {
+    pub id: u64,
+    pub version: Option<Version>,
+    pub client: String,
+    pub subs: SessionSubs,
+}
 
 /// An answer: a JSON value, or a JSON-RPC response written directly as text. Histories,
 /// unspent lists and mempool lists are written as text: on a 200,000-entry history, building a
@@ -62,7 +69,7 @@ pub async fn answer(ctx: &Ctx, s: &mut SessionState, request: Request) -> Result
             ctx.read(move |snap| block_header(snap, height, cp_height)).await?
         }
         Request::BlockHeaders { start, count, cp_height } => {
-            ctx.read(move |snap| block_headers(snap, start, count, cp_height, version)).await?
+            return ctx.read(move |snap| block_headers(snap, start, count, cp_height, version)).await
         }
         Request::EstimateFee { number, mode } => {
             let tip_hash = ctx.index.tip().map(|t| t.hash).unwrap_or_default();
@@ -213,7 +220,7 @@ fn fee_rate_json(rate: f64) -> Value {
 }
 
 fn header_hex(h: &[u8; 80]) -> String {
-    hex::encode(h)
+    to_hex(h)
 }
 
 fn proof_json(snap: &Snapshot, height: u32, cp_height: u32) -> Result<Map<String, Value>, RpcError> {
@@ -239,21 +246,43 @@ fn block_header(snap: &Snapshot, height: u32, cp_height: u32) -> RpcResult {
     Ok(Value::Object(m))
 }
 
-fn block_headers(snap: &Snapshot, start: u32, count: u32, cp_height: u32, v: Version) -> RpcResult {
+/// Written as text: 2,016 headers are 322 KB of hex, which a `Value` would copy and then scan
+/// again for characters to escape.
+fn block_headers(snap: &Snapshot, start: u32, count: u32, cp_height: u32, v: Version) -> Result<Reply, RpcError> {
     let headers = snap.headers(start, count.min(MAX_HEADERS));
-    let mut m = Map::new();
-    m.insert("count".into(), json!(headers.len()));
+    let proof = match (cp_height, headers.len()) {
+        (0, _) | (_, 0) => None,
+        (_, n) => Some(proof_json(snap, start + n as u32 - 1, cp_height)?),
+    };
+    let mut out = String::with_capacity(RESULT_HEAD.len() + headers.len() * 163 + 64 * 32 + 100);
+    out.push_str(RESULT_HEAD);
+    out.push_str("{\"count\":");
+    out.push_str(itoa::Buffer::new().format(headers.len()));
     if v >= V1_6 {
-        m.insert("headers".into(), Value::Array(headers.iter().map(|h| Value::String(header_hex(h))).collect()));
+        out.push_str(",\"headers\":[");
+        for (i, h) in headers.iter().enumerate() {
+            out.push_str(if i == 0 { "\"" } else { ",\"" });
+            push_hex(&mut out, h);
+            out.push('"');
+        }
+        out.push(']');
     } else {
-        m.insert("hex".into(), Value::String(hex::encode(headers.concat())));
+        out.push_str(",\"hex\":\"");
+        for h in &headers {
+            push_hex(&mut out, h);
+        }
+        out.push('"');
     }
-    m.insert("max".into(), json!(MAX_HEADERS));
-    if cp_height != 0 && !headers.is_empty() {
-        let last = start + headers.len() as u32 - 1;
-        m.extend(proof_json(snap, last, cp_height)?);
+    out.push_str(",\"max\":");
+    out.push_str(itoa::Buffer::new().format(MAX_HEADERS));
+    for (key, value) in proof.into_iter().flatten() {
+        out.push_str(",\"");
+        out.push_str(&key);
+        out.push_str("\":");
+        out.push_str(&value.to_string());
     }
-    Ok(Value::Object(m))
+    out.push('}');
+    Ok(Reply::Response(out))
 }
 
 fn get_merkle(snap: &Snapshot, txid: Txid, height: Option<u32>, v: Version) -> RpcResult {

@@ -12,11 +12,10 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 
-use super::methods::{answer, Reply};
+use super::methods::{answer, Reply, SessionState};
 use super::request::Request;
 use super::subscriptions::SessionSubs;
 use super::transport::{Incoming, Transport};
-use super::version::Version;
 use super::Ctx;
 use crate::jsonrpc::{
     error_response, finish_response, parse_envelope, result_response, RpcError, EXCESSIVE_RESOURCE_USAGE,
@@ -25,14 +24,6 @@ use crate::jsonrpc::{
 
 /// How long a client may leave a response unread before the session is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Per-connection protocol state.
-pub struct SessionState {
-    pub id: u64,
-    pub version: Option<Version>,
-    pub client: String,
-    pub subs: SessionSubs,
-}
 
 /// A session's live numbers, for the admin RPC (and the cost model).
 pub struct SessionStats {

@@ -217,7 +217,7 @@ fn compute_statuses(index: &Index, wanted: &[ScriptHash], limit: usize) -> HashM
 
 /// A tip as `blockchain.headers.subscribe` answers and notifies it.
 pub fn header_json(height: u32, header: &[u8; 80]) -> serde_json::Value {
-    json!({"hex": hex::encode(header), "height": height})
+    json!({"hex": crate::types::to_hex(header), "height": height})
 }
 
 pub fn tip_notification(height: u32, header: &[u8; 80]) -> String {

@@ -137,7 +137,7 @@ impl Transactions {
                 )))
             }
         };
-        let hex = hex::encode(&raw[range]);
+        let hex = crate::types::to_hex(&raw[range]);
         if !verbose {
             return Ok(Value::String(hex));
         }
