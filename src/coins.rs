@@ -47,6 +47,8 @@ pub struct Coin {
     /// ElectrumX's `COIN` name.
     pub name: &'static str,
     pub net: Net,
+    /// ElectrumX's `SHORTNAME`: the unit the admin `query` balance is written in.
+    pub shortname: &'static str,
     /// Genesis block hash in display (RPC) order.
     pub genesis_hash: &'static str,
     /// The daemon's default JSON-RPC port, used when DAEMON_URL names no port.
@@ -74,6 +76,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "Bitcoin",
         net: Net::Mainnet,
+        shortname: "BTC",
         genesis_hash: BTC_MAINNET_GENESIS,
         rpc_port: 8332,
         reorg_limit: 200,
@@ -88,6 +91,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "Bitcoin",
         net: Net::Testnet,
+        shortname: "XTN",
         genesis_hash: "000000000933ea01ad0ee984209779baaec3ced90fa3f408719526f8d77f4943",
         rpc_port: 18332,
         reorg_limit: 8000,
@@ -102,6 +106,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "Bitcoin",
         net: Net::Testnet4,
+        shortname: "XTN",
         genesis_hash: "00000000da84f2bafbbc53dee25a72ae507ff4914b867c565be350b0da8bf043",
         rpc_port: 48332,
         reorg_limit: 8000,
@@ -116,6 +121,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "Bitcoin",
         net: Net::Signet,
+        shortname: "XTN",
         genesis_hash: "00000008819873e925422c1ff0f99f7cc9bbb232af63a077a480a3633bee1ef6",
         rpc_port: 38332,
         reorg_limit: 8000,
@@ -130,6 +136,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "Bitcoin",
         net: Net::Regtest,
+        shortname: "XTN",
         genesis_hash: BTC_REGTEST_GENESIS,
         rpc_port: 18443,
         reorg_limit: 8000,
@@ -144,6 +151,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "BitcoinSV",
         net: Net::Mainnet,
+        shortname: "BSV",
         genesis_hash: BTC_MAINNET_GENESIS,
         rpc_port: 8332,
         reorg_limit: 1000,
@@ -158,6 +166,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "BitcoinSV",
         net: Net::Regtest,
+        shortname: "XTN",
         genesis_hash: BTC_REGTEST_GENESIS,
         rpc_port: 18332,
         reorg_limit: 8000,
@@ -172,6 +181,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "Litecoin",
         net: Net::Mainnet,
+        shortname: "LTC",
         genesis_hash: "12a765e31ffd4059bada1e25190f6e98c99d9714d334efa41a195a7e7e04bfe2",
         rpc_port: 9332,
         reorg_limit: 800,
@@ -186,6 +196,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "Litecoin",
         net: Net::Testnet,
+        shortname: "XLT",
         genesis_hash: "4966625a4b2851d9fdee139e56211a0d88575f59ed816ff5e6a63deb4e3e29a0",
         rpc_port: 19332,
         reorg_limit: 4000,
@@ -200,6 +211,7 @@ pub static COINS: &[Coin] = &[
     Coin {
         name: "Litecoin",
         net: Net::Regtest,
+        shortname: "XLT",
         genesis_hash: "530827f38f93b43ed12af0b3ad25a288dc02ed74d6d7857862df51fc56c416f9",
         rpc_port: 19443,
         reorg_limit: 8000,

@@ -120,6 +120,45 @@ pub struct Config {
     pub drop_client: Option<regex::Regex>,
     pub banner_file: Option<PathBuf>,
     pub donation_address: String,
+    /// The cost model (COST_SOFT_LIMIT, COST_HARD_LIMIT, ...).
+    pub cost: CostLimits,
+    /// Seconds between the session table and getinfo in the log (LOG_SESSIONS; 0: never).
+    pub log_sessions: Duration,
+    /// No IP addresses in logs (ANON_LOGS).
+    pub anon_logs: bool,
+}
+
+/// The cost model's settings, with ElectrumX's names and defaults (see `electrum::cost`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostLimits {
+    pub soft: f64,
+    pub hard: f64,
+    /// Bytes per unit of cost.
+    pub bandwidth_unit: f64,
+    pub initial_concurrent: usize,
+    pub request_sleep: Duration,
+    pub subnet_v4: u8,
+    pub subnet_v6: u8,
+    /// Networks whose sessions are never throttled nor grouped (COST_EXEMPT).
+    pub exempt: Vec<ipnet::IpNet>,
+    /// Group private and loopback addresses too (SESSION_GROUP_PRIVATE).
+    pub group_private: bool,
+}
+
+impl Default for CostLimits {
+    fn default() -> Self {
+        CostLimits {
+            soft: 1000.0,
+            hard: 10000.0,
+            bandwidth_unit: 5000.0,
+            initial_concurrent: 10,
+            request_sleep: Duration::from_millis(2500),
+            subnet_v4: 24,
+            subnet_v6: 48,
+            exempt: Vec::new(),
+            group_private: false,
+        }
+    }
 }
 
 /// Obsolete ElectrumX variables and what replaced them: start-up stops if one is set.
@@ -223,6 +262,8 @@ impl Config {
         let session_timeout: u64 = env.integer("SESSION_TIMEOUT", 600, "a number of seconds")?;
         let request_timeout: u64 = env.integer("REQUEST_TIMEOUT", 30, "a number of seconds")?;
         let max_batch: usize = env.integer("MAX_BATCH", 500, "a number of requests")?;
+        let cost = read_cost(&env)?;
+        let log_sessions: u64 = env.integer("LOG_SESSIONS", 3600, "a number of seconds")?;
         let drop_client = match env.get("DROP_CLIENT") {
             None => None,
             Some(re) => Some(
@@ -258,6 +299,9 @@ impl Config {
             drop_client,
             banner_file: env.get("BANNER_FILE").map(PathBuf::from),
             donation_address: env.get("DONATION_ADDRESS").unwrap_or("").to_string(),
+            cost,
+            log_sessions: Duration::from_secs(log_sessions),
+            anon_logs: env.boolean("ANON_LOGS", false),
         })
     }
 
@@ -269,10 +313,10 @@ impl Config {
         self.cache_mb * 1_000_000
     }
 
-    /// Whether accepting resumes at this many connections after MAX_SESSIONS was reached:
-    /// below 95% of it.
-    pub fn below_session_resume(&self, connections: usize) -> bool {
-        (connections as u128) * 100 < (self.max_sessions as u128) * 95
+    /// Whether the listeners open again at this many connections after MAX_SESSIONS was
+    /// reached: at or below 95% of it, rounded down (ElectrumX's MAX_SESSIONS * 19 // 20).
+    pub fn resumes_listening(&self, connections: usize) -> bool {
+        (connections as u128) * 20 <= (self.max_sessions as u128) * 19 - (self.max_sessions as u128) * 19 % 20
     }
 }
 
@@ -315,6 +359,68 @@ fn read_coin(env: &Env) -> Result<&'static Coin, ConfigError> {
         } else {
             ConfigError(format!("COIN {coin_name} has no network {net_name:?}; NET must be one of {}", nets.join(", ")))
         }
+    })
+}
+
+/// The cost model's variables, checked as ElectrumX checks them (and a little more).
+fn read_cost(env: &Env) -> Result<CostLimits, ConfigError> {
+    let d = CostLimits::default();
+    let soft: f64 = env.integer("COST_SOFT_LIMIT", d.soft as u64, "a whole number")? as f64;
+    let mut hard: f64 = env.integer("COST_HARD_LIMIT", d.hard as u64, "a whole number")? as f64;
+    if hard < soft {
+        return Err(ConfigError(format!(
+            "COST_HARD_LIMIT must be >= COST_SOFT_LIMIT (they are {hard} and {soft}); set both to 0 to turn throttling off"
+        )));
+    }
+    if hard == soft && soft > 0.0 {
+        tracing::info!("COST_HARD_LIMIT equals COST_SOFT_LIMIT: raising COST_HARD_LIMIT to {}", soft + 1.0);
+        hard = soft + 1.0;
+    }
+    let bandwidth_unit: u64 = env.integer("BANDWIDTH_UNIT_COST", d.bandwidth_unit as u64, "a number of bytes")?;
+    if bandwidth_unit == 0 {
+        return Err(ConfigError("BANDWIDTH_UNIT_COST must be at least 1 byte per unit of cost".into()));
+    }
+    let initial_concurrent: usize = env.integer("INITIAL_CONCURRENT", d.initial_concurrent, "a number of requests")?;
+    if initial_concurrent == 0 {
+        return Err(ConfigError("INITIAL_CONCURRENT must be at least 1".into()));
+    }
+    let request_sleep: u64 = env.integer("REQUEST_SLEEP", 2500, "a number of milliseconds")?;
+    let subnet_v4: u8 = env.integer("SESSION_GROUP_BY_SUBNET_IPV4", d.subnet_v4, "a prefix length")?;
+    let subnet_v6: u8 = env.integer("SESSION_GROUP_BY_SUBNET_IPV6", d.subnet_v6, "a prefix length")?;
+    if subnet_v4 > 32 || subnet_v6 > 128 {
+        return Err(ConfigError(format!(
+            "SESSION_GROUP_BY_SUBNET_IPV4 must be at most 32 and SESSION_GROUP_BY_SUBNET_IPV6 at most 128 (they are {subnet_v4} and {subnet_v6})"
+        )));
+    }
+    let exempt = match env.get("COST_EXEMPT") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                // A bare address is a network of one.
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "COST_EXEMPT entry {s:?} is not a network such as 10.0.0.0/8 or 2001:db8::/32"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(CostLimits {
+        soft,
+        hard,
+        bandwidth_unit: bandwidth_unit as f64,
+        initial_concurrent,
+        request_sleep: Duration::from_millis(request_sleep),
+        subnet_v4,
+        subnet_v6,
+        exempt,
+        group_private: env.boolean("SESSION_GROUP_PRIVATE", false),
     })
 }
 
@@ -559,11 +665,35 @@ mod tests {
         let e = parse(&[("MAX_SESSIONS", &(usize::MAX / 50).to_string())]).unwrap_err();
         assert!(e.0.contains("MAX_SESSIONS"), "{e}");
         let c = parse(&[("MAX_SESSIONS", "1000")]).unwrap();
-        assert!(c.below_session_resume(949) && !c.below_session_resume(950));
+        assert!(c.resumes_listening(950) && !c.resumes_listening(951));
         let c = parse(&[("MAX_SESSIONS", "1000000000")]).unwrap();
-        assert!(c.below_session_resume(949_999_999) && !c.below_session_resume(950_000_000));
+        assert!(c.resumes_listening(950_000_000) && !c.resumes_listening(950_000_001));
         let c = parse(&[("MAX_SESSIONS", "3")]).unwrap();
-        assert!(c.below_session_resume(2) && !c.below_session_resume(3), "95% of 3 is 2.85");
+        assert!(c.resumes_listening(2) && !c.resumes_listening(3), "3 * 19 // 20 is 2");
+        let c = parse(&[("MAX_SESSIONS", "45")]).unwrap();
+        assert!(c.resumes_listening(42) && !c.resumes_listening(43), "45 * 19 // 20 is 42");
+    }
+
+    #[test]
+    fn cost_settings_are_checked_as_electrumx_checks_them() {
+        let c = parse(&[]).unwrap().cost;
+        assert_eq!((c.soft, c.hard, c.bandwidth_unit, c.initial_concurrent), (1000.0, 10000.0, 5000.0, 10));
+        let e = parse(&[("COST_SOFT_LIMIT", "500"), ("COST_HARD_LIMIT", "100")]).unwrap_err();
+        assert!(e.0.contains("COST_HARD_LIMIT must be >= COST_SOFT_LIMIT"), "{e}");
+        let off = parse(&[("COST_SOFT_LIMIT", "0"), ("COST_HARD_LIMIT", "0")]).unwrap().cost;
+        assert_eq!((off.soft, off.hard), (0.0, 0.0));
+        let bumped = parse(&[("COST_SOFT_LIMIT", "500"), ("COST_HARD_LIMIT", "500")]).unwrap().cost;
+        assert_eq!(bumped.hard, 501.0);
+        assert!(parse(&[("BANDWIDTH_UNIT_COST", "0")]).unwrap_err().0.contains("BANDWIDTH_UNIT_COST"));
+        assert!(parse(&[("INITIAL_CONCURRENT", "0")]).unwrap_err().0.contains("INITIAL_CONCURRENT"));
+        assert!(parse(&[("SESSION_GROUP_BY_SUBNET_IPV4", "33")]).unwrap_err().0.contains("IPV4"));
+        let e = parse(&[("COST_EXEMPT", "10.0.0.0/8, nonsense")]).unwrap_err();
+        assert!(e.0.contains("COST_EXEMPT") && e.0.contains("nonsense"), "{e}");
+        let ex = parse(&[("COST_EXEMPT", "10.1.2.3/8,2001:db8::/32,192.0.2.7")]).unwrap().cost.exempt;
+        let shown: Vec<String> = ex.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
+        assert_eq!(parse(&[("LOG_SESSIONS", "0")]).unwrap().log_sessions, Duration::ZERO);
+        assert!(parse(&[("ANON_LOGS", "1")]).unwrap().anon_logs);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use prometheus::{IntCounter, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::{json, Value};
 
 use crate::types::hex_rev;
@@ -51,7 +51,11 @@ pub struct Metrics {
     /// Client sessions past their handshake.
     pub sessions: IntGauge,
     pub requests: IntCounter,
+    /// Requests by method (label `method`, one of the protocol's method names).
+    pub requests_by_method: IntCounterVec,
     pub request_errors: IntCounter,
+    /// Transactions clients broadcast.
+    pub txs_sent: IntCounter,
     pub notifications: IntCounter,
     pub bytes_received: IntCounter,
     pub bytes_sent: IntCounter,
@@ -97,6 +101,13 @@ impl Metrics {
             connections: gauge("connections", "open client connections"),
             sessions: gauge("sessions", "client sessions"),
             requests: counter("requests", "client requests"),
+            requests_by_method: {
+                let opts = Opts::new("ferrum_requests_by_method_total", "client requests by method");
+                let v = IntCounterVec::new(opts, &["method"]).expect("valid metric");
+                registry.register(Box::new(v.clone())).expect("metric registered once");
+                v
+            },
+            txs_sent: counter("txs_sent", "transactions broadcast for clients"),
             request_errors: counter("request_errors", "client requests answered with an error"),
             notifications: counter("notifications", "notifications sent to clients"),
             bytes_received: counter("bytes_received", "bytes received from clients"),
@@ -161,7 +172,7 @@ impl Metrics {
                 "from_mempool": self.spends_from_mempool.get(),
                 "from_disk": self.spends_from_disk.get(),
             },
-            "uptime": self.uptime_secs(),
+            "uptime_secs": self.uptime_secs(),
         })
     }
 }
@@ -186,6 +197,7 @@ mod tests {
         );
         m.set_unwound(3, [3; 32], 8);
         assert_eq!(m.sync_height.get(), 3);
-        assert_eq!(m.registry().gather().len(), 22, "every metric is registered");
+        m.requests_by_method.with_label_values(&["server.ping"]).inc();
+        assert_eq!(m.registry().gather().len(), 24, "every metric is registered");
     }
 }

@@ -262,10 +262,20 @@ fn e2e_bitcoind_sync_follow_reorg() {
     };
     assert_eq!(cli(&["getinfo"])["db_tip"].as_str(), Some(view.tip_hash.as_str()));
     let addr = k2.p2wpkh().to_string();
-    let by_cli = cli(&["query", &addr]);
-    let by_rpc = ferrum.call("query", json!([[addr], 100_000])).unwrap();
+    let by_cli = cli(&["query", "--json", &addr]);
+    let by_rpc = ferrum.call("query_json", json!([[addr], 100_000])).unwrap();
     assert_eq!(by_cli[0]["utxos"], by_rpc[0]["utxos"], "ferrum-rpc query vs admin query");
     assert_eq!(by_cli[0]["balance"], by_rpc[0]["balance"]);
+    // ElectrumX's lines: the address, its history, its outputs and its balance in coins.
+    let lines = ferrum.call("query", json!({"items": [addr], "limit": 1000})).unwrap();
+    let lines: Vec<&str> = lines.as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(lines[0], format!("Address: {addr}"));
+    let n_utxos = by_rpc[0]["utxos"].as_array().unwrap().len();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("UTXO #")).count(), n_utxos, "{lines:?}");
+    let sats = by_rpc[0]["balance"].as_u64().unwrap();
+    let coins = format!("{}.{:08}", sats / 100_000_000, sats % 100_000_000);
+    let coins = coins.trim_end_matches('0').trim_end_matches('.');
+    assert_eq!(lines.last().unwrap(), &format!("Balance: {coins} XTN"), "{lines:?}");
 
     ferrum.stop();
 }

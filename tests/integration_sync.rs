@@ -147,7 +147,7 @@ fn scripthash(script: &Script) -> String {
 /// `query` for several items; returns the per-item objects in order.
 fn query(ferrum: &FerrumProcess, items: &[String]) -> Vec<Value> {
     let res = ferrum
-        .call("query", json!([items, 1_000_000]))
+        .call("query_json", json!([items, 1_000_000]))
         .unwrap_or_else(|e| panic!("query failed: {e}\n{}", ferrum.log_tail()));
     let arr = res.as_array().unwrap_or_else(|| panic!("query result is not an array: {res}")).clone();
     assert_eq!(arr.len(), items.len(), "one result per item: {res}");

@@ -56,7 +56,7 @@ impl Setup {
         let snap = self.index.snapshot();
         for sh in &scripts {
             self.subs.register(sh);
-            s.scripts.insert(*sh, snap.status(&sh.hashx(), 100_000).unwrap());
+            s.scripts.insert(*sh, snap.status(&sh.hashx(), 100_000).unwrap().0);
         }
         s.headers = true;
         (s, scripts)
@@ -71,7 +71,7 @@ impl Setup {
     }
 
     fn status_now(&self, sh: &ScriptHash) -> String {
-        status_notification(sh, self.index.snapshot().status(&sh.hashx(), 100_000).unwrap())
+        status_notification(sh, self.index.snapshot().status(&sh.hashx(), 100_000).unwrap().0)
     }
 }
 
@@ -93,16 +93,16 @@ async fn a_block_tells_each_session_each_change_once() {
     t.mine();
     let tip = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     assert!(matches!(*tip, Event::Tip { .. }), "the tip comes first");
-    let sent = t.subs.notifications_for(&mut session, &tip);
+    let sent = t.subs.notifications_for(&mut session, &tip).texts;
     assert_eq!(sent.len(), 1, "the headers subscription is told the new tip");
-    assert!(t.subs.notifications_for(&mut session, &tip).is_empty(), "and only once");
+    assert!(t.subs.notifications_for(&mut session, &tip).texts.is_empty(), "and only once");
     let ev = next_statuses(&mut rx).await;
-    let sent: HashSet<String> = t.subs.notifications_for(&mut session, &ev).into_iter().collect();
+    let sent: HashSet<String> = t.subs.notifications_for(&mut session, &ev).texts.into_iter().collect();
     // Hot scripts receive outputs in nearly every block; each changed one is told its new status.
     let want: HashSet<String> = scripts.iter().map(|sh| t.status_now(sh)).filter(|n| !n.ends_with("null]}")).collect();
     assert!(!sent.is_empty());
     assert!(sent.is_subset(&want), "only current statuses are sent");
-    assert!(t.subs.notifications_for(&mut session, &ev).is_empty(), "each change once");
+    assert!(t.subs.notifications_for(&mut session, &ev).texts.is_empty(), "each change once");
 }
 
 #[tokio::test]
@@ -139,11 +139,11 @@ async fn a_session_that_fell_behind_resyncs_its_subscriptions() {
     t.mine();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(matches!(rx.recv().await, Err(RecvError::Lagged(_))), "the session lagged");
-    let sent = t.subs.resync(&mut session).await;
+    let sent = t.subs.resync(&mut session).await.texts;
     let (tips, statuses): (Vec<String>, Vec<String>) = sent.into_iter().partition(|n| n.contains("headers"));
     let statuses: HashSet<String> = statuses.into_iter().collect();
     let current: HashSet<String> = scripts.iter().map(|sh| t.status_now(sh)).collect();
     assert!(!statuses.is_empty() && statuses.is_subset(&current), "resync tells the current statuses");
     assert_eq!(tips.len(), 1, "and the new tip");
-    assert!(t.subs.resync(&mut session).await.is_empty(), "nothing twice");
+    assert!(t.subs.resync(&mut session).await.texts.is_empty(), "nothing twice");
 }

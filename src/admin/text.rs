@@ -58,7 +58,10 @@ pub fn sessions_lines(rows: &Value) -> Vec<String> {
             f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14]
         )
     };
-    let header = ["ID", "Flags", "Client", "Proto", "Cost", "XCost", "Reqs", "Txs", "Subs", "Recv", "Recv KB", "Sent", "Sent KB", "Time", "Peer"];
+    let header = [
+        "ID", "Flags", "Client", "Proto", "Cost", "XCost", "Reqs", "Txs", "Subs", "Recv", "Recv KB", "Sent", "Sent KB",
+        "Time", "Peer",
+    ];
     let mut out = vec![line(header.map(str::to_string))];
     for r in rows.as_array().into_iter().flatten() {
         let c = |i: usize| &r[i];
@@ -143,7 +146,23 @@ mod tests {
     #[test]
     fn tables_as_electrumx_prints_them() {
         // The rows ElectrumX 2.0.0 answered, and the lines its client printed for them.
-        let rows = json!([[0, "T10", "127.0.0.1:59936", "electrum/4.5.8", "1.4.2", 5.5312, 5.5274, 0, 0, 0, 1, 95, 1, 61, 5.2]]);
+        let rows = json!([[
+            0,
+            "T10",
+            "127.0.0.1:59936",
+            "electrum/4.5.8",
+            "1.4.2",
+            5.5312,
+            5.5274,
+            0,
+            0,
+            0,
+            1,
+            95,
+            1,
+            61,
+            5.2
+        ]]);
         let lines = sessions_lines(&rows);
         assert_eq!(
             lines[0],
@@ -155,7 +174,13 @@ mod tests {
         );
         let groups = json!([["203.0.113.0/24", 2, 11.0586, 0, 0, 0, 0, 2, 173, 2, 120]]);
         let lines = groups_lines(&groups);
-        assert_eq!(lines[0], "Name            Sessions     Cost Retained   Reqs    Txs     Subs   Recv   Recv KB    Sent   Sent KB");
-        assert_eq!(lines[1], "203.0.113.0/24         2       11        0      0      0        0      2         0       2         0");
+        assert_eq!(
+            lines[0],
+            "Name            Sessions     Cost Retained   Reqs    Txs     Subs   Recv   Recv KB    Sent   Sent KB"
+        );
+        assert_eq!(
+            lines[1],
+            "203.0.113.0/24         2       11        0      0      0        0      2         0       2         0"
+        );
     }
 }

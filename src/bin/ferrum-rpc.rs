@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ferrum::admin::AdminCommand;
+use ferrum::admin::{text, AdminCommand};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(version, about = "Send a command to a running ferrum's admin RPC (SERVICES rpc://)")]
@@ -26,7 +27,17 @@ fn main() -> ExitCode {
     let answer = ferrum::jsonrpc::call_blocking((&args.host, args.port), method, params, Duration::from_secs(900));
     match answer {
         Ok(Ok(v)) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            let lines = match (&args.command, &v) {
+                (AdminCommand::Sessions, _) => text::sessions_lines(&v),
+                (AdminCommand::Groups, _) => text::groups_lines(&v),
+                (AdminCommand::Query { json: false, .. }, Value::Array(lines)) => {
+                    lines.iter().map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_string)).collect()
+                }
+                _ => vec![serde_json::to_string_pretty(&v).unwrap_or_default()],
+            };
+            for line in lines {
+                println!("{line}");
+            }
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {

@@ -13,7 +13,7 @@ struct Args {}
 
 fn main() -> ExitCode {
     let _ = Args::parse();
-    let config = match ferrum::config::Config::from_env() {
+    let mut config = match ferrum::config::Config::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ferrum: configuration error: {e}");
@@ -33,6 +33,8 @@ fn main() -> ExitCode {
         tracing::error!("refusing to run as root: run ferrum as an unprivileged user, or set ALLOW_ROOT=1 if you must");
         return ExitCode::from(2);
     }
+
+    fit_sessions_to_file_limit(&mut config);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ferrum").build() {
         Ok(r) => r,
@@ -54,5 +56,33 @@ fn main() -> ExitCode {
             eprintln!("ferrum: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Each session is a file descriptor, and RocksDB and the daemon connections need some: raise
+/// the open-file limit as far as allowed, and lower MAX_SESSIONS to what it leaves (keeping 350
+/// for the rest, as ElectrumX does) rather than fail on accept later.
+fn fit_sessions_to_file_limit(config: &mut ferrum::config::Config) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a properly initialised struct.
+    let limit = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    let room = usize::try_from(limit.saturating_sub(350)).unwrap_or(usize::MAX).max(1);
+    if config.max_sessions > room {
+        tracing::warn!(
+            "lowered MAX_SESSIONS from {} to {room}: the open file limit is {limit} (raise it with `ulimit -n` or LimitNOFILE= in the systemd unit)",
+            config.max_sessions
+        );
+        config.max_sessions = room;
     }
 }

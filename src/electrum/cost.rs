@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+pub use crate::config::CostLimits;
+
 /// The cost of connecting.
 pub const CONNECT_COST: f64 = 5.0;
 /// Added for every error answered.
@@ -28,38 +30,16 @@ pub const ERROR_COST: f64 = 100.0;
 /// Added for a message that is not JSON (on top of the error cost).
 pub const PARSE_ERROR_COST: f64 = 1000.0;
 
-/// The operator's cost settings (COST_SOFT_LIMIT, COST_HARD_LIMIT, ...).
-#[derive(Clone, Debug, PartialEq)]
-pub struct CostLimits {
-    pub soft: f64,
-    pub hard: f64,
-    /// Bytes per unit of cost.
-    pub bandwidth_unit: f64,
-    pub initial_concurrent: usize,
-    pub request_sleep: Duration,
-    pub subnet_v4: u8,
-    pub subnet_v6: u8,
-    /// Networks whose sessions are never throttled nor grouped (COST_EXEMPT).
-    pub exempt: Vec<IpNet>,
-    /// Group private and loopback addresses too (SESSION_GROUP_PRIVATE; for tests, and for
-    /// private networks whose clients should share cost).
-    pub group_private: bool,
+/// What hashing a status over `entries` transactions costs (ElectrumX: 0.00002 per byte of
+/// the "txid:height:" string, about 72 bytes an entry).
+pub fn status_preimage_cost(entries: usize) -> f64 {
+    entries as f64 * 72.0 * 0.00002
 }
 
-impl Default for CostLimits {
-    fn default() -> Self {
-        CostLimits {
-            soft: 1000.0,
-            hard: 10000.0,
-            bandwidth_unit: 5000.0,
-            initial_concurrent: 10,
-            request_sleep: Duration::from_millis(2500),
-            subnet_v4: 24,
-            subnet_v6: 48,
-            exempt: Vec::new(),
-            group_private: false,
-        }
-    }
+/// What notifying `count` statuses covering `entries` transactions costs a session: what
+/// subscribing to them would (ElectrumX recomputes each status for each session).
+pub fn notification_cost(count: usize, entries: usize) -> f64 {
+    count as f64 * 0.3 + entries as f64 * 0.001 + status_preimage_cost(entries)
 }
 
 impl CostLimits {
@@ -82,11 +62,19 @@ impl CostLimits {
     /// it may have in flight, and how long each waits first. `None`: over the hard limit.
     pub fn throttle(&self, cost: f64) -> Option<Throttle> {
         if !self.enabled() {
-            return Some(Throttle { fraction: 0.0, concurrency: self.initial_concurrent.max(1), sleep: Duration::ZERO });
+            return Some(Throttle {
+                fraction: 0.0,
+                concurrency: self.initial_concurrent.max(1),
+                sleep: Duration::ZERO,
+            });
         }
         let fraction = ((cost - self.soft) / (self.hard - self.soft)).max(0.0);
         let concurrency = ((1.0 - fraction) * self.initial_concurrent as f64).ceil().max(0.0) as usize;
-        (concurrency > 0).then(|| Throttle { fraction, concurrency, sleep: self.request_sleep.mul_f64(fraction.min(1.0)) })
+        (concurrency > 0).then(|| Throttle {
+            fraction,
+            concurrency,
+            sleep: self.request_sleep.mul_f64(fraction.min(1.0)),
+        })
     }
 
     /// The group a peer belongs to: its subnet, unless private, loopback or exempt.
@@ -121,7 +109,11 @@ fn is_private(addr: &IpAddr) -> bool {
         }
         IpAddr::V6(a) => {
             let s = a.segments();
-            a.is_loopback() || a.is_unspecified() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80 || s[0] == 0x2001 && s[1] == 0xdb8
+            a.is_loopback()
+                || a.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || s[0] == 0x2001 && s[1] == 0xdb8
         }
     }
 }
@@ -219,7 +211,7 @@ impl SessionCost {
     /// The rest of its group's cost: the other members' and the group's retained cost.
     pub fn extra_cost(&self, now: Instant) -> f64 {
         match &self.group {
-            Some(g) => g.cost(now) - self.cost(now),
+            Some(g) => (g.cost(now) - self.cost(now)).max(0.0),
             None => 0.0,
         }
     }
@@ -237,7 +229,9 @@ impl SessionCost {
         if self.exempt {
             return self.limits.throttle(0.0);
         }
-        self.limits.throttle(self.cost(now) + self.extra_cost(now))
+        let own = self.cost(now);
+        let extra = self.group.as_ref().map_or(0.0, |g| (g.recent_cost(now) - own).max(0.0));
+        self.limits.throttle(own + extra)
     }
 
     /// The session closes: its cost stays with its group.
@@ -254,12 +248,18 @@ impl SessionCost {
     }
 }
 
+/// How old a group's total may be when a member is throttled on it: summing the group for
+/// every request would cost each request as many locks as the subnet has sessions.
+const GROUP_TOTAL_TTL: Duration = Duration::from_millis(100);
+
 /// The sessions of one subnet, and what the closed ones left behind.
 pub struct Group {
     pub name: String,
     limits: Arc<CostLimits>,
     retained: Mutex<Decaying>,
     members: Mutex<Vec<Weak<SessionCost>>>,
+    /// The total as last summed, and when.
+    total: Mutex<Option<(f64, Instant)>>,
 }
 
 impl Group {
@@ -272,9 +272,24 @@ impl Group {
         self.members.lock().expect("lock").iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// Retained cost plus every live member's cost.
+    /// Retained cost plus every live member's cost, summed now.
     pub fn cost(&self, now: Instant) -> f64 {
-        self.retained(now) + self.members().iter().map(|m| m.cost(now)).sum::<f64>()
+        let members = self.members.lock().expect("lock");
+        let live = members.iter().filter_map(Weak::upgrade).fold(0.0, |sum, m| sum + m.cost(now));
+        drop(members);
+        let total = self.retained(now) + live;
+        *self.total.lock().expect("lock") = Some((total, now));
+        total
+    }
+
+    /// The total, summed at most GROUP_TOTAL_TTL ago.
+    fn recent_cost(&self, now: Instant) -> f64 {
+        if let Some((total, at)) = *self.total.lock().expect("lock") {
+            if now.saturating_duration_since(at) < GROUP_TOTAL_TTL {
+                return total;
+            }
+        }
+        self.cost(now)
     }
 }
 
@@ -298,6 +313,7 @@ impl Groups {
                     limits: self.limits.clone(),
                     retained: Mutex::new(Decaying::new(0.0, now)),
                     members: Mutex::default(),
+                    total: Mutex::new(None),
                 })
             })
             .clone()
@@ -314,6 +330,15 @@ impl Groups {
 
     pub fn get(&self, name: &str) -> Option<Arc<Group>> {
         self.map.lock().expect("lock").get(name).cloned()
+    }
+
+    /// How many groups there are now.
+    pub fn len(&self) -> usize {
+        self.all(Instant::now()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -399,7 +424,11 @@ mod tests {
     #[test]
     fn private_exempt_and_mapped_addresses() {
         let l = CostLimits {
-            exempt: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap(), "8.8.8.0/24".parse().unwrap()],
+            exempt: vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+                "8.8.8.0/24".parse().unwrap(),
+            ],
             ..CostLimits::default()
         };
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();

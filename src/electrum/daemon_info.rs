@@ -57,12 +57,13 @@ impl DaemonInfo {
     }
 
     /// Fee estimate in BTC/kB, cached per (target, mode) until the tip `tip_hash` changes; -1
-    /// when the daemon has none (Electrum disconnects on an error here).
-    pub async fn estimatefee(&self, tip_hash: [u8; 32], number: u32, mode: Option<String>) -> Value {
+    /// when the daemon has none (Electrum disconnects on an error here). Also whether the
+    /// daemon was asked (the cache missed).
+    pub async fn estimatefee(&self, tip_hash: [u8; 32], number: u32, mode: Option<String>) -> (Value, bool) {
         let key = (number, mode.clone());
         if let Some((at, v)) = self.fee_cache.lock().expect("lock").get(&key) {
             if *at == tip_hash {
-                return v.clone();
+                return (v.clone(), false);
             }
         }
         let target = number.clamp(1, 1008);
@@ -73,14 +74,14 @@ impl DaemonInfo {
         let answer = match self.call("estimatesmartfee", params).await {
             Ok(Err(DaemonError::MethodNotFound(_))) => match self.call("estimatefee", json!([target])).await {
                 Ok(a) => a,
-                Err(_) => return json!(-1),
+                Err(_) => return (json!(-1), true),
             },
             Ok(a) => a,
-            Err(_) => return json!(-1),
+            Err(_) => return (json!(-1), true),
         };
         let fee = fee_from_daemon(&answer);
         self.fee_cache.lock().expect("lock").insert(key, (tip_hash, fee.clone()));
-        fee
+        (fee, true)
     }
 
     async fn cached(&self, method: &'static str) -> Result<Value, RpcError> {

@@ -45,26 +45,80 @@ fn index_error(e: anyhow::Error) -> RpcError {
     RpcError::new(INTERNAL_ERROR, "internal error reading the index")
 }
 
-/// Answers one request.
-pub async fn answer(ctx: &Ctx, s: &mut SessionState, request: Request) -> Result<Reply, RpcError> {
-    let version = s.version.unwrap_or(PROTOCOL_MAX);
+/// What answering a request cost beyond its base cost (`Request::base_cost`), and what else
+/// the session counts.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Accounting {
+    pub cost: f64,
+    pub txs_sent: u64,
+}
+
+/// The cost of reading a history of `entries` (ElectrumX's, without its cache).
+fn history_cost(entries: usize) -> f64 {
+    0.2 + 0.001 * entries as f64
+}
+
+/// The cost of a block's txid list of `n` transactions, and of a merkle branch over it.
+fn txids_cost(n: usize) -> f64 {
+    0.25 + 0.0001 * n as f64
+}
+
+fn branch_cost(n: usize) -> f64 {
+    n as f64 / 2500.0
+}
+
+impl Request {
+    /// Whether answering changes the session's own state (negotiation, subscriptions): such
+    /// requests are answered one at a time, in order, between the others.
+    pub fn changes_session(&self) -> bool {
+        matches!(
+            self,
+            Request::Version { .. } | Request::HeadersSubscribe | Request::Subscribe(_) | Request::Unsubscribe(_)
+        )
+    }
+}
+
+/// Answers a request that changes the session's state (see `Request::changes_session`).
+pub async fn answer_session(
+    ctx: &Ctx,
+    s: &mut SessionState,
+    request: Request,
+    acct: &mut Accounting,
+) -> Result<Reply, RpcError> {
     let value = match request {
-        Request::GetHistory(sh) => return history(ctx, sh).await,
-        Request::GetMempool(sh) => return mempool(ctx, sh).await,
-        Request::ListUnspent(sh) => return listunspent(ctx, sh).await,
         Request::Version { client, protocol } => server_version(ctx, s, client, protocol)?,
-        Request::Features => features(&ctx.config),
-        Request::Banner => Value::String(ctx.daemon.banner(&ctx.config).await),
-        Request::DonationAddress => Value::String(ctx.config.donation_address.clone()),
-        Request::PeersSubscribe => json!([]),
-        Request::AddPeer { .. } => Value::Bool(false),
-        Request::Ping => Value::Null,
         Request::HeadersSubscribe => {
             s.subs.headers = true;
             let (height, header) = tip(&ctx.index).ok_or_else(|| RpcError::new(SERVER_BUSY, "the index is empty"))?;
             s.subs.last_tip_sent = Some(header);
             header_json(height, &header)
         }
+        Request::Subscribe(sh) => subscribe(ctx, s, sh, acct).await?,
+        Request::Unsubscribe(sh) => {
+            let was = s.subs.scripts.remove(&sh).is_some();
+            if was {
+                ctx.subs.unregister(&sh);
+            }
+            Value::Bool(was)
+        }
+        other => return answer(ctx, s.version.unwrap_or(PROTOCOL_MAX), other, acct).await,
+    };
+    Ok(Reply::Value(value))
+}
+
+/// Answers a request that only reads (any but `Request::changes_session` ones), for a session
+/// that negotiated `version`: these may run several at a time.
+pub async fn answer(ctx: &Ctx, version: Version, request: Request, acct: &mut Accounting) -> Result<Reply, RpcError> {
+    let value = match request {
+        Request::GetHistory(sh) => return history(ctx, sh, acct).await,
+        Request::GetMempool(sh) => return mempool(ctx, sh, acct).await,
+        Request::ListUnspent(sh) => return listunspent(ctx, sh, acct).await,
+        Request::Features => features(&ctx.config),
+        Request::Banner => Value::String(ctx.daemon.banner(&ctx.config).await),
+        Request::DonationAddress => Value::String(ctx.config.donation_address.clone()),
+        Request::PeersSubscribe => json!([]),
+        Request::AddPeer { .. } => Value::Bool(false),
+        Request::Ping => Value::Null,
         Request::BlockHeader { height, cp_height } => {
             ctx.read(move |snap| block_header(snap, height, cp_height)).await?
         }
@@ -73,30 +127,46 @@ pub async fn answer(ctx: &Ctx, s: &mut SessionState, request: Request) -> Result
         }
         Request::EstimateFee { number, mode } => {
             let tip_hash = ctx.index.tip().map(|t| t.hash).unwrap_or_default();
-            ctx.daemon.estimatefee(tip_hash, number, mode).await
+            let (fee, asked) = ctx.daemon.estimatefee(tip_hash, number, mode).await;
+            if asked {
+                acct.cost += 2.0;
+            }
+            fee
         }
         Request::RelayFee => ctx.daemon.relayfee().await?,
         Request::GetBalance(sh) => {
-            ctx.read(move |snap| {
-                let (confirmed, unconfirmed) = snap.balance(&sh.hashx()).map_err(index_error)?;
-                Ok(json!({"confirmed": confirmed, "unconfirmed": unconfirmed}))
-            })
-            .await?
+            let (value, utxos) = ctx
+                .read(move |snap| {
+                    let (confirmed, unconfirmed, utxos) = snap.balance(&sh.hashx()).map_err(index_error)?;
+                    Ok((json!({"confirmed": confirmed, "unconfirmed": unconfirmed}), utxos))
+                })
+                .await?;
+            acct.cost += utxos as f64 / 50.0;
+            value
         }
-        Request::Subscribe(sh) => subscribe(ctx, s, sh).await?,
-        Request::Unsubscribe(sh) => {
-            let was = s.subs.scripts.remove(&sh).is_some();
-            if was {
-                ctx.subs.unregister(&sh);
+        Request::Broadcast { raw } => {
+            let txid = broadcast(ctx, raw).await?;
+            acct.txs_sent += 1;
+            txid
+        }
+        Request::BroadcastPackage { raws, verbose } => {
+            let n = raws.len() as u64;
+            let answer = broadcast_package(ctx, raws, verbose).await?;
+            if answer["success"] == json!(true) || answer["package_msg"] == json!("success") {
+                acct.txs_sent += n;
             }
-            Value::Bool(was)
+            answer
         }
-        Request::Broadcast { raw } => broadcast(ctx, raw).await?,
-        Request::BroadcastPackage { raws, verbose } => broadcast_package(ctx, raws, verbose).await?,
         Request::TransactionGet { txid, verbose } => transaction_get(ctx, txid, verbose).await?,
-        Request::GetMerkle { txid, height } => ctx.read(move |snap| get_merkle(snap, txid, height, version)).await?,
+        Request::GetMerkle { txid, height } => {
+            let (value, n) = ctx.read(move |snap| get_merkle(snap, txid, height, version)).await?;
+            acct.cost += txids_cost(n) + branch_cost(n);
+            value
+        }
         Request::IdFromPos { height, pos, merkle } => {
-            ctx.read(move |snap| id_from_pos(snap, height, pos, merkle)).await?
+            let (value, n) = ctx.read(move |snap| id_from_pos(snap, height, pos, merkle)).await?;
+            acct.cost += txids_cost(n) + if merkle { branch_cost(n) } else { 0.0 };
+            value
         }
         Request::FeeHistogram => {
             ctx.read(|snap| {
@@ -107,6 +177,9 @@ pub async fn answer(ctx: &Ctx, s: &mut SessionState, request: Request) -> Result
             .await?
         }
         Request::MempoolInfo => ctx.daemon.mempool_info().await?,
+        Request::Version { .. } | Request::HeadersSubscribe | Request::Subscribe(_) | Request::Unsubscribe(_) => {
+            unreachable!("requests that change the session go through answer_session")
+        }
     };
     Ok(Reply::Value(value))
 }
@@ -125,7 +198,7 @@ fn server_version(ctx: &Ctx, s: &mut SessionState, client: Option<Value>, protoc
             return Err(RpcError::bad_request(format!("unsupported client: {client}")).closing());
         }
     }
-    s.client = client.chars().take(40).collect();
+    s.client = client.chars().take(100).collect();
     let (lo, hi) = match protocol {
         None | Some(Value::Null) => (PROTOCOL_MIN, PROTOCOL_MIN),
         Some(Value::String(v)) => {
@@ -152,44 +225,57 @@ fn server_version(ctx: &Ctx, s: &mut SessionState, client: Option<Value>, protoc
     Ok(json!([crate::server_version(), v.to_string()]))
 }
 
-async fn history(ctx: &Ctx, sh: ScriptHash) -> Result<Reply, RpcError> {
+async fn history(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Reply, RpcError> {
     let limit = ctx.history_limit();
-    ctx.read(move |snap| {
-        let hashx = sh.hashx();
-        let nums = snap.history_nums(&hashx, limit, false).map_err(index_error)?;
-        let mempool = snap.mempool().history(&hashx);
-        let mut list = ListWriter::with_capacity(nums.len() + mempool.len(), 100);
-        snap.visit_txs(&nums, |txid, height| list.entry(&txid, &[("height", height as i64)])).map_err(index_error)?;
-        list.mempool_entries(&mempool);
-        Ok(list.finish())
-    })
-    .await
+    let (reply, confirmed, unconfirmed) = ctx
+        .read(move |snap| {
+            let hashx = sh.hashx();
+            let nums = snap.history_nums(&hashx, limit, false).map_err(index_error)?;
+            let mempool = snap.mempool().history(&hashx);
+            let mut list = ListWriter::with_capacity(nums.len() + mempool.len(), 100);
+            snap.visit_txs(&nums, |txid, height| list.entry(&txid, &[("height", height as i64)]))
+                .map_err(index_error)?;
+            list.mempool_entries(&mempool);
+            Ok((list.finish(), nums.len(), mempool.len()))
+        })
+        .await?;
+    acct.cost += history_cost(confirmed) + unconfirmed as f64 / 50.0;
+    Ok(reply)
 }
 
-async fn mempool(ctx: &Ctx, sh: ScriptHash) -> Result<Reply, RpcError> {
-    ctx.read(move |snap| {
-        let mempool = snap.mempool().history(&sh.hashx());
-        let mut list = ListWriter::with_capacity(mempool.len(), 110);
-        list.mempool_entries(&mempool);
-        Ok(list.finish())
-    })
-    .await
+async fn mempool(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Reply, RpcError> {
+    let (reply, n) = ctx
+        .read(move |snap| {
+            let mempool = snap.mempool().history(&sh.hashx());
+            let mut list = ListWriter::with_capacity(mempool.len(), 110);
+            list.mempool_entries(&mempool);
+            Ok((list.finish(), mempool.len()))
+        })
+        .await?;
+    acct.cost += n as f64 / 50.0;
+    Ok(reply)
 }
 
-async fn listunspent(ctx: &Ctx, sh: ScriptHash) -> Result<Reply, RpcError> {
+async fn listunspent(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Reply, RpcError> {
     let limit = ctx.history_limit();
-    ctx.read(move |snap| {
-        let utxos = snap.unspent(&sh.hashx(), limit).map_err(index_error)?;
-        let mut list = ListWriter::with_capacity(utxos.len(), 140);
-        for u in &utxos {
-            list.entry(&u.txid, &[("tx_pos", u.vout as i64), ("height", u.height as i64), ("value", u.value as i64)]);
-        }
-        Ok(list.finish())
-    })
-    .await
+    let (reply, n) = ctx
+        .read(move |snap| {
+            let utxos = snap.unspent(&sh.hashx(), limit).map_err(index_error)?;
+            let mut list = ListWriter::with_capacity(utxos.len(), 140);
+            for u in &utxos {
+                list.entry(
+                    &u.txid,
+                    &[("tx_pos", u.vout as i64), ("height", u.height as i64), ("value", u.value as i64)],
+                );
+            }
+            Ok((list.finish(), utxos.len()))
+        })
+        .await?;
+    acct.cost += n as f64 / 50.0;
+    Ok(reply)
 }
 
-async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash) -> RpcResult {
+async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash, acct: &mut Accounting) -> RpcResult {
     // Register before reading, so a change published meanwhile is not missed.
     let new = !s.subs.scripts.contains_key(&sh);
     if new {
@@ -197,8 +283,9 @@ async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash) -> RpcResult
     }
     let limit = ctx.history_limit();
     match ctx.read(move |snap| snap.status(&sh.hashx(), limit).map_err(index_error)).await {
-        Ok(status) => {
+        Ok((status, entries)) => {
             s.subs.scripts.insert(sh, status);
+            acct.cost += history_cost(entries) + super::cost::status_preimage_cost(entries);
             Ok(status.map_or(Value::Null, |st| Value::String(st.to_string())))
         }
         Err(e) => {
@@ -285,7 +372,8 @@ fn block_headers(snap: &Snapshot, start: u32, count: u32, cp_height: u32, v: Ver
     Ok(Reply::Response(out))
 }
 
-fn get_merkle(snap: &Snapshot, txid: Txid, height: Option<u32>, v: Version) -> RpcResult {
+/// The merkle proof of a confirmed transaction, and its block's transaction count.
+fn get_merkle(snap: &Snapshot, txid: Txid, height: Option<u32>, v: Version) -> Result<(Value, usize), RpcError> {
     let Some((at, pos)) = snap.tx_location(&txid).map_err(index_error)? else {
         return Err(RpcError::bad_request(format!("transaction {txid} is not confirmed in the indexed chain")));
     };
@@ -305,10 +393,11 @@ fn get_merkle(snap: &Snapshot, txid: Txid, height: Option<u32>, v: Version) -> R
     if v >= V1_6 {
         m["block_hash"] = Value::String(snap.block_hash(at).map(|h| hex_rev(&h)).unwrap_or_default());
     }
-    Ok(m)
+    Ok((m, txids.len()))
 }
 
-fn id_from_pos(snap: &Snapshot, height: u32, pos: u32, with_merkle: bool) -> RpcResult {
+/// The txid at a position of a block (with its proof), and the block's transaction count.
+fn id_from_pos(snap: &Snapshot, height: u32, pos: u32, with_merkle: bool) -> Result<(Value, usize), RpcError> {
     let txids = snap.block_txids(height).map_err(index_error)?.ok_or_else(|| {
         RpcError::bad_request(format!("height {height} out of range (chain height {})", snap.height().unwrap_or(0)))
     })?;
@@ -316,10 +405,11 @@ fn id_from_pos(snap: &Snapshot, height: u32, pos: u32, with_merkle: bool) -> Rpc
         return Err(RpcError::bad_request(format!("no transaction at position {pos} of block {height}")));
     };
     if !with_merkle {
-        return Ok(Value::String(txid.to_string()));
+        return Ok((Value::String(txid.to_string()), txids.len()));
     }
     let (branch, _) = merkle::branch_and_root(txids.iter().map(|t| t.0).collect(), pos as usize, None);
-    Ok(json!({"tx_hash": txid.to_string(), "merkle": branch.iter().map(|b| hex_rev(b)).collect::<Vec<_>>()}))
+    let proof = json!({"tx_hash": txid.to_string(), "merkle": branch.iter().map(|b| hex_rev(b)).collect::<Vec<_>>()});
+    Ok((proof, txids.len()))
 }
 
 async fn transaction_get(ctx: &Ctx, txid: Txid, verbose: bool) -> RpcResult {

@@ -2,11 +2,12 @@
 //! requests parsed once (`request`, `version`) and answered (`methods`, `daemon_info`), and
 //! subscriptions with their notifications (`subscriptions`).
 
+pub mod cost;
 mod daemon_info;
 mod methods;
 pub mod request;
-mod server;
-mod session;
+pub mod server;
+pub mod session;
 pub mod subscriptions;
 pub mod transport;
 pub mod version;
@@ -19,6 +20,11 @@ use tokio_rustls::TlsAcceptor;
 
 pub use daemon_info::features;
 pub use server::Sessions;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use prometheus::IntCounter;
 
 use crate::config::Config;
 use crate::index::{Index, Snapshot};
@@ -38,6 +44,8 @@ pub struct Ctx {
     pub sessions: Sessions,
     mempool_wakeup: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
+    /// Each method's request counter, resolved once.
+    method_counters: HashMap<&'static str, IntCounter>,
 }
 
 impl Ctx {
@@ -61,6 +69,28 @@ impl Ctx {
     /// A broadcast went to the daemon: mirror its mempool now.
     fn wake_mempool(&self) {
         self.mempool_wakeup.notify_one();
+    }
+
+    /// A peer's address as logs and the admin RPC show it: hidden with ANON_LOGS.
+    pub fn show_peer(&self, peer: &SocketAddr) -> String {
+        if self.config.anon_logs {
+            "xx.xx.xx.xx:xx".to_string()
+        } else {
+            peer.to_string()
+        }
+    }
+
+    /// Counts a request of `method`.
+    /// Requests answered since start, by method (those asked at least once).
+    pub fn request_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.method_counters.iter().map(|(m, c)| (*m, c.get())).filter(|(_, n)| *n > 0).collect()
+    }
+
+    fn count_request(&self, method: &'static str) {
+        match self.method_counters.get(method) {
+            Some(c) => c.inc(),
+            None => self.metrics.requests_by_method.with_label_values(&[method]).inc(),
+        }
     }
 }
 
@@ -89,15 +119,18 @@ impl Server {
             _ => None,
         };
         let subs = Subscriptions::new(index.clone(), history_limit(&config));
+        let method_counters =
+            request::Request::NAMES.iter().map(|m| (*m, metrics.requests_by_method.with_label_values(&[*m]))).collect();
         let ctx = Ctx {
             daemon: DaemonInfo::new(daemon, &config),
+            sessions: Sessions::new(cost::Groups::new(Arc::new(config.cost.clone()))),
             config,
             index,
             subs,
             metrics,
-            sessions: Sessions::default(),
             mempool_wakeup,
             shutdown,
+            method_counters,
         };
         Ok(Server { ctx: Arc::new(ctx), tls })
     }

@@ -73,6 +73,35 @@ fn signature(method: &str, v: Version) -> Option<(&'static [&'static str], usize
 }
 
 impl Request {
+    /// Every method's name, as `name` gives them.
+    pub const NAMES: &'static [&'static str] = &[
+        "server.version",
+        "server.features",
+        "server.banner",
+        "server.donation_address",
+        "server.peers.subscribe",
+        "server.add_peer",
+        "server.ping",
+        "blockchain.headers.subscribe",
+        "blockchain.block.header",
+        "blockchain.block.headers",
+        "blockchain.estimatefee",
+        "blockchain.relayfee",
+        "blockchain.scripthash.get_balance",
+        "blockchain.scripthash.get_history",
+        "blockchain.scripthash.get_mempool",
+        "blockchain.scripthash.listunspent",
+        "blockchain.scripthash.subscribe",
+        "blockchain.scripthash.unsubscribe",
+        "blockchain.transaction.broadcast",
+        "blockchain.transaction.broadcast_package",
+        "blockchain.transaction.get",
+        "blockchain.transaction.get_merkle",
+        "blockchain.transaction.id_from_pos",
+        "mempool.get_fee_histogram",
+        "mempool.get_info",
+    ];
+
     /// Parses a request of a session that negotiated `version` (`None`: not yet).
     pub fn parse(method: &str, params: Option<Value>, version: Option<Version>) -> Result<Request, RpcError> {
         let version = match version {

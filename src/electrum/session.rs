@@ -1,21 +1,34 @@
-//! One client session: reads one message at a time (a request or a batch), answers it, and
-//! between messages forwards notifications, until the client leaves, idles out, breaks a limit,
-//! or ferrum stops. It reads its next request only after writing its last answer, so a client
-//! that does not read cannot grow the server's memory.
+//! One client session: reads messages and answers them, forwards notifications, and accounts
+//! for everything it costs, until the client leaves, idles out, breaks a limit, is
+//! disconnected by the operator, or ferrum stops.
+//!
+//! Requests that only read run concurrently, as many as the session's cost allows (see
+//! `cost`), and their answers go out as they finish, matched to ids. Requests that change the
+//! session (negotiation, subscriptions) and batches are answered one at a time, after those in
+//! flight, so subscriptions and notifications keep their order. Memory stays bounded: a
+//! session reads its next message only while it has a free slot, and a client that leaves an
+//! answer unread for 30 s is disconnected.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
-use super::methods::{answer, Reply, SessionState};
+use super::cost::{notification_cost, SessionCost, ERROR_COST, PARSE_ERROR_COST};
+use super::methods::{answer, answer_session, Accounting, Reply, SessionState};
 use super::request::Request;
-use super::subscriptions::SessionSubs;
+use super::subscriptions::{Notifications, SessionSubs};
 use super::transport::{Incoming, Transport};
+use super::version::Version;
 use super::Ctx;
 use crate::jsonrpc::{
     error_response, finish_response, parse_envelope, result_response, RpcError, EXCESSIVE_RESOURCE_USAGE,
@@ -25,35 +38,80 @@ use crate::jsonrpc::{
 /// How long a client may leave a response unread before the session is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A session's live numbers, for the admin RPC (and the cost model).
+/// A session's live numbers and handles, for the admin RPC (`sessions`, `groups`, `disconnect`,
+/// `log`, `inspect_session`) and the cost model.
 pub struct SessionStats {
     pub id: u64,
     pub peer: SocketAddr,
     pub kind: &'static str,
     pub started: Instant,
-    /// Client name and negotiated version, once known.
+    pub cost: Arc<SessionCost>,
+    /// Client name (as sent, at most 100 characters) and negotiated version, once known.
     pub client: Mutex<(String, String)>,
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
+    pub messages_in: AtomicU64,
     pub bytes_in: AtomicU64,
+    pub messages_out: AtomicU64,
     pub bytes_out: AtomicU64,
+    pub errors: AtomicU64,
     pub subs: AtomicU64,
+    pub txs_sent: AtomicU64,
+    /// Requests being answered.
+    pub pending: AtomicU64,
+    /// Requests it may have in flight, as its cost allows.
+    pub concurrency: AtomicUsize,
+    pub request_counts: Mutex<HashMap<&'static str, u64>>,
+    /// Log every message it sends us (admin `log`).
+    pub logged: AtomicBool,
+    pub closing: AtomicBool,
+    /// Cut off over the hard limit.
+    pub cut: AtomicBool,
+    close: Notify,
 }
 
 impl SessionStats {
-    pub fn new(id: u64, peer: SocketAddr, kind: &'static str) -> SessionStats {
+    pub fn new(id: u64, peer: SocketAddr, kind: &'static str, cost: Arc<SessionCost>, logged: bool) -> SessionStats {
         SessionStats {
             id,
             peer,
             kind,
             started: Instant::now(),
+            cost,
             client: Mutex::default(),
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
             subs: AtomicU64::new(0),
+            txs_sent: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            concurrency: AtomicUsize::new(0),
+            request_counts: Mutex::default(),
+            logged: AtomicBool::new(logged),
+            closing: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            close: Notify::new(),
         }
+    }
+
+    /// Asks the session to close (admin `disconnect`).
+    pub fn disconnect(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.close.notify_one();
+    }
+
+    /// "T10", "SL7", "WC0": the first letter of the transport, C while closing, L when logged,
+    /// then how many requests it may have in flight (ElectrumX's flags).
+    pub fn flags(&self) -> String {
+        let mut f = self.kind[..1].to_ascii_uppercase();
+        if self.closing.load(Ordering::Relaxed) {
+            f.push('C');
+        }
+        if self.logged.load(Ordering::Relaxed) {
+            f.push('L');
+        }
+        f.push_str(&self.concurrency.load(Ordering::Relaxed).to_string());
+        f
     }
 }
 
@@ -61,9 +119,10 @@ impl SessionStats {
 struct Answered {
     /// The response line, unless the request was a notification.
     text: Option<String>,
-    failed: bool,
     close: bool,
 }
+
+type InFlight<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = Answered> + Send + 'a>>>;
 
 /// Runs one client session until it ends; returns why.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
@@ -76,19 +135,26 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let mut events = ctx.subs.events();
     let timeout = ctx.config.session_timeout;
     let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut in_flight: InFlight = FuturesUnordered::new();
     let why = loop {
-        let out: Vec<String>;
+        let slots = stats.cost.throttle(Instant::now()).map_or(1, |t| t.concurrency);
+        stats.concurrency.store(slots, Ordering::Relaxed);
+        let reading = in_flight.len() < slots;
+        let mut out = Vec::new();
         let mut close = false;
         tokio::select! {
             _ = crate::stopped(shutdown) => break "server shutting down",
+            _ = stats.close.notified() => break "disconnected by the operator",
             _ = tokio::time::sleep_until(deadline) => break "idle for SESSION_TIMEOUT",
-            incoming = t.recv() => match incoming {
+            Some(done) = in_flight.next() => {
+                out.extend(done.text);
+                close = done.close;
+            }
+            incoming = t.recv(), if reading => match incoming {
                 Incoming::Message(text) => {
                     deadline = tokio::time::Instant::now() + timeout;
-                    let (reply, errors, c) = handle_message(ctx, &mut s, &text).await;
-                    record(ctx, stats, &s, text.len(), reply.as_ref().map_or(0, String::len), errors);
-                    close = c;
-                    out = reply.into_iter().collect();
+                    received(ctx, stats, &text);
+                    close = message(ctx, stats, &mut s, &mut in_flight, &text, &mut out).await;
                 }
                 Incoming::TooLarge => {
                     let msg = format!("request larger than MAX_RECV={} bytes", ctx.config.max_recv);
@@ -99,7 +165,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 Incoming::Closed => break "closed by the client",
             },
             ev = events.recv() => {
-                out = match ev {
+                let n = match ev {
                     Ok(ev) => ctx.subs.notifications_for(&mut s.subs, &ev),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         tracing::debug!("session {} fell behind the notifications; rechecking its subscriptions", s.id);
@@ -107,76 +173,252 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     }
                     Err(broadcast::error::RecvError::Closed) => break "server shutting down",
                 };
-                ctx.metrics.notifications.inc_by(out.len() as u64);
-                record(ctx, stats, &s, 0, out.iter().map(String::len).sum(), 0);
+                notified(ctx, stats, &n);
+                out = n.texts;
             }
         }
-        let failed =
-            !out.is_empty() && !matches!(tokio::time::timeout(SEND_TIMEOUT, t.send_all(out)).await, Ok(Ok(())));
-        if failed {
-            break "the client stopped reading";
+        if !out.is_empty() {
+            let bytes: usize = out.iter().map(|m| m.len() + 1).sum();
+            sent(ctx, stats, out.len(), bytes);
+            if !matches!(tokio::time::timeout(SEND_TIMEOUT, t.send_all(out)).await, Ok(Ok(()))) {
+                break "the client stopped reading";
+            }
         }
         if close {
             break "closed after an error";
         }
     };
+    stats.subs.store(0, Ordering::Relaxed);
     ctx.subs.drop_session(&mut s.subs);
     why
 }
 
-/// Counts a message in and the answer or notifications out.
-fn record(ctx: &Ctx, stats: &SessionStats, s: &SessionState, bytes_in: usize, bytes_out: usize, errors: u64) {
-    if bytes_in > 0 {
-        stats.requests.fetch_add(1, Ordering::Relaxed);
-    }
-    stats.errors.fetch_add(errors, Ordering::Relaxed);
-    stats.bytes_in.fetch_add(bytes_in as u64, Ordering::Relaxed);
-    stats.bytes_out.fetch_add(bytes_out as u64, Ordering::Relaxed);
-    stats.subs.store(s.subs.scripts.len() as u64, Ordering::Relaxed);
-    ctx.metrics.request_errors.inc_by(errors);
-    ctx.metrics.bytes_received.inc_by(bytes_in as u64);
-    ctx.metrics.bytes_sent.inc_by(bytes_out as u64);
-    if let Some(v) = s.version {
-        let mut client = stats.client.lock().expect("lock");
-        if client.1.is_empty() {
-            *client = (s.client.clone(), v.to_string());
-        }
+/// Counts a message in.
+fn received(ctx: &Ctx, stats: &SessionStats, text: &[u8]) {
+    stats.messages_in.fetch_add(1, Ordering::Relaxed);
+    stats.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
+    stats.cost.add_bytes(text.len(), Instant::now());
+    ctx.metrics.bytes_received.inc_by(text.len() as u64);
+    if stats.logged.load(Ordering::Relaxed) {
+        tracing::info!(
+            "session {} ({}): {}",
+            stats.id,
+            ctx.show_peer(&stats.peer),
+            String::from_utf8_lossy(&text[..text.len().min(2000)])
+        );
     }
 }
 
-/// Answers one message (a request or a batch): the reply to send, if any, the number of
-/// errors, and whether to close the connection afterwards.
-async fn handle_message(ctx: &Ctx, s: &mut SessionState, text: &[u8]) -> (Option<String>, u64, bool) {
+/// Counts messages out.
+fn sent(ctx: &Ctx, stats: &SessionStats, messages: usize, bytes: usize) {
+    stats.messages_out.fetch_add(messages as u64, Ordering::Relaxed);
+    stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    stats.cost.add_bytes(bytes, Instant::now());
+    ctx.metrics.bytes_sent.inc_by(bytes as u64);
+}
+
+fn notified(ctx: &Ctx, stats: &SessionStats, n: &Notifications) {
+    if n.texts.is_empty() {
+        return;
+    }
+    ctx.metrics.notifications.inc_by(n.texts.len() as u64);
+    let statuses = n.texts.iter().filter(|t| !t.contains("blockchain.headers.subscribe")).count();
+    stats.cost.add(notification_cost(statuses, n.entries), Instant::now());
+}
+
+/// Counts an answered request: what it cost, and whether it failed.
+fn account(ctx: &Ctx, stats: &SessionStats, method: Option<&'static str>, acct: Accounting, failed: bool) {
+    let now = Instant::now();
+    let mut cost = acct.cost;
+    if let Some(m) = method {
+        ctx.count_request(m);
+        *stats.request_counts.lock().expect("lock").entry(m).or_default() += 1;
+    }
+    if failed {
+        cost += ERROR_COST;
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.request_errors.inc();
+    }
+    if acct.txs_sent > 0 {
+        stats.txs_sent.fetch_add(acct.txs_sent, Ordering::Relaxed);
+        ctx.metrics.txs_sent.inc_by(acct.txs_sent);
+    }
+    stats.cost.add(cost, now);
+}
+
+/// Answers one message: a request that only reads starts in flight; a request that changes the
+/// session, or a batch, is answered here after those in flight. Appends what to send to `out`;
+/// returns whether to close the session afterwards.
+async fn message<'a>(
+    ctx: &'a Ctx,
+    stats: &'a SessionStats,
+    s: &mut SessionState,
+    in_flight: &mut InFlight<'a>,
+    text: &[u8],
+    out: &mut Vec<String>,
+) -> bool {
     // Bytes, not text: a message that is not UTF-8 is one more parse error.
     let value: Value = match serde_json::from_slice(text) {
         Ok(v) => v,
         Err(e) => {
-            let e = RpcError::new(PARSE_ERROR, format!("invalid JSON: {e}"));
-            return (Some(error_response(&Value::Null, &e)), 1, false);
+            stats.cost.add(PARSE_ERROR_COST, Instant::now());
+            account(ctx, stats, None, Accounting::default(), true);
+            out.push(error_response(&Value::Null, &RpcError::new(PARSE_ERROR, format!("invalid JSON: {e}"))));
+            return false;
         }
     };
-    let items = match value {
-        Value::Array(items) => items,
-        other => {
-            let a = handle_one(ctx, s, other).await;
-            return (a.text, a.failed as u64, a.close);
-        }
+    let Some(throttle) = stats.cost.throttle(Instant::now()) else {
+        return refuse(ctx, stats, &value, out);
     };
+    let parsed = match value {
+        Value::Array(items) => {
+            drain(in_flight, out).await;
+            throttle_sleep(throttle.sleep).await;
+            let (reply, close) = batch(ctx, stats, s, items).await;
+            out.extend(reply);
+            return close;
+        }
+        one => parse_envelope(one).map(|env| {
+            let request = Request::parse(&env.method, env.params, s.version);
+            (env.id, request)
+        }),
+    };
+    let (id, request) = match parsed {
+        Ok((id, Ok(request))) => match s.version {
+            Some(version) if !request.changes_session() => {
+                in_flight.push(Box::pin(concurrent(ctx, stats, version, id, request, throttle.sleep)));
+                return false;
+            }
+            _ => (id, Ok(request)),
+        },
+        Ok((id, Err(e))) => (id, Err(e)),
+        Err((id, e)) => (Some(id), Err(e)),
+    };
+    // In order: first what is in flight, then this.
+    drain(in_flight, out).await;
+    throttle_sleep(throttle.sleep).await;
+    let a = in_order(ctx, stats, s, id, request).await;
+    out.extend(a.text);
+    a.close
+}
+
+/// A throttled request's wait. Not even a zero sleep when unthrottled: tokio's timer has a
+/// 1 ms tick, so `sleep(0)` would add up to a millisecond to every request.
+async fn throttle_sleep(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Waits for the requests in flight, collecting their answers.
+async fn drain(in_flight: &mut InFlight<'_>, out: &mut Vec<String>) {
+    while let Some(done) = in_flight.next().await {
+        out.extend(done.text);
+    }
+}
+
+/// Cut-off lines: at most 10 every 10 s, so an abuser reconnecting in a loop cannot fill the
+/// log; the next line logged says how many were left out.
+pub static CUT_LOG: LogLimit = LogLimit::new(10, 10);
+
+pub struct LogLimit {
+    per_window: u64,
+    window_secs: u64,
+    window: AtomicU64,
+    count: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogLimit {
+    pub const fn new(per_window: u64, window_secs: u64) -> LogLimit {
+        LogLimit {
+            per_window,
+            window_secs,
+            window: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether to log now; if so, how many lines were left out before it.
+    pub fn allow(&self) -> Option<u64> {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let window = secs / self.window_secs;
+        if self.window.swap(window, Ordering::Relaxed) != window {
+            self.count.store(0, Ordering::Relaxed);
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) < self.per_window {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// Over the hard limit: the request is answered -101 and the session closed (ElectrumX's
+/// "excessive resource usage").
+fn refuse(ctx: &Ctx, stats: &SessionStats, value: &Value, out: &mut Vec<String>) -> bool {
+    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let groups = stats.cost.group_name().map_or(String::new(), |g| g.to_string());
+    if let Some(suppressed) = CUT_LOG.allow() {
+        let more = if suppressed > 0 { format!(" ({suppressed} more not logged)") } else { String::new() };
+        tracing::info!(
+            "closing session {} over res usage. ip: {}. groups: [{groups}]{more}",
+            stats.id,
+            ctx.show_peer(&stats.peer)
+        );
+    }
+    stats.cut.store(true, Ordering::Relaxed);
+    out.push(error_response(&id, &RpcError::new(EXCESSIVE_RESOURCE_USAGE, "excessive resource usage")));
+    true
+}
+
+/// A request that only reads, run concurrently: waits its throttle's sleep, then answers,
+/// all within REQUEST_TIMEOUT.
+async fn concurrent(
+    ctx: &Ctx,
+    stats: &SessionStats,
+    version: Version,
+    id: Option<Value>,
+    request: Request,
+    sleep: Duration,
+) -> Answered {
+    stats.pending.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.requests.inc();
+    let method = request.name();
+    let history = request.answers_a_history();
+    let mut acct = Accounting { cost: request.base_cost(), txs_sent: 0 };
+    let work = async {
+        throttle_sleep(sleep).await;
+        answer(ctx, version, request, &mut acct).await
+    };
+    let result = match tokio::time::timeout(ctx.config.request_timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(RpcError::new(SERVER_BUSY, "server busy - request timed out")),
+    };
+    stats.pending.fetch_sub(1, Ordering::Relaxed);
+    finish(ctx, stats, id, Some(method), history, acct, result)
+}
+
+/// Answers a batch one request after another; one reply for all of them.
+async fn batch(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, items: Vec<Value>) -> (Option<String>, bool) {
     if items.is_empty() {
-        return (Some(error_response(&Value::Null, &RpcError::new(INVALID_REQUEST, "empty batch"))), 1, false);
+        account(ctx, stats, None, Accounting::default(), true);
+        return (Some(error_response(&Value::Null, &RpcError::new(INVALID_REQUEST, "empty batch"))), false);
     }
     if items.len() > ctx.config.max_batch {
+        account(ctx, stats, None, Accounting::default(), true);
         let e = RpcError::new(
             INVALID_REQUEST,
             format!("batch of {} requests is larger than MAX_BATCH={}", items.len(), ctx.config.max_batch),
         );
-        return (Some(error_response(&Value::Null, &e)), 1, false);
+        return (Some(error_response(&Value::Null, &e)), false);
     }
     let mut parts = Vec::new();
-    let (mut errors, mut close, mut size) = (0, false, 2usize);
+    let (mut close, mut size) = (false, 2usize);
     for item in items {
-        let a = handle_one(ctx, s, item).await;
-        errors += a.failed as u64;
+        let a = handle_one(ctx, stats, s, item).await;
         close |= a.close;
         if let Some(r) = a.text {
             size += r.len() + 1;
@@ -187,38 +429,75 @@ async fn handle_message(ctx: &Ctx, s: &mut SessionState, text: &[u8]) -> (Option
         }
     }
     if size > ctx.config.max_send {
+        account(ctx, stats, None, Accounting::default(), true);
         let e = RpcError::new(
             EXCESSIVE_RESOURCE_USAGE,
             format!("batch response larger than MAX_SEND={}", ctx.config.max_send),
         );
-        return (Some(error_response(&Value::Null, &e)), errors + 1, close);
+        return (Some(error_response(&Value::Null, &e)), close);
     }
-    let reply = (!parts.is_empty()).then(|| format!("[{}]", parts.join(",")));
-    (reply, errors, close)
+    ((!parts.is_empty()).then(|| format!("[{}]", parts.join(","))), close)
 }
 
-/// One request of a message.
-async fn handle_one(ctx: &Ctx, s: &mut SessionState, request: Value) -> Answered {
+/// One request of a batch.
+async fn handle_one(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, request: Value) -> Answered {
+    match parse_envelope(request) {
+        Ok(env) => {
+            let request = Request::parse(&env.method, env.params, s.version);
+            in_order(ctx, stats, s, env.id, request).await
+        }
+        Err((id, e)) => in_order(ctx, stats, s, Some(id), Err(e)).await,
+    }
+}
+
+/// A request answered in order, with the session's state at hand.
+async fn in_order(
+    ctx: &Ctx,
+    stats: &SessionStats,
+    s: &mut SessionState,
+    id: Option<Value>,
+    request: Result<Request, RpcError>,
+) -> Answered {
     ctx.metrics.requests.inc();
-    let env = match parse_envelope(request) {
-        Ok(env) => env,
-        Err((id, e)) => return Answered { text: Some(error_response(&id, &e)), failed: true, close: false },
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return finish(ctx, stats, id, None, false, Accounting::default(), Err(e)),
     };
-    let request = Request::parse(&env.method, env.params, s.version);
-    let history = request.as_ref().is_ok_and(Request::answers_a_history);
-    let result = match request {
-        Ok(request) => match tokio::time::timeout(ctx.config.request_timeout, answer(ctx, s, request)).await {
+    let (method, history) = (request.name(), request.answers_a_history());
+    let mut acct = Accounting { cost: request.base_cost(), txs_sent: 0 };
+    let result =
+        match tokio::time::timeout(ctx.config.request_timeout, answer_session(ctx, s, request, &mut acct)).await {
             Ok(r) => r,
-            Err(_) => Err(RpcError::new(SERVER_BUSY, "server busy: the request timed out")),
-        },
-        Err(e) => Err(e),
-    };
+            Err(_) => Err(RpcError::new(SERVER_BUSY, "server busy - request timed out")),
+        };
+    stats.subs.store(s.subs.scripts.len() as u64, Ordering::Relaxed);
+    stats.cost.set_subs(s.subs.scripts.len(), Instant::now());
+    if let Some(v) = s.version {
+        let mut client = stats.client.lock().expect("lock");
+        if client.1.is_empty() {
+            *client = (s.client.clone(), v.to_string());
+        }
+    }
+    finish(ctx, stats, id, Some(method), history, acct, result)
+}
+
+/// The response to a request (none for a notification), with what it cost accounted.
+fn finish(
+    ctx: &Ctx,
+    stats: &SessionStats,
+    id: Option<Value>,
+    method: Option<&'static str>,
+    history: bool,
+    acct: Accounting,
+    result: Result<Reply, RpcError>,
+) -> Answered {
     // A request without an id is a notification: no answer, even to an error.
-    let Some(id) = env.id else {
+    let Some(id) = id else {
         let close = result.as_ref().err().is_some_and(|e| e.close);
-        return Answered { text: None, failed: result.is_err(), close };
+        account(ctx, stats, method, acct, result.is_err());
+        return Answered { text: None, close };
     };
-    match result {
+    let (text, failed, close) = match result {
         Ok(reply) => {
             let text = match reply {
                 Reply::Value(v) => result_response(&id, v),
@@ -233,10 +512,30 @@ async fn handle_one(ctx: &Ctx, s: &mut SessionState, request: Value) -> Answered
                         format!("response larger than MAX_SEND={}", ctx.config.max_send),
                     )
                 };
-                return Answered { text: Some(error_response(&id, &e)), failed: true, close: false };
+                (error_response(&id, &e), true, false)
+            } else {
+                (text, false, false)
             }
-            Answered { text: Some(text), failed: false, close: false }
         }
-        Err(e) => Answered { text: Some(error_response(&id, &e)), failed: true, close: e.close },
+        Err(e) => (error_response(&id, &e), true, e.close),
+    };
+    account(ctx, stats, method, acct, failed);
+    Answered { text: Some(text), close }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLimit;
+
+    #[test]
+    fn cut_off_lines_are_limited_and_the_rest_counted() {
+        let limit = LogLimit::new(3, 3600);
+        assert_eq!((0..3).map(|_| limit.allow()).collect::<Vec<_>>(), [Some(0), Some(0), Some(0)]);
+        assert_eq!(limit.allow(), None);
+        assert_eq!(limit.allow(), None);
+        // A new window: the first line says how many were left out.
+        limit.window.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(limit.allow(), Some(2));
+        assert_eq!(limit.allow(), Some(0));
     }
 }

@@ -30,8 +30,16 @@ pub enum Event {
         /// The notification, built once for every session.
         text: String,
     },
-    /// New statuses of touched, subscribed script hashes.
-    Statuses(HashMap<ScriptHash, Option<StatusHash>>),
+    /// New statuses of touched, subscribed script hashes, with the transactions each covers.
+    Statuses(HashMap<ScriptHash, (Option<StatusHash>, usize)>),
+}
+
+/// Notifications for one session, and the history entries they cover (for the cost model: a
+/// notification costs what computing the status costs).
+#[derive(Default, Debug)]
+pub struct Notifications {
+    pub texts: Vec<String>,
+    pub entries: usize,
 }
 
 /// What one session is subscribed to, and what it was last told.
@@ -125,7 +133,7 @@ impl Subscriptions {
     }
 
     /// Statuses of `wanted`, computed on the worker pool; `None` (logged) if that task died.
-    async fn statuses(&self, wanted: Vec<ScriptHash>) -> Option<HashMap<ScriptHash, Option<StatusHash>>> {
+    async fn statuses(&self, wanted: Vec<ScriptHash>) -> Option<HashMap<ScriptHash, (Option<StatusHash>, usize)>> {
         let index = self.index.clone();
         let limit = self.history_limit;
         let task = tokio::task::spawn_blocking(move || compute_statuses(&index, &wanted, limit));
@@ -133,14 +141,14 @@ impl Subscriptions {
     }
 
     /// The notifications a broadcast event means for one session (updating what it was told).
-    pub fn notifications_for(&self, s: &mut SessionSubs, ev: &Event) -> Vec<String> {
+    pub fn notifications_for(&self, s: &mut SessionSubs, ev: &Event) -> Notifications {
+        let mut out = Notifications::default();
         match ev {
             Event::Tip { header, text } => {
-                if !s.headers || s.last_tip_sent == Some(*header) {
-                    return Vec::new();
+                if s.headers && s.last_tip_sent != Some(*header) {
+                    s.last_tip_sent = Some(*header);
+                    out.texts.push(text.clone());
                 }
-                s.last_tip_sent = Some(*header);
-                vec![text.clone()]
             }
             Event::Statuses(statuses) => {
                 let mine: Vec<ScriptHash> = if statuses.len() < s.scripts.len() {
@@ -148,25 +156,35 @@ impl Subscriptions {
                 } else {
                     s.scripts.keys().filter(|k| statuses.contains_key(*k)).copied().collect()
                 };
-                mine.into_iter().filter_map(|sh| changed(s, sh, statuses[&sh])).collect()
+                for sh in mine {
+                    let (status, entries) = statuses[&sh];
+                    if let Some(text) = changed(s, sh, status) {
+                        out.texts.push(text);
+                        out.entries += entries;
+                    }
+                }
             }
         }
+        out
     }
 
     /// After missing broadcasts: compare every subscription and the tip with the index now.
-    pub async fn resync(&self, s: &mut SessionSubs) -> Vec<String> {
-        let mut out = Vec::new();
+    pub async fn resync(&self, s: &mut SessionSubs) -> Notifications {
+        let mut out = Notifications::default();
         if s.headers {
             if let Some((height, header)) = tip(&self.index) {
                 if s.last_tip_sent != Some(header) {
                     s.last_tip_sent = Some(header);
-                    out.push(tip_notification(height, &header));
+                    out.texts.push(tip_notification(height, &header));
                 }
             }
         }
         let wanted: Vec<ScriptHash> = s.scripts.keys().copied().collect();
-        if let Some(statuses) = self.statuses(wanted).await {
-            out.extend(statuses.into_iter().filter_map(|(sh, new)| changed(s, sh, new)));
+        for (sh, (status, entries)) in self.statuses(wanted).await.unwrap_or_default() {
+            if let Some(text) = changed(s, sh, status) {
+                out.texts.push(text);
+                out.entries += entries;
+            }
         }
         out
     }
@@ -195,8 +213,13 @@ pub fn tip(index: &Index) -> Option<(u32, [u8; 80])> {
     Some((h, snap.header(h)?))
 }
 
-/// Statuses of script hashes, reading a fresh snapshot per chunk on the rayon pool.
-fn compute_statuses(index: &Index, wanted: &[ScriptHash], limit: usize) -> HashMap<ScriptHash, Option<StatusHash>> {
+/// Statuses of script hashes (and the transactions each covers), reading a fresh snapshot per
+/// chunk on the rayon pool.
+fn compute_statuses(
+    index: &Index,
+    wanted: &[ScriptHash],
+    limit: usize,
+) -> HashMap<ScriptHash, (Option<StatusHash>, usize)> {
     use rayon::prelude::*;
     wanted
         .par_chunks(STATUS_CHUNK)

@@ -132,8 +132,8 @@ impl<'a> Snapshot<'a> {
     }
 
     /// The Electrum status of a script hash: sha256 over "txid:height:" for each confirmed then
-    /// unconfirmed transaction; `None` without any.
-    pub fn status(&self, hashx: &HashX, limit: usize) -> Result<Option<StatusHash>> {
+    /// unconfirmed transaction; `None` without any. Also how many transactions it covers.
+    pub fn status(&self, hashx: &HashX, limit: usize) -> Result<(Option<StatusHash>, usize)> {
         self.status_using(&mut self.db.history_reader(), hashx, limit)
     }
 
@@ -143,20 +143,27 @@ impl<'a> Snapshot<'a> {
     }
 
     /// `status`, reading through `reader` (made from this snapshot).
-    pub fn status_using(&self, reader: &mut HistoryReader, hashx: &HashX, limit: usize) -> Result<Option<StatusHash>> {
+    pub fn status_using(
+        &self,
+        reader: &mut HistoryReader,
+        hashx: &HashX,
+        limit: usize,
+    ) -> Result<(Option<StatusHash>, usize)> {
         let mut hasher = StatusHasher::default();
         let nums = self.history_nums_using(reader, hashx, limit, false)?;
         self.visit_txs(&nums, |txid, height| hasher.add(&txid, height as i64))?;
         for e in self.live.mempool.history(hashx) {
             hasher.add(&e.txid, e.height as i64);
         }
-        Ok(hasher.finish())
+        let n = hasher.count;
+        Ok((hasher.finish(), n))
     }
 
-    /// Confirmed balance and the mempool's effect on it.
-    pub fn balance(&self, hashx: &HashX) -> Result<(u64, i64)> {
-        let confirmed = self.db.hashx_utxos(hashx)?.iter().map(|(_, _, v)| v).sum();
-        Ok((confirmed, self.live.mempool.balance_delta(hashx)))
+    /// Confirmed balance, the mempool's effect on it, and how many confirmed outputs it sums.
+    pub fn balance(&self, hashx: &HashX) -> Result<(u64, i64, usize)> {
+        let utxos = self.db.hashx_utxos(hashx)?;
+        let confirmed = utxos.iter().map(|(_, _, v)| v).sum();
+        Ok((confirmed, self.live.mempool.balance_delta(hashx), utxos.len()))
     }
 
     /// Unspent outputs: confirmed ones in chain order without those the mempool spends, then
@@ -216,12 +223,13 @@ impl<'a> Snapshot<'a> {
 #[derive(Default)]
 pub struct StatusHasher {
     h: Sha256,
-    any: bool,
+    /// Transactions added.
+    pub count: usize,
 }
 
 impl StatusHasher {
     pub fn add(&mut self, txid: &Txid, height: i64) {
-        self.any = true;
+        self.count += 1;
         self.h.update(hex32(&txid.0, HexOrder::Display));
         self.h.update(b":");
         self.h.update(itoa::Buffer::new().format(height));
@@ -229,7 +237,7 @@ impl StatusHasher {
     }
 
     pub fn finish(self) -> Option<StatusHash> {
-        self.any.then(|| StatusHash(self.h.finalize().into()))
+        (self.count > 0).then(|| StatusHash(self.h.finalize().into()))
     }
 }
 

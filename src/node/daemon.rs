@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -76,8 +76,15 @@ struct Endpoint {
     caps: Capabilities,
 }
 
+impl Endpoint {
+    fn new(url: DaemonUrl) -> Endpoint {
+        Endpoint { url, rest: tokio::sync::OnceCell::new(), caps: Capabilities::default() }
+    }
+}
+
 pub struct Daemon {
-    endpoints: Vec<Endpoint>,
+    /// DAEMON_URL's daemons; the admin `daemon_url` replaces them at run time.
+    endpoints: RwLock<Arc<Vec<Endpoint>>>,
     current: AtomicUsize,
     client: reqwest::Client,
     /// A client that keeps no idle connections, for daemons that stream replies in chunks: on a
@@ -117,11 +124,7 @@ impl Daemon {
         let client = builder().pool_max_idle_per_host(64).build().expect("HTTP client builds with static options");
         let fresh = builder().pool_max_idle_per_host(0).build().expect("HTTP client builds with static options");
         Daemon {
-            endpoints: config
-                .daemon_urls
-                .iter()
-                .map(|u| Endpoint { url: u.clone(), rest: tokio::sync::OnceCell::new(), caps: Capabilities::default() })
-                .collect(),
+            endpoints: RwLock::new(Arc::new(config.daemon_urls.iter().cloned().map(Endpoint::new).collect())),
             current: AtomicUsize::new(0),
             client,
             fresh,
@@ -137,18 +140,31 @@ impl Daemon {
 
     /// The daemon currently in use, for logs and getinfo.
     pub fn current_url(&self) -> String {
-        self.endpoint().1.url.redacted()
+        let (i, eps) = self.endpoint();
+        eps[i].url.redacted()
     }
 
     /// What the daemon in use was found to lack (RPC methods, features), for getinfo.
     pub fn lacking(&self) -> Vec<String> {
-        self.endpoint().1.caps.lacking()
+        let (i, eps) = self.endpoint();
+        eps[i].caps.lacking()
     }
 
-    /// The endpoint in use: its index, itself, and how many there are.
-    fn endpoint(&self) -> (usize, &Endpoint, usize) {
-        let i = self.current.load(Ordering::SeqCst) % self.endpoints.len();
-        (i, &self.endpoints[i], self.endpoints.len())
+    /// Replaces the daemons (admin `daemon_url`): requests go to the first from now on, and
+    /// what each can do is learned afresh.
+    pub fn set_urls(&self, urls: Vec<DaemonUrl>) {
+        if urls.is_empty() {
+            return;
+        }
+        *self.endpoints.write().expect("lock") = Arc::new(urls.into_iter().map(Endpoint::new).collect());
+        self.current.store(0, Ordering::SeqCst);
+        tracing::info!("now using daemon at {}", self.current_url());
+    }
+
+    /// The daemons and the index of the one in use.
+    fn endpoint(&self) -> (usize, Arc<Vec<Endpoint>>) {
+        let eps = self.endpoints.read().expect("lock").clone();
+        (self.current.load(Ordering::SeqCst) % eps.len(), eps)
     }
 
     fn auth_header(&self, ep: &Endpoint) -> Option<String> {
@@ -233,7 +249,8 @@ impl Daemon {
             if *self.shutdown.borrow() {
                 return Err(DaemonError::Shutdown);
             }
-            let (index, ep, count) = self.endpoint();
+            let (index, eps) = self.endpoint();
+            let (ep, count) = (&eps[index], eps.len());
             let client = if ep.caps.chunked() { &self.fresh } else { &self.client };
             let mut req = make(client, ep);
             if let Some(h) = self.auth_header(ep) {
@@ -255,7 +272,7 @@ impl Daemon {
                 let next = (index + 1) % count;
                 if self.current.compare_exchange(index, next, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                     self.metrics.daemon_failovers.inc();
-                    tracing::warn!("failing over to daemon {}", self.endpoints[next].url.redacted());
+                    tracing::warn!("failing over to daemon {}", eps[next].url.redacted());
                 }
                 // Try the next daemon at once; back off only after a full round of failures.
                 if failures_in_row % count != 0 {
@@ -291,19 +308,20 @@ impl Daemon {
     /// `call`, also saying which daemon (index into DAEMON_URL) answered, so what the answer
     /// teaches about that daemon can be remembered for it (`learn`).
     pub async fn call_at(&self, method: &str, params: Value) -> (usize, Result<Value, DaemonError>) {
-        let (index, ep, _) = self.endpoint();
-        if ep.caps.lacks(method) {
+        let (index, eps) = self.endpoint();
+        if eps[index].caps.lacks(method) {
             return (index, Err(DaemonError::MethodNotFound(method.to_string())));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "1.0", "id": id, "method": method, "params": params});
         let (index, reply) = match self.post_json(&body).await {
             Ok(answer) => answer,
-            Err(e) => return (self.endpoint().0, Err(e)),
+            Err(e) => return (index, Err(e)),
         };
         let result = parse_reply(method, &reply);
         if matches!(result, Err(DaemonError::MethodNotFound(_))) {
-            let ep = &self.endpoints[index];
+            let eps = self.endpoints.read().expect("lock").clone();
+            let Some(ep) = eps.get(index) else { return (index, result) };
             if ep.caps.note_missing(method) {
                 tracing::info!(
                     "the daemon at {} has no RPC method {method}: {}",
@@ -317,13 +335,15 @@ impl Daemon {
 
     /// What is known of `feature` on the daemon in use: `None` until learned.
     pub fn supports(&self, feature: Feature) -> Option<bool> {
-        self.endpoint().1.caps.feature(feature)
+        let (i, eps) = self.endpoint();
+        eps[i].caps.feature(feature)
     }
 
     /// Remembers what daemon `index` (from `call_at`) showed about `feature`; the first time a
     /// daemon turns out to lack it, logs what ferrum does instead.
     pub fn learn(&self, index: usize, feature: Feature, has: bool) {
-        let Some(ep) = self.endpoints.get(index) else { return };
+        let eps = self.endpoints.read().expect("lock").clone();
+        let Some(ep) = eps.get(index) else { return };
         if ep.caps.learn(feature, has) {
             tracing::info!("the daemon at {} lacks {}: {}", ep.url.redacted(), feature.name(), feature.fallback());
         }
@@ -417,7 +437,8 @@ impl Daemon {
 
     /// Whether the daemon in use serves REST, probed once per daemon.
     async fn rest_available(&self) -> bool {
-        let (_, ep, _) = self.endpoint();
+        let (i, eps) = self.endpoint();
+        let ep = &eps[i];
         *ep.rest
             .get_or_init(|| async {
                 let url = format!("{}rest/chaininfo.json", ep.url.base);

@@ -15,7 +15,6 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::chain::{ChainBuilder, ChainOptions};
 use crate::process::FerrumProcess;
@@ -140,13 +139,57 @@ fn write_chain(path: &Path, blocks: &[Block]) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// What the query benchmarks ask about, drawn once, deterministically, from the whole chain:
+/// the generator's first hot script hash (over 100,000 transactions on the full chain),
+/// 1,000 "ordinary" script hashes (random non-hot output scripts, 1-3 transactions each) and
+/// transactions with their heights.
+pub struct QuerySamples {
+    pub hot: String,
+    pub ordinary: Arc<Vec<String>>,
+    pub txs: Arc<Vec<(String, usize)>>,
+}
+
+impl QuerySamples {
+    pub fn draw(spec: &ChainSpec, chain: &[Block]) -> QuerySamples {
+        use rand::{Rng, SeedableRng};
+        let hot_scripts = ChainBuilder::with_options(spec.seed, spec.opts.clone()).hot_scripts().to_vec();
+        let hot = crate::client::scripthash(hot_scripts[0].as_bytes());
+        let hot_set: std::collections::HashSet<_> = hot_scripts.into_iter().collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let tip = chain.len() - 1;
+        let (mut ordinary, mut txs) = (Vec::new(), Vec::new());
+        while ordinary.len() < 1000 {
+            let height = rng.gen_range(1..=tip);
+            let block = &chain[height];
+            let tx = &block.txdata[rng.gen_range(0..block.txdata.len())];
+            txs.push((tx.compute_txid().to_string(), height));
+            if let Some(o) =
+                tx.output.iter().find(|o| !o.script_pubkey.is_op_return() && !hot_set.contains(&o.script_pubkey))
+            {
+                ordinary.push(crate::client::scripthash(o.script_pubkey.as_bytes()));
+            }
+        }
+        QuerySamples { hot, ordinary: Arc::new(ordinary), txs: Arc::new(txs) }
+    }
+}
+
 /// ferrum indexing the daemon's regtest chain, waited for until it serves TCP (it opens client
 /// ports once caught up): the process, its TCP port, and the directory holding its DB and log.
 pub fn serve(daemon: &ScriptedDaemon, extra_env: &[(&str, &str)]) -> (FerrumProcess, u16, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let url = daemon.url();
-    let mut env = vec![("DAEMON_URL", url.as_str()), ("COIN", "Bitcoin"), ("NET", "regtest")];
+    // The cost model off unless asked for: load generators on one address would be throttled.
+    let mut env = vec![
+        ("DAEMON_URL", url.as_str()),
+        ("COIN", "Bitcoin"),
+        ("NET", "regtest"),
+        ("COST_SOFT_LIMIT", "0"),
+        ("COST_HARD_LIMIT", "0"),
+    ];
     env.extend_from_slice(extra_env);
+    // FERRUM_BENCH_SERVER_ENV="K=V,K=V" overrides, e.g. to profile with the cost model on.
+    let overrides = std::env::var("FERRUM_BENCH_SERVER_ENV").unwrap_or_default();
+    env.extend(overrides.split(',').filter_map(|kv| kv.split_once('=')));
     let (mut f, ports) = FerrumProcess::start_serving(&tmp.path().join("db"), &["tcp"], &env);
     let port = ports["tcp"];
     f.wait_port(port, Duration::from_secs(1800));
@@ -265,7 +308,15 @@ impl Session {
     /// answer in big reads, as fast as the server sends it (8 KB reads made the client the
     /// bottleneck); thousands of sessions keep the small default.
     pub async fn connect_with_buffer(port: u16, buffer: usize) -> std::io::Result<Session> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        Self::connect_from(port, std::net::Ipv4Addr::UNSPECIFIED, buffer).await
+    }
+
+    /// A session from the loopback address `source` (127.x.y.z), so ferrum sees clients of
+    /// different subnets; `0.0.0.0` lets the kernel choose.
+    pub async fn connect_from(port: u16, source: std::net::Ipv4Addr, buffer: usize) -> std::io::Result<Session> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let stream = socket.connect((std::net::Ipv4Addr::LOCALHOST, port).into()).await?;
         stream.set_nodelay(true)?;
         let (r, w) = stream.into_split();
         let mut s = Session { reader: BufReader::with_capacity(buffer, r), writer: w, next_id: 0, line: Vec::new() };
@@ -294,6 +345,18 @@ impl Session {
         let mut line = request.to_string();
         line.push('\n');
         self.writer.write_all(line.as_bytes()).await
+    }
+
+    /// One call whose answer is read but not parsed (an attacker does not parse 18 MB
+    /// histories): whether it was a result, not an error. Notifications are not expected.
+    pub async fn call_unparsed(&mut self, method: &str, params: Value) -> std::io::Result<bool> {
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})).await?;
+        self.line.clear();
+        if self.reader.read_until(b'\n', &mut self.line).await? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the session"));
+        }
+        Ok(self.line.starts_with(ferrum::jsonrpc::RESULT_HEAD.as_bytes()))
     }
 
     /// One call; notifications arriving meanwhile are dropped. Errors become `InvalidData`.

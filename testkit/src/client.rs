@@ -25,10 +25,29 @@ pub type RpcErr = (i64, String);
 
 impl Client {
     pub fn tcp(port: u16) -> Client {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to ferrum");
+        Client::try_tcp(port).expect("connect to ferrum")
+    }
+
+    /// A connection from `source` (a loopback address such as 127.1.0.1), so the server sees
+    /// a client of another subnet.
+    pub fn tcp_from(port: u16, source: std::net::Ipv4Addr) -> Client {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.bind(&std::net::SocketAddr::from((source, 0)).into()).expect("bind the source address");
+        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).expect("connect to ferrum");
+        let tcp: TcpStream = socket.into();
+        tcp.set_nodelay(true).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let boxed: Box<dyn Stream> = Box::new(tcp.try_clone().unwrap());
         Client { stream: BufReader::new(boxed), tcp, next_id: 1, notifications: VecDeque::new() }
+    }
+
+    /// A connection, or why there is none (e.g. refused while ferrum is at MAX_SESSIONS).
+    pub fn try_tcp(port: u16) -> std::io::Result<Client> {
+        let tcp = TcpStream::connect(("127.0.0.1", port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let boxed: Box<dyn Stream> = Box::new(tcp.try_clone()?);
+        Ok(Client { stream: BufReader::new(boxed), tcp, next_id: 1, notifications: VecDeque::new() })
     }
 
     /// TLS 1.2+ with certificate checks off (self-signed test certificates).

@@ -4,14 +4,18 @@
 //! - `scripted_daemon`: a stand-in for bitcoind serving such chains, with failure knobs;
 //! - `nodes`: real Bitcoin Core and Bitcoin SV nodes, and signing with the `bitcoin` crate;
 //! - `electrum`: the real Electrum wallet, headless;
+//! - `electrumx`: ElectrumX 2.0.0's own admin client, `electrumx_rpc`;
 //! - `process`: ferrum itself as a child process, driven through its admin RPC;
 //! - `client`: a minimal Electrum protocol client;
+//! - `served`: ferrum serving a small scripted chain, for tests that act as its clients;
 //! - `bench`: cached benchmark chains and measuring helpers.
 
 pub mod bench;
 pub mod chain;
 pub mod client;
 pub mod electrum;
+pub mod electrumx;
 pub mod nodes;
 pub mod process;
 pub mod scripted_daemon;
+pub mod served;

@@ -42,7 +42,7 @@ fn cache_dir() -> PathBuf {
 
 /// The node binary, or `None` (after a loud message) when it is not installed and the
 /// environment does not require it. Panics when `FERRUM_REQUIRE_NODES=1` and it is missing.
-fn locate(node: &str, rel: &str) -> Option<PathBuf> {
+pub fn locate(node: &str, rel: &str) -> Option<PathBuf> {
     let path = cache_dir().join(rel);
     if path.is_file() {
         return Some(path);
@@ -710,7 +710,7 @@ pub fn parse_query(result: &Value) -> ScriptState {
 pub fn assert_ferrum_matches(ferrum: &FerrumProcess, view: &ChainView, scripts: &[(ScriptBuf, Option<String>)]) {
     let items: Vec<String> = scripts.iter().enumerate().map(|(i, (s, a))| query_item(s, a.as_deref(), i)).collect();
     let res = ferrum
-        .call("query", json!([items, 100_000]))
+        .call("query_json", json!([items, 100_000]))
         .unwrap_or_else(|e| panic!("query failed: {e}\n{}", ferrum.log_tail()));
     let res = res.as_array().unwrap_or_else(|| panic!("query result not an array: {res}"));
     assert_eq!(res.len(), items.len(), "one result per item");
@@ -743,7 +743,7 @@ pub fn assert_ferrum_matches(ferrum: &FerrumProcess, view: &ChainView, scripts: 
     for (i, (script, address)) in scripts.iter().enumerate() {
         let expected = view.state(script);
         let forms: Vec<String> = (0..3).map(|f| query_item(script, address.as_deref(), f)).collect();
-        let Ok(again) = ferrum.call("query", json!([forms, 100_000])) else { continue };
+        let Ok(again) = ferrum.call("query_json", json!([forms, 100_000])) else { continue };
         let again: Vec<ScriptState> = again.as_array().unwrap().iter().map(parse_query).collect();
         if again.iter().any(|g| *g != expected) || parse_query(&res[i]) != expected {
             let summary: Vec<String> = forms
