@@ -20,99 +20,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::bench::{
-    env_usize, full_run, proc_stats, serve, throughput, wait_idle, ChainSpec, Latencies, QuerySamples, Session,
+    common_calls, compare_modes, env_usize, full_run, proc_stats, restart, serve, wait_idle, AbSetup, Latencies,
+    Session,
 };
-use common::process::FerrumProcess;
-use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
-use serde_json::{json, Value};
-
-type MakeCall = Arc<dyn Fn(usize) -> (&'static str, Value) + Send + Sync>;
+use serde_json::json;
 
 const OFF: [(&str, &str); 2] = [("COST_SOFT_LIMIT", "0"), ("COST_HARD_LIMIT", "0")];
 const RAISED: [(&str, &str); 2] = [("COST_SOFT_LIMIT", "1000000000"), ("COST_HARD_LIMIT", "2000000000")];
 const DEFAULTS: [(&str, &str); 2] = [("COST_SOFT_LIMIT", "1000"), ("COST_HARD_LIMIT", "10000")];
 
-/// Restarts ferrum on the same database with `env` changed; waits until it serves again.
-fn restart(f: &mut FerrumProcess, port: u16, env: &[(&str, &str)]) {
-    f.stop();
-    for (k, v) in env {
-        f.env.insert(k.to_string(), v.to_string());
-    }
-    f.spawn();
-    f.wait_port(port, Duration::from_secs(300));
-}
-
-fn median_and_range(v: &[f64]) -> (f64, f64, f64) {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 fn main() {
     let full = full_run();
     accounting_per_request(if full { 2_000_000 } else { 10_000 });
-    let spec = ChainSpec::standard(
-        env_usize("FERRUM_BENCH_BLOCKS", if full { 5000 } else { 40 }),
-        env_usize("FERRUM_BENCH_TXS", if full { 200 } else { 20 }),
-    );
-    let rounds = env_usize("FERRUM_BENCH_ROUNDS", if full { 5 } else { 1 });
-    let secs = Duration::from_secs(if full { 3 } else { 1 });
-    let chain = spec.load();
-    let samples = QuerySamples::draw(&spec, &chain);
-    let daemon = ScriptedDaemon::start(chain, DaemonOptions::default());
+    let AbSetup { samples, daemon, rounds, secs, .. } = AbSetup::standard(full);
     let (mut f, port, _dir) =
         serve(&daemon, &[("CACHE_MB", "1200"), ("MAX_SEND", "100000000"), ("SESSION_GROUP_PRIVATE", "1")]);
     let waited = wait_idle(f.child.as_ref().expect("running").id(), Duration::from_secs(if full { 120 } else { 5 }));
     println!("ferrum idle after its sync ({:.1} s)", waited.as_secs_f64());
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-
     // ---- 1. Overhead -------------------------------------------------------------------------
-    let (ordinary, txs) = (samples.ordinary.clone(), samples.txs.clone());
-    let o2 = ordinary.clone();
-    let calls: Vec<(&str, MakeCall)> = vec![
-        ("get_balance (ordinary)", Arc::new(move |i| ("blockchain.scripthash.get_balance", json!([o2[i % o2.len()]])))),
-        ("get_history (ordinary)", {
-            let o = ordinary.clone();
-            Arc::new(move |i| ("blockchain.scripthash.get_history", json!([o[i % o.len()]])))
-        }),
-        ("transaction.get_merkle", {
-            let t = txs.clone();
-            Arc::new(move |i| ("blockchain.transaction.get_merkle", json!([t[i % t.len()].0, t[i % t.len()].1])))
-        }),
-    ];
-    // Per call and mode: calls/s, and ferrum's CPU microseconds per call (steadier on a shared
-    // machine: the load generator's share of the 2 cores does not enter it).
-    let mut per_s: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; calls.len()];
-    let mut cpu_us: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; calls.len()];
-    for round in 0..rounds {
-        for (mode, env) in [(0, OFF), (1, RAISED)] {
-            restart(&mut f, port, &env);
-            let pid = f.child.as_ref().expect("running").id();
-            for (k, (_, make)) in calls.iter().enumerate() {
-                let cpu = proc_stats(pid).cpu_s;
-                let rate = rt.block_on(throughput(port, 4, secs, make.clone()));
-                let used = proc_stats(pid).cpu_s - cpu;
-                per_s[k][mode].push(rate);
-                cpu_us[k][mode].push(used * 1e6 / (rate * secs.as_secs_f64()));
-            }
-        }
-        eprintln!("overhead round {} of {rounds} done", round + 1);
-    }
-    println!("\n4 sessions calling in a loop, median (range) of {rounds} rounds of {} s:", secs.as_secs());
-    println!("| call | calls/s, model off | calls/s, model on | change | ferrum CPU µs/call, off | on | change |");
-    println!("|---|---|---|---|---|---|---|");
-    for (k, (name, _)) in calls.iter().enumerate() {
-        let (off, off_lo, off_hi) = median_and_range(&per_s[k][0]);
-        let (on, on_lo, on_hi) = median_and_range(&per_s[k][1]);
-        let (coff, coff_lo, coff_hi) = median_and_range(&cpu_us[k][0]);
-        let (con, con_lo, con_hi) = median_and_range(&cpu_us[k][1]);
-        println!(
-            "| {name} | {off:.0} ({off_lo:.0}-{off_hi:.0}) | {on:.0} ({on_lo:.0}-{on_hi:.0}) | {:+.1}% | \
-             {coff:.1} ({coff_lo:.1}-{coff_hi:.1}) | {con:.1} ({con_lo:.1}-{con_hi:.1}) | {:+.1}% |",
-            (on / off - 1.0) * 100.0,
-            (con / coff - 1.0) * 100.0
-        );
-    }
+    compare_modes(&mut f, port, [("model off", &OFF), ("model on", &RAISED)], &common_calls(&samples), rounds, secs);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
 
     // ---- 2. Abuse ----------------------------------------------------------------------------
     let polite_n = env_usize("FERRUM_BENCH_POLITE", 100);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ferrum's test suite needs on a fresh Debian machine, from package
 # registries only, and caches what it builds under ~/.cache/ferrum so a second run is instant:
-#   - Debian packages: the C/C++ toolchain, clang (bindgen), RocksDB, CMake, Boost, Python, and
+#   - Debian packages: the C/C++ toolchain, clang (bindgen), RocksDB, CMake, Boost, Python,
+#     Prometheus (its server and promtool scrape and lint ferrum's metrics in a test), and
 #     the Electrum wallet (4.3, run headless by the wallet tests; installed without its Qt GUI);
 #   - Bitcoin Core's bitcoind (built from the source tree inside the crates.io crate
 #     libbitcoinkernel-sys 0.4.1);
@@ -29,8 +30,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 APT_PKGS=(build-essential cmake libboost-dev clang libclang-dev librocksdb-dev pkg-config python3 python3-pip python3-venv unzip curl)
-# Installed without their Recommends: electrum's are the Qt GUI, which the headless daemon never loads.
-APT_PKGS_NO_RECOMMENDS=(electrum)
+# Installed without their Recommends: electrum's are the Qt GUI, which the headless daemon never
+# loads; prometheus's are exporters the tests do not use.
+APT_PKGS_NO_RECOMMENDS=(electrum prometheus)
 if [ "$DO_APT" = 1 ]; then
   is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
   missing=()

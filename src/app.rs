@@ -28,6 +28,8 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         config.db_dir.display()
     );
     let metrics = Arc::new(Metrics::new());
+    let (min, max) = (electrum::version::PROTOCOL_MIN, electrum::version::PROTOCOL_MAX);
+    metrics.set_build_info(coin.name, coin.net.name(), &min.to_string(), &max.to_string());
     let db_path = config.db_dir.clone();
     let db = Arc::new(tokio::task::spawn_blocking(move || Db::open(&db_path, coin)).await??);
     let chain = {
@@ -61,17 +63,20 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         mempool_wakeup,
         shutdown_tx.subscribe(),
     )?;
+    let admin = Arc::new(AdminContext {
+        config: config.clone(),
+        metrics,
+        index: index.clone(),
+        electrum: server.ctx().clone(),
+        daemon,
+        sync: sync_handle,
+        shutdown: shutdown_tx.clone(),
+    });
     if let Some(svc) = config.rpc_service() {
-        let ctx = AdminContext {
-            config: config.clone(),
-            metrics,
-            index: index.clone(),
-            electrum: server.ctx().clone(),
-            daemon,
-            sync: sync_handle,
-            shutdown: shutdown_tx.clone(),
-        };
-        admin::start(svc, Arc::new(ctx)).await?;
+        admin::start(svc, admin.clone()).await?;
+    }
+    if let Some(addr) = config.metrics_addr {
+        admin::exporter::start(addr, admin).await?;
     }
 
     let mut shutdown = shutdown_tx.subscribe();

@@ -126,6 +126,8 @@ pub struct Config {
     pub log_sessions: Duration,
     /// No IP addresses in logs (ANON_LOGS).
     pub anon_logs: bool,
+    /// Where `/metrics` is served in Prometheus's format (METRICS_ADDR; none: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The cost model's settings, with ElectrumX's names and defaults (see `electrum::cost`).
@@ -264,6 +266,7 @@ impl Config {
         let max_batch: usize = env.integer("MAX_BATCH", 500, "a number of requests")?;
         let cost = read_cost(&env)?;
         let log_sessions: u64 = env.integer("LOG_SESSIONS", 3600, "a number of seconds")?;
+        let metrics_addr = env.get("METRICS_ADDR").map(parse_metrics_addr).transpose()?;
         let drop_client = match env.get("DROP_CLIENT") {
             None => None,
             Some(re) => Some(
@@ -302,6 +305,7 @@ impl Config {
             cost,
             log_sessions: Duration::from_secs(log_sessions),
             anon_logs: env.boolean("ANON_LOGS", false),
+            metrics_addr,
         })
     }
 
@@ -468,6 +472,17 @@ fn default_cookie_path(coin: &Coin, home: Option<&str>) -> PathBuf {
 
 /// Parses DAEMON_URL: a comma-separated list of `http://user:pass@host:port/`, where the
 /// scheme, credentials, port and trailing slash may be left out.
+/// METRICS_ADDR: `host:port` with an IP address (`127.0.0.1:4224`, `[::1]:4224`), or a bare
+/// port, which means loopback (the endpoint is for a local Prometheus unless asked otherwise).
+fn parse_metrics_addr(value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    value.parse().map_err(|_| {
+        ConfigError(format!("METRICS_ADDR {value:?} is not an address and port such as 127.0.0.1:4224 or [::1]:4224"))
+    })
+}
+
 pub fn parse_daemon_urls(value: &str, coin: &Coin) -> Result<Vec<DaemonUrl>, ConfigError> {
     let mut urls = Vec::new();
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -694,6 +709,16 @@ mod tests {
         assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
         assert_eq!(parse(&[("LOG_SESSIONS", "0")]).unwrap().log_sessions, Duration::ZERO);
         assert!(parse(&[("ANON_LOGS", "1")]).unwrap().anon_logs);
+        assert_eq!(parse(&[]).unwrap().metrics_addr, None);
+        assert_eq!(
+            parse(&[("METRICS_ADDR", "127.0.0.1:4224")]).unwrap().metrics_addr,
+            Some("127.0.0.1:4224".parse().unwrap())
+        );
+        assert_eq!(parse(&[("METRICS_ADDR", "[::1]:9")]).unwrap().metrics_addr, Some("[::1]:9".parse().unwrap()));
+        assert_eq!(parse(&[("METRICS_ADDR", "4224")]).unwrap().metrics_addr, Some("127.0.0.1:4224".parse().unwrap()));
+        for bad in ["localhost:4224", "127.0.0.1", "1.2.3.4:99999", "x"] {
+            assert!(parse(&[("METRICS_ADDR", bad)]).unwrap_err().0.contains("METRICS_ADDR"), "{bad}");
+        }
     }
 
     #[test]

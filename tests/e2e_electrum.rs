@@ -14,18 +14,15 @@ use std::time::Duration;
 use bitcoin::{Address, Transaction};
 use common::client::{scripthash, Client};
 use common::electrum::{electrum_available, ElectrumWallet};
-use common::nodes::{pay, sats, sign_tx, BitcoinCore, BitcoinSv, ChainView, Coin, TestKey};
+use common::nodes::{pay, sats, BitcoinCore, BitcoinSv, ChainView, Coin, TestKey};
 use common::process::FerrumProcess;
 use serde_json::json;
 
 const FEE: u64 = 10_000;
 const WAIT: Duration = Duration::from_secs(90);
 
-fn spend(coins: &[Coin], mut outputs: Vec<bitcoin::TxOut>, change: &Address) -> Transaction {
-    let total: u64 = coins.iter().map(|c| c.txout.value.to_sat()).sum();
-    let paid: u64 = outputs.iter().map(|o| o.value.to_sat()).sum();
-    outputs.push(pay(change, total - paid - FEE));
-    sign_tx(coins, outputs)
+fn spend(coins: &[Coin], outputs: Vec<bitcoin::TxOut>, change: &Address) -> Transaction {
+    common::nodes::spend(coins, outputs, change, FEE)
 }
 
 /// What the node says the wallet's addresses hold and did: (total balance incl. mempool,

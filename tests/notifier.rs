@@ -78,7 +78,7 @@ impl Setup {
 async fn next_statuses(rx: &mut tokio::sync::broadcast::Receiver<Arc<Event>>) -> Arc<Event> {
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event").expect("received");
-        if matches!(*ev, Event::Statuses(_)) {
+        if matches!(*ev, Event::Statuses { .. }) {
             return ev;
         }
     }
@@ -116,7 +116,7 @@ async fn reports_queued_together_are_computed_once() {
         t.writer.publish(IndexEvent { touched: [sh.hashx()].into_iter().collect(), new_tip: false });
     }
     let ev = next_statuses(&mut rx).await;
-    let Event::Statuses(statuses) = &*ev else { unreachable!() };
+    let Event::Statuses { statuses, .. } = &*ev else { unreachable!() };
     let got: HashSet<ScriptHash> = statuses.keys().copied().collect();
     assert_eq!(got, scripts[..3].iter().copied().collect(), "all three in one computation");
     tokio::time::sleep(Duration::from_millis(200)).await;

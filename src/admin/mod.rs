@@ -3,6 +3,7 @@
 //! the index has caught up, and never waits for the index's lock.
 
 pub mod command;
+pub mod exporter;
 pub mod query;
 pub mod text;
 

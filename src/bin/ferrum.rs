@@ -9,10 +9,14 @@ use tracing_subscriber::EnvFilter;
 /// names (DB_DIRECTORY, DAEMON_URL, COIN, NET, SERVICES, CACHE_MB, ...): see docs/ENVIRONMENT.md.
 #[derive(Parser)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    /// Check the configuration (the environment) and exit: 0 if ferrum would start with it.
+    #[arg(long)]
+    check_config: bool,
+}
 
 fn main() -> ExitCode {
-    let _ = Args::parse();
+    let args = Args::parse();
     let mut config = match ferrum::config::Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -20,6 +24,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        let services: Vec<String> =
+            config.services.iter().map(|s| format!("{}://{}", s.protocol.name(), s.bind_addr())).collect();
+        println!(
+            "configuration OK: {} {}, database {}, {} daemon URL(s), services {}, metrics {}",
+            config.coin.name,
+            config.coin.net,
+            config.db_dir.display(),
+            config.daemon_urls.len(),
+            services.join(","),
+            config.metrics_addr.map_or("off".to_string(), |a| a.to_string())
+        );
+        return ExitCode::SUCCESS;
+    }
     let filter = EnvFilter::try_new(&config.log_level)
         .or_else(|_| EnvFilter::try_new(format!("ferrum={}", config.log_level)))
         .unwrap_or_else(|_| {

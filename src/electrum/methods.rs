@@ -51,6 +51,8 @@ fn index_error(e: anyhow::Error) -> RpcError {
 pub struct Accounting {
     pub cost: f64,
     pub txs_sent: u64,
+    /// Transactions the daemon refused.
+    pub txs_rejected: u64,
 }
 
 /// The cost of reading a history of `entries` (ElectrumX's, without its cache).
@@ -144,11 +146,16 @@ pub async fn answer(ctx: &Ctx, version: Version, request: Request, acct: &mut Ac
             acct.cost += utxos as f64 / 50.0;
             value
         }
-        Request::Broadcast { raw } => {
-            let txid = broadcast(ctx, raw).await?;
-            acct.txs_sent += 1;
-            txid
-        }
+        Request::Broadcast { raw } => match broadcast(ctx, raw).await {
+            Ok(txid) => {
+                acct.txs_sent += 1;
+                txid
+            }
+            Err(e) => {
+                acct.txs_rejected += 1;
+                return Err(e);
+            }
+        },
         Request::BroadcastPackage { raws, verbose } => {
             let n = raws.len() as u64;
             let answer = broadcast_package(ctx, raws, verbose).await?;

@@ -1,6 +1,6 @@
-//! Serving Electrum wallets: the listeners and sessions (`server`, `session`, `transport`),
-//! requests parsed once (`request`, `version`) and answered (`methods`, `daemon_info`), and
-//! subscriptions with their notifications (`subscriptions`).
+//! Serving Electrum wallets: the listeners and sessions (`server`, `session`, `stats`,
+//! `transport`), requests parsed once (`request`, `version`) and answered (`methods`,
+//! `daemon_info`), and subscriptions with their notifications (`subscriptions`).
 
 pub mod cost;
 mod daemon_info;
@@ -8,6 +8,7 @@ mod methods;
 pub mod request;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod subscriptions;
 pub mod transport;
 pub mod version;
@@ -24,12 +25,10 @@ pub use server::Sessions;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use prometheus::IntCounter;
-
 use crate::config::Config;
 use crate::index::{Index, Snapshot};
 use crate::jsonrpc::{RpcError, INTERNAL_ERROR};
-use crate::metrics::Metrics;
+use crate::metrics::{MethodMetrics, Metrics};
 use crate::node::Daemon;
 use daemon_info::DaemonInfo;
 use subscriptions::Subscriptions;
@@ -44,8 +43,8 @@ pub struct Ctx {
     pub sessions: Sessions,
     mempool_wakeup: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
-    /// Each method's request counter, resolved once.
-    method_counters: HashMap<&'static str, IntCounter>,
+    /// Each method's counters, resolved once (unknown methods count as "invalid method").
+    method_metrics: HashMap<&'static str, MethodMetrics>,
 }
 
 impl Ctx {
@@ -80,19 +79,24 @@ impl Ctx {
         }
     }
 
-    /// Counts a request of `method`.
-    /// Requests answered since start, by method (those asked at least once).
-    pub fn request_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.method_counters.iter().map(|(m, c)| (*m, c.get())).filter(|(_, n)| *n > 0).collect()
+    /// Sessions subscribed to the headers.
+    pub fn headers_subscribers(&self) -> usize {
+        self.sessions.all().iter().filter(|s| s.headers.load(std::sync::atomic::Ordering::Relaxed)).count()
     }
 
-    fn count_request(&self, method: &'static str) {
-        match self.method_counters.get(method) {
-            Some(c) => c.inc(),
-            None => self.metrics.requests_by_method.with_label_values(&[method]).inc(),
-        }
+    /// Requests answered since start, by method (those asked at least once).
+    pub fn request_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.method_metrics.iter().map(|(m, c)| (*m, c.requests.get())).filter(|(_, n)| *n > 0).collect()
+    }
+
+    /// The counters of `method` (a protocol method name, or `INVALID_METHOD`).
+    fn method_metrics(&self, method: &'static str) -> &MethodMetrics {
+        self.method_metrics.get(method).unwrap_or_else(|| &self.method_metrics[INVALID_METHOD])
     }
 }
+
+/// The label of requests whose method is not the protocol's (ElectrumX's name for them).
+pub const INVALID_METHOD: &str = "invalid method";
 
 fn history_limit(config: &Config) -> usize {
     config.max_send / 95
@@ -119,8 +123,11 @@ impl Server {
             _ => None,
         };
         let subs = Subscriptions::new(index.clone(), history_limit(&config));
-        let method_counters =
-            request::Request::NAMES.iter().map(|m| (*m, metrics.requests_by_method.with_label_values(&[*m]))).collect();
+        let method_metrics = request::Request::NAMES
+            .iter()
+            .chain(std::iter::once(&INVALID_METHOD))
+            .map(|m| (*m, metrics.method(m)))
+            .collect();
         let ctx = Ctx {
             daemon: DaemonInfo::new(daemon, &config),
             sessions: Sessions::new(cost::Groups::new(Arc::new(config.cost.clone()))),
@@ -130,7 +137,7 @@ impl Server {
             metrics,
             mempool_wakeup,
             shutdown,
-            method_counters,
+            method_metrics,
         };
         Ok(Server { ctx: Arc::new(ctx), tls })
     }

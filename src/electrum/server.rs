@@ -126,6 +126,7 @@ async fn accept_loop(ctx: Arc<Ctx>, tls: Option<Arc<TlsAcceptor>>, mut listener:
             // At MAX_SESSIONS the listener closes, so new clients are refused at once (rather
             // than queued in the kernel), and opens again below 95% of it.
             drop(listener);
+            ctx.metrics.listeners_closed.set(1);
             tracing::warn!(
                 "MAX_SESSIONS={max} reached: stopped listening on {}://{} until at most 95% of it",
                 svc.protocol.name(),
@@ -156,6 +157,7 @@ async fn accept_loop(ctx: Arc<Ctx>, tls: Option<Arc<TlsAcceptor>>, mut listener:
                     }
                 }
             };
+            ctx.metrics.listeners_closed.set(0);
             tracing::info!("listening again on {}://{}", svc.protocol.name(), svc.bind_addr());
         }
         let at_limit = ctx.sessions.at_limit.notified();
@@ -261,7 +263,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let cost = SessionCost::new(Arc::new(ctx.config.cost.clone()), &ctx.sessions.groups, &peer, now);
     let stats = Arc::new(SessionStats::new(id, peer, kind, cost.clone(), ctx.sessions.log_new()));
     ctx.sessions.map.lock().expect("lock").insert(id, stats.clone());
-    ctx.metrics.sessions.inc();
+    ctx.metrics.session_opened(kind);
     tracing::debug!("session {id}: {kind} connection from {}", ctx.show_peer(&peer));
     let mut shutdown = ctx.shutdown.clone();
     let why = session::run(ctx, &mut t, &stats, &mut shutdown).await;
@@ -281,7 +283,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     }
     ctx.sessions.map.lock().expect("lock").remove(&id);
     cost.close(Instant::now());
-    ctx.metrics.sessions.dec();
+    ctx.metrics.session_closed(kind, why.label());
     t.close().await;
 }
 
@@ -365,8 +367,8 @@ pub fn summary_json(ctx: &Ctx) -> Value {
         "sessions": all.len(),
         "connections": ctx.sessions.connections(),
         "subs": subs,
-        "requests": ctx.metrics.requests.get(),
-        "notifications": ctx.metrics.notifications.get(),
+        "requests": ctx.request_counts().values().sum::<u64>(),
+        "notifications": ctx.metrics.notifications(),
     })
 }
 

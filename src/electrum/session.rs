@@ -9,27 +9,25 @@
 //! session reads its next message only while it has a free slot, and a client that leaves an
 //! answer unread for 30 s is disconnected.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 
-use super::cost::{notification_cost, SessionCost, ERROR_COST, PARSE_ERROR_COST};
+use super::cost::{notification_cost, ERROR_COST, PARSE_ERROR_COST};
 use super::methods::{answer, answer_session, Accounting, Reply, SessionState};
 use super::request::Request;
+pub use super::stats::{Close, SessionStats};
 use super::subscriptions::{Notifications, SessionSubs};
 use super::transport::{Incoming, Transport};
 use super::version::Version;
-use super::Ctx;
+use super::{Ctx, INVALID_METHOD};
 use crate::jsonrpc::{
     error_response, finish_response, parse_envelope, result_response, RpcError, EXCESSIVE_RESOURCE_USAGE,
     HISTORY_TOO_LARGE, INVALID_REQUEST, PARSE_ERROR, SERVER_BUSY,
@@ -37,83 +35,6 @@ use crate::jsonrpc::{
 
 /// How long a client may leave a response unread before the session is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A session's live numbers and handles, for the admin RPC (`sessions`, `groups`, `disconnect`,
-/// `log`, `inspect_session`) and the cost model.
-pub struct SessionStats {
-    pub id: u64,
-    pub peer: SocketAddr,
-    pub kind: &'static str,
-    pub started: Instant,
-    pub cost: Arc<SessionCost>,
-    /// Client name (as sent, at most 100 characters) and negotiated version, once known.
-    pub client: Mutex<(String, String)>,
-    pub messages_in: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub messages_out: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub errors: AtomicU64,
-    pub subs: AtomicU64,
-    pub txs_sent: AtomicU64,
-    /// Requests being answered.
-    pub pending: AtomicU64,
-    /// Requests it may have in flight, as its cost allows.
-    pub concurrency: AtomicUsize,
-    pub request_counts: Mutex<HashMap<&'static str, u64>>,
-    /// Log every message it sends us (admin `log`).
-    pub logged: AtomicBool,
-    pub closing: AtomicBool,
-    /// Cut off over the hard limit.
-    pub cut: AtomicBool,
-    close: Notify,
-}
-
-impl SessionStats {
-    pub fn new(id: u64, peer: SocketAddr, kind: &'static str, cost: Arc<SessionCost>, logged: bool) -> SessionStats {
-        SessionStats {
-            id,
-            peer,
-            kind,
-            started: Instant::now(),
-            cost,
-            client: Mutex::default(),
-            messages_in: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            subs: AtomicU64::new(0),
-            txs_sent: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-            concurrency: AtomicUsize::new(0),
-            request_counts: Mutex::default(),
-            logged: AtomicBool::new(logged),
-            closing: AtomicBool::new(false),
-            cut: AtomicBool::new(false),
-            close: Notify::new(),
-        }
-    }
-
-    /// Asks the session to close (admin `disconnect`).
-    pub fn disconnect(&self) {
-        self.closing.store(true, Ordering::Relaxed);
-        self.close.notify_one();
-    }
-
-    /// "T10", "SL7", "WC0": the first letter of the transport, C while closing, L when logged,
-    /// then how many requests it may have in flight (ElectrumX's flags).
-    pub fn flags(&self) -> String {
-        let mut f = self.kind[..1].to_ascii_uppercase();
-        if self.closing.load(Ordering::Relaxed) {
-            f.push('C');
-        }
-        if self.logged.load(Ordering::Relaxed) {
-            f.push('L');
-        }
-        f.push_str(&self.concurrency.load(Ordering::Relaxed).to_string());
-        f
-    }
-}
 
 /// What answering one request came to.
 struct Answered {
@@ -130,7 +51,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     t: &mut Transport<S>,
     stats: &SessionStats,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> &'static str {
+) -> Close {
     let mut s = SessionState { id: stats.id, version: None, client: String::new(), subs: SessionSubs::default() };
     let mut events = ctx.subs.events();
     let timeout = ctx.config.session_timeout;
@@ -142,10 +63,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         let reading = in_flight.len() < slots;
         let mut out = Vec::new();
         let mut close = false;
+        let mut notice_since = None;
         tokio::select! {
-            _ = crate::stopped(shutdown) => break "server shutting down",
-            _ = stats.close.notified() => break "disconnected by the operator",
-            _ = tokio::time::sleep_until(deadline) => break "idle for SESSION_TIMEOUT",
+            _ = crate::stopped(shutdown) => break Close::Shutdown,
+            _ = stats.close.notified() => break Close::Operator,
+            _ = tokio::time::sleep_until(deadline) => break Close::Idle,
             Some(done) = in_flight.next() => {
                 out.extend(done.text);
                 close = done.close;
@@ -160,9 +82,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     let msg = format!("request larger than MAX_RECV={} bytes", ctx.config.max_recv);
                     let e = RpcError::new(EXCESSIVE_RESOURCE_USAGE, msg);
                     let _ = tokio::time::timeout(SEND_TIMEOUT, t.send(error_response(&Value::Null, &e))).await;
-                    break "request larger than MAX_RECV";
+                    break Close::MaxRecv;
                 }
-                Incoming::Closed => break "closed by the client",
+                Incoming::Closed => break Close::Client,
             },
             ev = events.recv() => {
                 let n = match ev {
@@ -171,9 +93,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                         tracing::debug!("session {} fell behind the notifications; rechecking its subscriptions", s.id);
                         ctx.subs.resync(&mut s.subs).await
                     }
-                    Err(broadcast::error::RecvError::Closed) => break "server shutting down",
+                    Err(broadcast::error::RecvError::Closed) => break Close::Shutdown,
                 };
-                notified(ctx, stats, &n);
+                if !n.texts.is_empty() {
+                    notified(stats, &n);
+                    notice_since = Some((n.headers, n.texts.len() - n.headers, n.since));
+                }
                 out = n.texts;
             }
         }
@@ -181,11 +106,14 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
             let bytes: usize = out.iter().map(|m| m.len() + 1).sum();
             sent(ctx, stats, out.len(), bytes);
             if !matches!(tokio::time::timeout(SEND_TIMEOUT, t.send_all(out)).await, Ok(Ok(()))) {
-                break "the client stopped reading";
+                break Close::SendTimeout;
             }
         }
+        if let Some((headers, statuses, since)) = notice_since {
+            ctx.metrics.notified(headers, statuses, since.map(|at| at.elapsed()));
+        }
         if close {
-            break "closed after an error";
+            break if stats.cut.load(Ordering::Relaxed) { Close::ExcessiveCost } else { Close::Error };
         }
     };
     stats.subs.store(0, Ordering::Relaxed);
@@ -217,31 +145,49 @@ fn sent(ctx: &Ctx, stats: &SessionStats, messages: usize, bytes: usize) {
     ctx.metrics.bytes_sent.inc_by(bytes as u64);
 }
 
-fn notified(ctx: &Ctx, stats: &SessionStats, n: &Notifications) {
-    if n.texts.is_empty() {
-        return;
-    }
-    ctx.metrics.notifications.inc_by(n.texts.len() as u64);
-    let statuses = n.texts.iter().filter(|t| !t.contains("blockchain.headers.subscribe")).count();
+/// Notifications cost what computing their statuses would.
+fn notified(stats: &SessionStats, n: &Notifications) {
+    let statuses = n.texts.len() - n.headers;
     stats.cost.add(notification_cost(statuses, n.entries), Instant::now());
 }
 
-/// Counts an answered request: what it cost, and whether it failed.
-fn account(ctx: &Ctx, stats: &SessionStats, method: Option<&'static str>, acct: Accounting, failed: bool) {
+/// What an answered message was, for the accounting: a request of `method` (`None`: its
+/// method was not the protocol's) dispatched at `started`, or (`started` is `None`) a message
+/// that was no request at all (not JSON, an empty or oversized batch).
+struct Answering {
+    method: Option<&'static str>,
+    started: Option<Instant>,
+}
+
+impl Answering {
+    const NOT_A_REQUEST: Answering = Answering { method: None, started: None };
+}
+
+/// Counts an answered message: the request and its latency, what it cost, and its error.
+fn account(ctx: &Ctx, stats: &SessionStats, what: Answering, acct: Accounting, error: Option<i64>) {
     let now = Instant::now();
     let mut cost = acct.cost;
-    if let Some(m) = method {
-        ctx.count_request(m);
-        *stats.request_counts.lock().expect("lock").entry(m).or_default() += 1;
+    let label = what.method.unwrap_or(INVALID_METHOD);
+    if let Some(started) = what.started {
+        let m = ctx.method_metrics(label);
+        m.requests.inc();
+        if ctx.metrics.timed() {
+            m.seconds.observe(now.saturating_duration_since(started).as_secs_f64());
+            m.cost.inc_by(acct.cost);
+        }
+        *stats.request_counts.lock().expect("lock").entry(label).or_default() += 1;
     }
-    if failed {
+    if let Some(code) = error {
         cost += ERROR_COST;
         stats.errors.fetch_add(1, Ordering::Relaxed);
-        ctx.metrics.request_errors.inc();
+        ctx.metrics.request_error(label, code);
     }
     if acct.txs_sent > 0 {
         stats.txs_sent.fetch_add(acct.txs_sent, Ordering::Relaxed);
         ctx.metrics.txs_sent.inc_by(acct.txs_sent);
+    }
+    if acct.txs_rejected > 0 {
+        ctx.metrics.txs_rejected.inc_by(acct.txs_rejected);
     }
     stats.cost.add(cost, now);
 }
@@ -262,18 +208,19 @@ async fn message<'a>(
         Ok(v) => v,
         Err(e) => {
             stats.cost.add(PARSE_ERROR_COST, Instant::now());
-            account(ctx, stats, None, Accounting::default(), true);
+            account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(PARSE_ERROR));
             out.push(error_response(&Value::Null, &RpcError::new(PARSE_ERROR, format!("invalid JSON: {e}"))));
             return false;
         }
     };
-    let Some(throttle) = stats.cost.throttle(Instant::now()) else {
+    let started = Instant::now();
+    let Some(throttle) = stats.cost.throttle(started) else {
         return refuse(ctx, stats, &value, out);
     };
     let parsed = match value {
         Value::Array(items) => {
             drain(in_flight, out).await;
-            throttle_sleep(throttle.sleep).await;
+            throttle_sleep(ctx, throttle.sleep).await;
             let (reply, close) = batch(ctx, stats, s, items).await;
             out.extend(reply);
             return close;
@@ -296,16 +243,17 @@ async fn message<'a>(
     };
     // In order: first what is in flight, then this.
     drain(in_flight, out).await;
-    throttle_sleep(throttle.sleep).await;
-    let a = in_order(ctx, stats, s, id, request).await;
+    throttle_sleep(ctx, throttle.sleep).await;
+    let a = in_order(ctx, stats, s, id, request, started).await;
     out.extend(a.text);
     a.close
 }
 
 /// A throttled request's wait. Not even a zero sleep when unthrottled: tokio's timer has a
 /// 1 ms tick, so `sleep(0)` would add up to a millisecond to every request.
-async fn throttle_sleep(d: Duration) {
+async fn throttle_sleep(ctx: &Ctx, d: Duration) {
     if !d.is_zero() {
+        ctx.metrics.throttle_sleep_seconds.inc_by(d.as_secs_f64());
         tokio::time::sleep(d).await;
     }
 }
@@ -384,13 +332,13 @@ async fn concurrent(
     request: Request,
     sleep: Duration,
 ) -> Answered {
+    let started = Instant::now();
     stats.pending.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics.requests.inc();
     let method = request.name();
     let history = request.answers_a_history();
-    let mut acct = Accounting { cost: request.base_cost(), txs_sent: 0 };
+    let mut acct = Accounting { cost: request.base_cost(), ..Accounting::default() };
     let work = async {
-        throttle_sleep(sleep).await;
+        throttle_sleep(ctx, sleep).await;
         answer(ctx, version, request, &mut acct).await
     };
     let result = match tokio::time::timeout(ctx.config.request_timeout, work).await {
@@ -398,17 +346,17 @@ async fn concurrent(
         Err(_) => Err(RpcError::new(SERVER_BUSY, "server busy - request timed out")),
     };
     stats.pending.fetch_sub(1, Ordering::Relaxed);
-    finish(ctx, stats, id, Some(method), history, acct, result)
+    finish(ctx, stats, id, Answering { method: Some(method), started: Some(started) }, history, acct, result)
 }
 
 /// Answers a batch one request after another; one reply for all of them.
 async fn batch(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, items: Vec<Value>) -> (Option<String>, bool) {
     if items.is_empty() {
-        account(ctx, stats, None, Accounting::default(), true);
+        account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(INVALID_REQUEST));
         return (Some(error_response(&Value::Null, &RpcError::new(INVALID_REQUEST, "empty batch"))), false);
     }
     if items.len() > ctx.config.max_batch {
-        account(ctx, stats, None, Accounting::default(), true);
+        account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(INVALID_REQUEST));
         let e = RpcError::new(
             INVALID_REQUEST,
             format!("batch of {} requests is larger than MAX_BATCH={}", items.len(), ctx.config.max_batch),
@@ -429,7 +377,7 @@ async fn batch(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, items: Vec
         }
     }
     if size > ctx.config.max_send {
-        account(ctx, stats, None, Accounting::default(), true);
+        account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(EXCESSIVE_RESOURCE_USAGE));
         let e = RpcError::new(
             EXCESSIVE_RESOURCE_USAGE,
             format!("batch response larger than MAX_SEND={}", ctx.config.max_send),
@@ -441,12 +389,13 @@ async fn batch(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, items: Vec
 
 /// One request of a batch.
 async fn handle_one(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, request: Value) -> Answered {
+    let started = Instant::now();
     match parse_envelope(request) {
         Ok(env) => {
             let request = Request::parse(&env.method, env.params, s.version);
-            in_order(ctx, stats, s, env.id, request).await
+            in_order(ctx, stats, s, env.id, request, started).await
         }
-        Err((id, e)) => in_order(ctx, stats, s, Some(id), Err(e)).await,
+        Err((id, e)) => in_order(ctx, stats, s, Some(id), Err(e), started).await,
     }
 }
 
@@ -457,20 +406,24 @@ async fn in_order(
     s: &mut SessionState,
     id: Option<Value>,
     request: Result<Request, RpcError>,
+    started: Instant,
 ) -> Answered {
-    ctx.metrics.requests.inc();
     let request = match request {
         Ok(r) => r,
-        Err(e) => return finish(ctx, stats, id, None, false, Accounting::default(), Err(e)),
+        Err(e) => {
+            let what = Answering { method: None, started: Some(started) };
+            return finish(ctx, stats, id, what, false, Accounting::default(), Err(e));
+        }
     };
     let (method, history) = (request.name(), request.answers_a_history());
-    let mut acct = Accounting { cost: request.base_cost(), txs_sent: 0 };
+    let mut acct = Accounting { cost: request.base_cost(), ..Accounting::default() };
     let result =
         match tokio::time::timeout(ctx.config.request_timeout, answer_session(ctx, s, request, &mut acct)).await {
             Ok(r) => r,
             Err(_) => Err(RpcError::new(SERVER_BUSY, "server busy - request timed out")),
         };
     stats.subs.store(s.subs.scripts.len() as u64, Ordering::Relaxed);
+    stats.headers.store(s.subs.headers, Ordering::Relaxed);
     stats.cost.set_subs(s.subs.scripts.len(), Instant::now());
     if let Some(v) = s.version {
         let mut client = stats.client.lock().expect("lock");
@@ -478,7 +431,7 @@ async fn in_order(
             *client = (s.client.clone(), v.to_string());
         }
     }
-    finish(ctx, stats, id, Some(method), history, acct, result)
+    finish(ctx, stats, id, Answering { method: Some(method), started: Some(started) }, history, acct, result)
 }
 
 /// The response to a request (none for a notification), with what it cost accounted.
@@ -486,7 +439,7 @@ fn finish(
     ctx: &Ctx,
     stats: &SessionStats,
     id: Option<Value>,
-    method: Option<&'static str>,
+    what: Answering,
     history: bool,
     acct: Accounting,
     result: Result<Reply, RpcError>,
@@ -494,10 +447,10 @@ fn finish(
     // A request without an id is a notification: no answer, even to an error.
     let Some(id) = id else {
         let close = result.as_ref().err().is_some_and(|e| e.close);
-        account(ctx, stats, method, acct, result.is_err());
+        account(ctx, stats, what, acct, result.err().map(|e| e.code));
         return Answered { text: None, close };
     };
-    let (text, failed, close) = match result {
+    let (text, error, close) = match result {
         Ok(reply) => {
             let text = match reply {
                 Reply::Value(v) => result_response(&id, v),
@@ -512,14 +465,14 @@ fn finish(
                         format!("response larger than MAX_SEND={}", ctx.config.max_send),
                     )
                 };
-                (error_response(&id, &e), true, false)
+                (error_response(&id, &e), Some(e.code), false)
             } else {
-                (text, false, false)
+                (text, None, false)
             }
         }
-        Err(e) => (error_response(&id, &e), true, e.close),
+        Err(e) => (error_response(&id, &e), Some(e.code), e.close),
     };
-    account(ctx, stats, method, acct, failed);
+    account(ctx, stats, what, acct, error);
     Answered { text: Some(text), close }
 }
 

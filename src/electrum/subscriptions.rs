@@ -29,9 +29,11 @@ pub enum Event {
         header: [u8; 80],
         /// The notification, built once for every session.
         text: String,
+        /// When the index reported the change (for the notification delay).
+        at: Instant,
     },
     /// New statuses of touched, subscribed script hashes, with the transactions each covers.
-    Statuses(HashMap<ScriptHash, (Option<StatusHash>, usize)>),
+    Statuses { statuses: HashMap<ScriptHash, (Option<StatusHash>, usize)>, at: Instant },
 }
 
 /// Notifications for one session, and the history entries they cover (for the cost model: a
@@ -40,6 +42,10 @@ pub enum Event {
 pub struct Notifications {
     pub texts: Vec<String>,
     pub entries: usize,
+    /// How many of `texts` are header notifications (the rest are statuses).
+    pub headers: usize,
+    /// When the index reported the change they tell of (none after a resync).
+    pub since: Option<Instant>,
 }
 
 /// What one session is subscribed to, and what it was last told.
@@ -103,6 +109,7 @@ impl Subscriptions {
     /// Turns index changes into broadcast events, coalescing whatever queued up meanwhile.
     async fn notifier(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<IndexEvent>) {
         while let Some(first) = rx.recv().await {
+            let at = Instant::now();
             let mut touched = first.touched;
             let mut new_tip = first.new_tip;
             while let Ok(more) = rx.try_recv() {
@@ -113,7 +120,7 @@ impl Subscriptions {
             if new_tip {
                 if let Some((height, header)) = tip(&self.index) {
                     let text = tip_notification(height, &header);
-                    let _ = self.events.send(Arc::new(Event::Tip { header, text }));
+                    let _ = self.events.send(Arc::new(Event::Tip { header, text, at }));
                 }
             }
             let mut wanted: Vec<ScriptHash> = {
@@ -127,7 +134,7 @@ impl Subscriptions {
             wanted.sort_unstable_by_key(|sh| sh.hashx());
             let n = wanted.len();
             let Some(statuses) = self.statuses(wanted).await else { continue };
-            let _ = self.events.send(Arc::new(Event::Statuses(statuses)));
+            let _ = self.events.send(Arc::new(Event::Statuses { statuses, at }));
             tracing::debug!("computed {n} subscribed statuses in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         }
     }
@@ -144,13 +151,15 @@ impl Subscriptions {
     pub fn notifications_for(&self, s: &mut SessionSubs, ev: &Event) -> Notifications {
         let mut out = Notifications::default();
         match ev {
-            Event::Tip { header, text } => {
+            Event::Tip { header, text, at } => {
                 if s.headers && s.last_tip_sent != Some(*header) {
                     s.last_tip_sent = Some(*header);
                     out.texts.push(text.clone());
+                    out.headers += 1;
+                    out.since = Some(*at);
                 }
             }
-            Event::Statuses(statuses) => {
+            Event::Statuses { statuses, at } => {
                 let mine: Vec<ScriptHash> = if statuses.len() < s.scripts.len() {
                     statuses.keys().filter(|k| s.scripts.contains_key(*k)).copied().collect()
                 } else {
@@ -161,6 +170,7 @@ impl Subscriptions {
                     if let Some(text) = changed(s, sh, status) {
                         out.texts.push(text);
                         out.entries += entries;
+                        out.since = Some(*at);
                     }
                 }
             }
@@ -176,6 +186,7 @@ impl Subscriptions {
                 if s.last_tip_sent != Some(header) {
                     s.last_tip_sent = Some(header);
                     out.texts.push(tip_notification(height, &header));
+                    out.headers += 1;
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! what the operator should do; callers only see answers, real RPC errors, or shutdown. Nothing
 //! the index holds depends on a request succeeding, so retrying never loses state.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 
 use super::capabilities::{method_fallback, Capabilities, Feature};
 use crate::config::{Config, DaemonUrl};
-use crate::metrics::Metrics;
+use crate::metrics::{DaemonCallMetrics, Metrics, DAEMON_METHODS};
 use crate::types::{hex_rev, parse_hex_rev32};
 
 const RPC_IN_WARMUP: i64 = -28;
@@ -45,6 +46,17 @@ enum Transient {
 }
 
 impl Transient {
+    /// The `kind` label of `ferrum_daemon_rpc_errors_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Transient::Connect(_) => "connect",
+            Transient::Timeout => "timeout",
+            Transient::Auth(_) => "auth",
+            Transient::Warmup(_) => "warmup",
+            Transient::BadReply(_) => "http",
+        }
+    }
+
     fn advice(&self, url: &str, cookie: Option<&PathBuf>) -> String {
         match self {
             Transient::Connect(e) => format!(
@@ -97,6 +109,8 @@ pub struct Daemon {
     use_rest: bool,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    /// Latency and failures of each daemon call, resolved once.
+    call_metrics: HashMap<&'static str, DaemonCallMetrics>,
     last_log: Mutex<Option<(String, Instant)>>,
 }
 
@@ -133,9 +147,15 @@ impl Daemon {
             next_id: AtomicU64::new(1),
             use_rest: config.daemon_rest,
             shutdown,
+            call_metrics: DAEMON_METHODS.iter().map(|m| (*m, metrics.daemon_call(m))).collect(),
             metrics,
             last_log: Mutex::new(None),
         }
+    }
+
+    /// The counters of a daemon call (unknown calls share "other").
+    fn call_metrics(&self, method: &str) -> &DaemonCallMetrics {
+        self.call_metrics.get(method).unwrap_or_else(|| &self.call_metrics["other"])
     }
 
     /// The daemon currently in use, for logs and getinfo.
@@ -158,6 +178,7 @@ impl Daemon {
         }
         *self.endpoints.write().expect("lock") = Arc::new(urls.into_iter().map(Endpoint::new).collect());
         self.current.store(0, Ordering::SeqCst);
+        self.metrics.daemon_url_index.set(0);
         tracing::info!("now using daemon at {}", self.current_url());
     }
 
@@ -240,9 +261,11 @@ impl Daemon {
     /// failing over across endpoints, until it gets an answer or ferrum shuts down.
     async fn send(
         &self,
+        method: &str,
         make: impl Fn(&reqwest::Client, &Endpoint) -> reqwest::RequestBuilder,
         want_json: bool,
     ) -> Result<Answer, DaemonError> {
+        let m = self.call_metrics(method);
         let mut backoff = Duration::from_millis(100);
         let mut failures_in_row = 0usize;
         loop {
@@ -256,14 +279,19 @@ impl Daemon {
             if let Some(h) = self.auth_header(ep) {
                 req = req.header(reqwest::header::AUTHORIZATION, h);
             }
+            let started = Instant::now();
             let trouble = match req.send().await {
                 Err(e) if e.is_timeout() => Transient::Timeout,
                 Err(e) => Transient::Connect(error_chain(&e.without_url())),
                 Ok(resp) => match self.classify(ep, resp, want_json).await {
-                    Ok(answer) => return Ok(Answer { index, ..answer }),
+                    Ok(answer) => {
+                        m.seconds.observe(started.elapsed().as_secs_f64());
+                        return Ok(Answer { index, ..answer });
+                    }
                     Err(trouble) => trouble,
                 },
             };
+            m.error(trouble.kind());
             let cookie = ep.url.auth.is_none().then_some(&self.cookie_file);
             self.log_trouble(&trouble.advice(&ep.url.redacted(), cookie));
             failures_in_row += 1;
@@ -272,6 +300,7 @@ impl Daemon {
                 let next = (index + 1) % count;
                 if self.current.compare_exchange(index, next, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                     self.metrics.daemon_failovers.inc();
+                    self.metrics.daemon_url_index.set(next as i64);
                     tracing::warn!("failing over to daemon {}", eps[next].url.redacted());
                 }
                 // Try the next daemon at once; back off only after a full round of failures.
@@ -284,9 +313,10 @@ impl Daemon {
         }
     }
 
-    async fn post_json(&self, body: &Value) -> Result<(usize, Value), DaemonError> {
+    async fn post_json(&self, method: &str, body: &Value) -> Result<(usize, Value), DaemonError> {
         let answer = self
             .send(
+                method,
                 |c, ep| {
                     c.post(&ep.url.base)
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -314,11 +344,14 @@ impl Daemon {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "1.0", "id": id, "method": method, "params": params});
-        let (index, reply) = match self.post_json(&body).await {
+        let (index, reply) = match self.post_json(method, &body).await {
             Ok(answer) => answer,
             Err(e) => return (index, Err(e)),
         };
         let result = parse_reply(method, &reply);
+        if matches!(result, Err(DaemonError::Rpc { .. })) {
+            self.call_metrics(method).error("rpc");
+        }
         if matches!(result, Err(DaemonError::MethodNotFound(_))) {
             let eps = self.endpoints.read().expect("lock").clone();
             let Some(ep) = eps.get(index) else { return (index, result) };
@@ -364,7 +397,7 @@ impl Daemon {
             .enumerate()
             .map(|(i, p)| json!({"jsonrpc": "1.0", "id": first + i as u64, "method": method, "params": p}))
             .collect();
-        let items = match self.post_json(&Value::Array(body)).await?.1 {
+        let items = match self.post_json(method, &Value::Array(body)).await?.1 {
             Value::Array(items) => items,
             other => {
                 return Err(parse_reply(method, &other)
@@ -424,7 +457,9 @@ impl Daemon {
         let hex_hash = hex_rev(hash);
         if self.use_rest && self.rest_available().await {
             // The URL comes from whichever endpoint `send` uses, so failover applies here too.
-            let answer = self.send(|c, ep| c.get(format!("{}rest/block/{hex_hash}.bin", ep.url.base)), false).await?;
+            let answer = self
+                .send("rest_block", |c, ep| c.get(format!("{}rest/block/{hex_hash}.bin", ep.url.base)), false)
+                .await?;
             if let (true, Body::Bytes(b)) = (answer.status.is_success(), answer.body) {
                 return Ok(b);
             }

@@ -261,11 +261,20 @@ impl Db {
 
     /// Approximate size of the live data in bytes.
     pub fn size_estimate(&self) -> u64 {
-        ALL_CFS
+        self.table_sizes().iter().map(|(_, bytes)| bytes).sum()
+    }
+
+    /// On-disk bytes of each column family (its SST files) and of the txid file ("txids").
+    pub fn table_sizes(&self) -> Vec<(&'static str, u64)> {
+        let mut sizes: Vec<(&'static str, u64)> = ALL_CFS
             .iter()
-            .filter_map(|cf| self.db.property_int_value_cf(self.cf(cf), "rocksdb.total-sst-files-size").ok().flatten())
-            .sum::<u64>()
-            + self.txids.size()
+            .map(|cf| {
+                let sst = self.db.property_int_value_cf(self.cf(cf), "rocksdb.total-sst-files-size").ok().flatten();
+                (*cf, sst.unwrap_or(0))
+            })
+            .collect();
+        sizes.push(("txids", self.txids.size()));
+        sizes
     }
 }
 

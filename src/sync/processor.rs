@@ -81,6 +81,7 @@ impl BlockProcessor {
     pub fn new(writer: IndexWriter, db: Arc<Db>, cache_limit: usize, reorg_limit: u32, metrics: Arc<Metrics>) -> Self {
         let coin = writer.index().coin();
         let tip = writer.index().applied_tip();
+        metrics.write_cache_limit_bytes.set(cache_limit as i64);
         BlockProcessor {
             writer,
             db,
@@ -226,6 +227,8 @@ impl BlockProcessor {
         self.metrics.sync_height.set(height as i64);
         self.metrics.blocks_applied.inc();
         self.metrics.txs_applied.inc_by(block.txs.len() as u64);
+        self.metrics.block_apply_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.write_cache_bytes.set(self.pending.bytes() as i64);
 
         let caught_up = height >= daemon_tip;
         if caught_up {
@@ -298,6 +301,8 @@ impl BlockProcessor {
         self.metrics.set_indexed(tip.height, tip.hash, tip.tx_count);
         self.metrics.flushes.inc();
         self.metrics.last_flush_ms.set(elapsed.as_millis() as i64);
+        self.metrics.flush_seconds.observe(elapsed.as_secs_f64());
+        self.metrics.write_cache_bytes.set(self.pending.bytes() as i64);
         tracing::debug!(
             "flushed to height {} in {:.0} ms: {n_txs} txs, {n_utxos} new UTXOs, {n_spent} spent from disk, {n_hist} history rows \
              (batch built at {:.1} ms)",

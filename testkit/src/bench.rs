@@ -18,11 +18,36 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::chain::{ChainBuilder, ChainOptions};
 use crate::process::FerrumProcess;
-use crate::scripted_daemon::ScriptedDaemon;
+use crate::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 
 /// Full run (`cargo bench`) or smoke run (`cargo test`).
 pub fn full_run() -> bool {
     std::env::args().any(|a| a == "--bench")
+}
+
+/// What an A/B benchmark of two server modes starts from: the standard chain (small unless
+/// `full`), its query samples, a scripted daemon serving it, and the rounds and their length.
+pub struct AbSetup {
+    pub spec: ChainSpec,
+    pub samples: QuerySamples,
+    pub daemon: ScriptedDaemon,
+    pub rounds: usize,
+    pub secs: Duration,
+}
+
+impl AbSetup {
+    pub fn standard(full: bool) -> AbSetup {
+        let spec = ChainSpec::standard(
+            env_usize("FERRUM_BENCH_BLOCKS", if full { 5000 } else { 40 }),
+            env_usize("FERRUM_BENCH_TXS", if full { 200 } else { 20 }),
+        );
+        let rounds = env_usize("FERRUM_BENCH_ROUNDS", if full { 5 } else { 1 });
+        let secs = Duration::from_secs(if full { 3 } else { 1 });
+        let chain = spec.load();
+        let samples = QuerySamples::draw(&spec, &chain);
+        let daemon = ScriptedDaemon::start(chain, DaemonOptions::default());
+        AbSetup { spec, samples, daemon, rounds, secs }
+    }
 }
 
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -493,4 +518,84 @@ pub async fn throughput(
         total += t.await.expect("task");
     }
     total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A call the benchmarks make in a loop: `make(i)` gives the i-th call's method and params.
+pub type MakeCall = Arc<dyn Fn(usize) -> (&'static str, Value) + Send + Sync>;
+
+/// Restarts ferrum on the same database with `env` changed; waits until it serves again.
+pub fn restart(f: &mut FerrumProcess, port: u16, env: &[(&str, &str)]) {
+    f.stop();
+    for (k, v) in env {
+        f.env.insert(k.to_string(), v.to_string());
+    }
+    f.spawn();
+    f.wait_port(port, Duration::from_secs(300));
+}
+
+/// Median, lowest and highest.
+pub fn median_and_range(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Two configurations of ferrum compared on the same database: `rounds` alternating rounds,
+/// ferrum restarted with each mode's environment, every call measured for `secs` with 4
+/// sessions. Prints calls/s and ferrum's CPU per call (steadier on a shared machine: the load
+/// generator's share of the cores does not enter it), median (range), and the change.
+pub fn compare_modes(
+    f: &mut FerrumProcess,
+    port: u16,
+    modes: [(&str, &[(&str, &str)]); 2],
+    calls: &[(&str, MakeCall)],
+    rounds: usize,
+    secs: Duration,
+) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut per_s: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; calls.len()];
+    let mut cpu_us: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; calls.len()];
+    for round in 0..rounds {
+        for (mode, (_, env)) in modes.iter().enumerate() {
+            restart(f, port, env);
+            let pid = f.child.as_ref().expect("running").id();
+            for (k, (_, make)) in calls.iter().enumerate() {
+                let cpu = proc_stats(pid).cpu_s;
+                let rate = rt.block_on(throughput(port, 4, secs, make.clone()));
+                let used = proc_stats(pid).cpu_s - cpu;
+                per_s[k][mode].push(rate);
+                cpu_us[k][mode].push(used * 1e6 / (rate * secs.as_secs_f64()));
+            }
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    let (a, b) = (modes[0].0, modes[1].0);
+    println!("\n4 sessions calling in a loop, median (range) of {rounds} rounds of {} s:", secs.as_secs());
+    println!("| call | calls/s, {a} | calls/s, {b} | change | ferrum CPU µs/call, {a} | {b} | change |");
+    println!("|---|---|---|---|---|---|---|");
+    for (k, (name, _)) in calls.iter().enumerate() {
+        let (x, x_lo, x_hi) = median_and_range(&per_s[k][0]);
+        let (y, y_lo, y_hi) = median_and_range(&per_s[k][1]);
+        let (cx, cx_lo, cx_hi) = median_and_range(&cpu_us[k][0]);
+        let (cy, cy_lo, cy_hi) = median_and_range(&cpu_us[k][1]);
+        println!(
+            "| {name} | {x:.0} ({x_lo:.0}-{x_hi:.0}) | {y:.0} ({y_lo:.0}-{y_hi:.0}) | {:+.1}% | \
+             {cx:.1} ({cx_lo:.1}-{cx_hi:.1}) | {cy:.1} ({cy_lo:.1}-{cy_hi:.1}) | {:+.1}% |",
+            (y / x - 1.0) * 100.0,
+            (cy / cx - 1.0) * 100.0
+        );
+    }
+}
+
+/// The calls wallets make most, over the samples: ordinary balances and histories, merkle proofs.
+pub fn common_calls(samples: &QuerySamples) -> Vec<(&'static str, MakeCall)> {
+    let (o1, o2, t) = (samples.ordinary.clone(), samples.ordinary.clone(), samples.txs.clone());
+    vec![
+        ("get_balance (ordinary)", Arc::new(move |i| ("blockchain.scripthash.get_balance", json!([o1[i % o1.len()]])))),
+        ("get_history (ordinary)", Arc::new(move |i| ("blockchain.scripthash.get_history", json!([o2[i % o2.len()]])))),
+        (
+            "transaction.get_merkle",
+            Arc::new(move |i| ("blockchain.transaction.get_merkle", json!([t[i % t.len()].0, t[i % t.len()].1]))),
+        ),
+    ]
 }

@@ -6,8 +6,10 @@
 //! - `electrum`: the real Electrum wallet, headless;
 //! - `electrumx`: ElectrumX 2.0.0's own admin client, `electrumx_rpc`;
 //! - `process`: ferrum itself as a child process, driven through its admin RPC;
+//! - `prometheus`: a real Prometheus scraping ferrum, and `promtool`;
 //! - `client`: a minimal Electrum protocol client;
 //! - `served`: ferrum serving a small scripted chain, for tests that act as its clients;
+//! - `try_it`: ferrum on a private regtest chain with payments (`contrib/try.sh`);
 //! - `bench`: cached benchmark chains and measuring helpers.
 
 pub mod bench;
@@ -17,5 +19,7 @@ pub mod electrum;
 pub mod electrumx;
 pub mod nodes;
 pub mod process;
+pub mod prometheus;
 pub mod scripted_daemon;
 pub mod served;
+pub mod try_it;

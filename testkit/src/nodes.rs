@@ -75,14 +75,32 @@ impl std::fmt::Display for RpcError {
 /// body). Reads by Content-Length (or chunked) rather than to EOF, so it does not depend on the
 /// server honouring `Connection: close`. Shared by the node and Electrum wallet clients.
 pub fn http_post(port: u16, auth: &str, body: &str, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    let headers = format!("Authorization: Basic {auth}\r\nContent-Type: application/json\r\n");
+    http_request(("127.0.0.1", port), "POST", "/", &headers, body, timeout)
+}
+
+/// `GET path` from `addr`: the status and the body.
+pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
+    http_request(addr, "GET", path, "", "", timeout)
+}
+
+/// One HTTP/1.1 request on a new connection (`headers`: lines ending in CRLF).
+pub fn http_request(
+    addr: impl std::net::ToSocketAddrs,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
+    let host = stream.peer_addr()?;
     // One write: `write!` straight to the socket makes several, each small one after the first
     // waiting for the server's delayed ACK.
     let request = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes())?;
@@ -507,6 +525,14 @@ pub fn pay(address: &Address, sats: u64) -> TxOut {
 
 pub fn op_return(data: &[u8; 8]) -> TxOut {
     TxOut { value: Amount::ZERO, script_pubkey: ScriptBuf::new_op_return(data) }
+}
+
+/// A transaction spending `coins` to `outputs`, the rest (less `fee`) back to `change`, signed.
+pub fn spend(coins: &[Coin], mut outputs: Vec<TxOut>, change: &Address, fee: u64) -> Transaction {
+    let total: u64 = coins.iter().map(|c| c.txout.value.to_sat()).sum();
+    let paid: u64 = outputs.iter().map(|o| o.value.to_sat()).sum();
+    outputs.push(pay(change, total - paid - fee));
+    sign_tx(coins, outputs)
 }
 
 /// Builds a version-2 transaction spending `inputs` (P2WPKH, P2TR key-path or P2PKH) into

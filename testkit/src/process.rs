@@ -29,11 +29,13 @@ pub fn ferrum_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("the test's own path");
-    // target/<profile>/deps/<test> -> target/<profile>/ferrum
-    let dir = exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps");
-    let bin = dir.join("ferrum");
-    assert!(bin.is_file(), "{} is missing: build it first (cargo builds it for tests and benches)", bin.display());
-    bin
+    // Tests and benchmarks run from target/<profile>/deps/, programs from target/<profile>/.
+    let beside = exe.parent().map(|d| d.join("ferrum"));
+    let above = exe.parent().and_then(Path::parent).map(|d| d.join("ferrum"));
+    let found = [beside, above].into_iter().flatten().find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!("no ferrum binary beside {}: build it first (cargo builds it for tests and benches)", exe.display())
+    })
 }
 
 pub struct FerrumProcess {
