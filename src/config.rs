@@ -117,6 +117,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// ferrum-only: requests in one JSON-RPC batch.
     pub max_batch: usize,
+    /// ferrum-only: script-hash subscriptions one session may hold. ElectrumX 1.x's
+    /// MAX_SESSION_SUBS meant this; today's ElectrumX refuses that name as obsolete, and so
+    /// does ferrum, so the name differs.
+    pub max_session_subs: usize,
     pub drop_client: Option<regex::Regex>,
     pub banner_file: Option<PathBuf>,
     pub donation_address: String,
@@ -264,6 +268,7 @@ impl Config {
         let session_timeout: u64 = env.integer("SESSION_TIMEOUT", 600, "a number of seconds")?;
         let request_timeout: u64 = env.integer("REQUEST_TIMEOUT", 30, "a number of seconds")?;
         let max_batch: usize = env.integer("MAX_BATCH", 500, "a number of requests")?;
+        let max_session_subs: usize = env.integer("MAX_SUBS_PER_SESSION", 50_000, "a number of subscriptions")?;
         let cost = read_cost(&env)?;
         let log_sessions: u64 = env.integer("LOG_SESSIONS", 3600, "a number of seconds")?;
         let metrics_addr = env.get("METRICS_ADDR").map(parse_metrics_addr).transpose()?;
@@ -299,6 +304,7 @@ impl Config {
             session_timeout: Duration::from_secs(session_timeout.max(1)),
             request_timeout: Duration::from_secs(request_timeout.max(1)),
             max_batch: max_batch.max(1),
+            max_session_subs: max_session_subs.max(1),
             drop_client,
             banner_file: env.get("BANNER_FILE").map(PathBuf::from),
             donation_address: env.get("DONATION_ADDRESS").unwrap_or("").to_string(),

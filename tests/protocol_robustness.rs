@@ -185,7 +185,8 @@ fn malformed_requests_get_errors_and_the_connection_keeps_working() {
         ("this is not json".to_string(), PARSE_ERROR, null.clone()),
         (r#"{"id": 1, "method": "server.ping",}"#.to_string(), PARSE_ERROR, null.clone()),
         ("1e99999".to_string(), PARSE_ERROR, null.clone()),
-        (deep, PARSE_ERROR, null.clone()),
+        // Nested past serde_json's depth limit where a value is read: a parse error.
+        (format!(r#"{{"id":1,"method":"server.ping","params":{deep}}}"#), PARSE_ERROR, null.clone()),
         // JSON, but not a request.
         ("5".to_string(), INVALID_REQUEST, null.clone()),
         (r#""x""#.to_string(), INVALID_REQUEST, null.clone()),
@@ -237,6 +238,11 @@ fn malformed_requests_get_errors_and_the_connection_keeps_working() {
         assert_error(&resp, *code, id, &what);
         assert_alive(&mut c, &what);
     }
+
+    // A batch of one deeply nested array: valid JSON, kept raw (no recursion), and not a request.
+    let resp = exchange(&mut c, &deep);
+    assert_error(&resp[0], INVALID_REQUEST, &null, "a deeply nested batch member");
+    assert_alive(&mut c, "a deeply nested batch member");
 
     // Params that are neither an array nor an object: an invalid request or invalid params.
     let resp = exchange(&mut c, r#"{"jsonrpc":"2.0","id":50,"method":"server.ping","params":"x"}"#);

@@ -21,8 +21,8 @@ use crate::config::{Config, Service};
 use crate::electrum;
 use crate::index::Index;
 use crate::jsonrpc::{
-    error_response, parse_envelope, result_response, RpcError, BAD_REQUEST, INTERNAL_ERROR, INVALID_REQUEST,
-    PARSE_ERROR,
+    error_response, parse_message, result_response, Id, Message, RpcError, BAD_REQUEST, INTERNAL_ERROR,
+    INVALID_REQUEST, PARSE_ERROR,
 };
 use crate::metrics::Metrics;
 use crate::node::Daemon;
@@ -76,7 +76,7 @@ async fn serve(stream: TcpStream, ctx: Arc<AdminContext>) {
         let reply = match t.recv().await {
             Incoming::Closed => break,
             Incoming::TooLarge => {
-                let _ = t.send(error_response(&Value::Null, &RpcError::new(PARSE_ERROR, "request too large"))).await;
+                let _ = t.send(error_response(&Id::null(), &RpcError::new(PARSE_ERROR, "request too large"))).await;
                 break;
             }
             Incoming::Message(line) => answer(&ctx, &line).await,
@@ -89,19 +89,16 @@ async fn serve(stream: TcpStream, ctx: Arc<AdminContext>) {
 }
 
 async fn answer(ctx: &AdminContext, line: &[u8]) -> String {
-    let request = match serde_json::from_slice::<Value>(line) {
-        Err(e) => return error_response(&Value::Null, &RpcError::new(PARSE_ERROR, format!("invalid JSON: {e}"))),
-        Ok(Value::Array(_)) => {
+    let env = match parse_message(line) {
+        Err(e) => return error_response(&Id::null(), &e),
+        Ok(Message::Batch(_)) => {
             let e = RpcError::new(INVALID_REQUEST, "the admin RPC does not take batches: send one request per line");
-            return error_response(&Value::Null, &e);
+            return error_response(&Id::null(), &e);
         }
-        Ok(v) => v,
+        Ok(Message::Request(Err((id, e)))) => return error_response(&id, &e),
+        Ok(Message::Request(Ok(env))) => env,
     };
-    let env = match parse_envelope(request) {
-        Ok(env) => env,
-        Err((id, e)) => return error_response(&id, &e),
-    };
-    let id = env.id.unwrap_or(Value::Null);
+    let id = env.id.unwrap_or_else(Id::null);
     let params = env.params.unwrap_or(Value::Null);
     let result = match AdminCommand::parse(&env.method, &params) {
         Ok(command) => run(ctx, command).await,

@@ -10,7 +10,7 @@ use super::version::{negotiate, Version, PROTOCOL_MAX, PROTOCOL_MIN, V1_6};
 use super::Ctx;
 use crate::index::merkle;
 use crate::index::{HistoryTooLarge, MempoolEntry, Snapshot};
-use crate::jsonrpc::{RpcError, HISTORY_TOO_LARGE, INTERNAL_ERROR, RESULT_HEAD, SERVER_BUSY};
+use crate::jsonrpc::{RpcError, EXCESSIVE_RESOURCE_USAGE, HISTORY_TOO_LARGE, INTERNAL_ERROR, RESULT_HEAD, SERVER_BUSY};
 use crate::node::block::{parse_transaction, sha256d};
 use crate::node::transactions::{TxError, TxLocation};
 use crate::node::DaemonError;
@@ -285,6 +285,14 @@ async fn listunspent(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result
 async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash, acct: &mut Accounting) -> RpcResult {
     // Register before reading, so a change published meanwhile is not missed.
     let new = !s.subs.scripts.contains_key(&sh);
+    // Each subscription holds memory for the session's life: bounded, however cheap each is.
+    if new && s.subs.scripts.len() >= ctx.config.max_session_subs {
+        let max = ctx.config.max_session_subs;
+        return Err(RpcError::new(
+            EXCESSIVE_RESOURCE_USAGE,
+            format!("too many subscriptions: MAX_SUBS_PER_SESSION={max}"),
+        ));
+    }
     if new {
         ctx.subs.register(&sh);
     }
@@ -573,7 +581,7 @@ mod tests {
         list.entry(&a, &[("height", 7)]);
         list.entry(&b, &[("height", -1), ("fee", 2_100_000_000_000_000)]);
         let text = |list: ListWriter| match list.finish() {
-            Reply::Response(text) => finish_response(text, &json!(5)),
+            Reply::Response(text) => finish_response(text, &crate::jsonrpc::Id::number(5)),
             Reply::Value(_) => panic!("a response"),
         };
         let parsed: Value = serde_json::from_str(&text(list)).unwrap();

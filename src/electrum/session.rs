@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 
@@ -29,8 +29,8 @@ use super::transport::{Incoming, Transport};
 use super::version::Version;
 use super::{Ctx, INVALID_METHOD};
 use crate::jsonrpc::{
-    error_response, finish_response, parse_envelope, result_response, RpcError, EXCESSIVE_RESOURCE_USAGE,
-    HISTORY_TOO_LARGE, INVALID_REQUEST, PARSE_ERROR, SERVER_BUSY,
+    error_response, finish_response, parse_message, parse_request, result_response, Id, Message, RpcError,
+    EXCESSIVE_RESOURCE_USAGE, HISTORY_TOO_LARGE, INVALID_REQUEST, PARSE_ERROR, SERVER_BUSY,
 };
 
 /// How long a client may leave a response unread before the session is closed.
@@ -81,7 +81,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 Incoming::TooLarge => {
                     let msg = format!("request larger than MAX_RECV={} bytes", ctx.config.max_recv);
                     let e = RpcError::new(EXCESSIVE_RESOURCE_USAGE, msg);
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, t.send(error_response(&Value::Null, &e))).await;
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, t.send(error_response(&Id::null(), &e))).await;
                     break Close::MaxRecv;
                 }
                 Incoming::Closed => break Close::Client,
@@ -204,28 +204,33 @@ async fn message<'a>(
     out: &mut Vec<String>,
 ) -> bool {
     // Bytes, not text: a message that is not UTF-8 is one more parse error.
-    let value: Value = match serde_json::from_slice(text) {
-        Ok(v) => v,
+    let message = match parse_message(text) {
+        Ok(m) => m,
         Err(e) => {
             stats.cost.add(PARSE_ERROR_COST, Instant::now());
             account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(PARSE_ERROR));
-            out.push(error_response(&Value::Null, &RpcError::new(PARSE_ERROR, format!("invalid JSON: {e}"))));
+            out.push(error_response(&Id::null(), &e));
             return false;
         }
     };
     let started = Instant::now();
     let Some(throttle) = stats.cost.throttle(started) else {
-        return refuse(ctx, stats, &value, out);
+        let id = match &message {
+            Message::Request(Ok(env)) => env.id.clone(),
+            Message::Request(Err((id, _))) => Some(id.clone()),
+            Message::Batch(_) => None,
+        };
+        return refuse(ctx, stats, id.unwrap_or_else(Id::null), out);
     };
-    let parsed = match value {
-        Value::Array(items) => {
+    let parsed = match message {
+        Message::Batch(items) => {
             drain(in_flight, out).await;
             throttle_sleep(ctx, throttle.sleep).await;
             let (reply, close) = batch(ctx, stats, s, items).await;
             out.extend(reply);
             return close;
         }
-        one => parse_envelope(one).map(|env| {
+        Message::Request(one) => one.map(|env| {
             let request = Request::parse(&env.method, env.params, s.version);
             (env.id, request)
         }),
@@ -306,8 +311,7 @@ impl LogLimit {
 
 /// Over the hard limit: the request is answered -101 and the session closed (ElectrumX's
 /// "excessive resource usage").
-fn refuse(ctx: &Ctx, stats: &SessionStats, value: &Value, out: &mut Vec<String>) -> bool {
-    let id = value.get("id").cloned().unwrap_or(Value::Null);
+fn refuse(ctx: &Ctx, stats: &SessionStats, id: Id, out: &mut Vec<String>) -> bool {
     let groups = stats.cost.group_name().map_or(String::new(), |g| g.to_string());
     if let Some(suppressed) = CUT_LOG.allow() {
         let more = if suppressed > 0 { format!(" ({suppressed} more not logged)") } else { String::new() };
@@ -328,7 +332,7 @@ async fn concurrent(
     ctx: &Ctx,
     stats: &SessionStats,
     version: Version,
-    id: Option<Value>,
+    id: Option<Id>,
     request: Request,
     sleep: Duration,
 ) -> Answered {
@@ -349,11 +353,13 @@ async fn concurrent(
     finish(ctx, stats, id, Answering { method: Some(method), started: Some(started) }, history, acct, result)
 }
 
-/// Answers a batch one request after another; one reply for all of them.
-async fn batch(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, items: Vec<Value>) -> (Option<String>, bool) {
+/// Answers a batch one request after another; one reply for all of them. The reply is bounded
+/// by MAX_SEND as it grows: once the answers so far pass it, the rest are not even parsed, and
+/// the batch is answered with one error.
+async fn batch(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, items: Vec<&RawValue>) -> (Option<String>, bool) {
     if items.is_empty() {
         account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(INVALID_REQUEST));
-        return (Some(error_response(&Value::Null, &RpcError::new(INVALID_REQUEST, "empty batch"))), false);
+        return (Some(error_response(&Id::null(), &RpcError::new(INVALID_REQUEST, "empty batch"))), false);
     }
     if items.len() > ctx.config.max_batch {
         account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(INVALID_REQUEST));
@@ -361,42 +367,40 @@ async fn batch(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, items: Vec
             INVALID_REQUEST,
             format!("batch of {} requests is larger than MAX_BATCH={}", items.len(), ctx.config.max_batch),
         );
-        return (Some(error_response(&Value::Null, &e)), false);
+        return (Some(error_response(&Id::null(), &e)), false);
     }
-    let mut parts = Vec::new();
-    let (mut close, mut size) = (false, 2usize);
+    let mut reply = String::from("[");
+    let mut close = false;
     for item in items {
-        let a = handle_one(ctx, stats, s, item).await;
+        let started = Instant::now();
+        let a = match parse_request(item) {
+            Ok(env) => {
+                let request = Request::parse(&env.method, env.params, s.version);
+                in_order(ctx, stats, s, env.id, request, started).await
+            }
+            Err((id, e)) => in_order(ctx, stats, s, Some(id), Err(e), started).await,
+        };
         close |= a.close;
         if let Some(r) = a.text {
-            size += r.len() + 1;
-            parts.push(r);
+            if reply.len() > 1 {
+                reply.push(',');
+            }
+            reply.push_str(&r);
+        }
+        if reply.len() + 1 > ctx.config.max_send {
+            account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(EXCESSIVE_RESOURCE_USAGE));
+            let e = RpcError::new(
+                EXCESSIVE_RESOURCE_USAGE,
+                format!("batch response larger than MAX_SEND={}", ctx.config.max_send),
+            );
+            return (Some(error_response(&Id::null(), &e)), close);
         }
         if close {
             break;
         }
     }
-    if size > ctx.config.max_send {
-        account(ctx, stats, Answering::NOT_A_REQUEST, Accounting::default(), Some(EXCESSIVE_RESOURCE_USAGE));
-        let e = RpcError::new(
-            EXCESSIVE_RESOURCE_USAGE,
-            format!("batch response larger than MAX_SEND={}", ctx.config.max_send),
-        );
-        return (Some(error_response(&Value::Null, &e)), close);
-    }
-    ((!parts.is_empty()).then(|| format!("[{}]", parts.join(","))), close)
-}
-
-/// One request of a batch.
-async fn handle_one(ctx: &Ctx, stats: &SessionStats, s: &mut SessionState, request: Value) -> Answered {
-    let started = Instant::now();
-    match parse_envelope(request) {
-        Ok(env) => {
-            let request = Request::parse(&env.method, env.params, s.version);
-            in_order(ctx, stats, s, env.id, request, started).await
-        }
-        Err((id, e)) => in_order(ctx, stats, s, Some(id), Err(e), started).await,
-    }
+    reply.push(']');
+    ((reply.len() > 2).then_some(reply), close)
 }
 
 /// A request answered in order, with the session's state at hand.
@@ -404,7 +408,7 @@ async fn in_order(
     ctx: &Ctx,
     stats: &SessionStats,
     s: &mut SessionState,
-    id: Option<Value>,
+    id: Option<Id>,
     request: Result<Request, RpcError>,
     started: Instant,
 ) -> Answered {
@@ -438,7 +442,7 @@ async fn in_order(
 fn finish(
     ctx: &Ctx,
     stats: &SessionStats,
-    id: Option<Value>,
+    id: Option<Id>,
     what: Answering,
     history: bool,
     acct: Accounting,

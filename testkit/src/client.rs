@@ -20,6 +20,15 @@ pub struct Client {
     pub notifications: VecDeque<Value>,
 }
 
+/// A raw TCP connection to 127.0.0.1:`port` from `source`, another loopback address.
+pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
 /// A JSON-RPC error: (code, message).
 pub type RpcErr = (i64, String);
 
@@ -31,11 +40,7 @@ impl Client {
     /// A connection from `source` (a loopback address such as 127.1.0.1), so the server sees
     /// a client of another subnet.
     pub fn tcp_from(port: u16, source: std::net::Ipv4Addr) -> Client {
-        use socket2::{Domain, Socket, Type};
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.bind(&std::net::SocketAddr::from((source, 0)).into()).expect("bind the source address");
-        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).expect("connect to ferrum");
-        let tcp: TcpStream = socket.into();
+        let tcp = connect_from(source, port).expect("connect to ferrum from the source address");
         tcp.set_nodelay(true).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let boxed: Box<dyn Stream> = Box::new(tcp.try_clone().unwrap());
@@ -80,6 +85,22 @@ impl Client {
         let w = self.stream.get_mut();
         w.write_all(&buf).unwrap();
         w.flush().unwrap();
+    }
+
+    /// Sends bytes as they are (a hostile client's: not UTF-8, half a line, several lines).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let w = self.stream.get_mut();
+        w.write_all(bytes)?;
+        w.flush()
+    }
+
+    /// The next line from the server as sent (without its newline), `None` on timeout or close.
+    pub fn read_raw_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.stream.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end_matches('\n').to_string()),
+        }
     }
 
     /// The next message from the server, `None` on timeout or close.

@@ -8,6 +8,7 @@
 //! - `process`: ferrum itself as a child process, driven through its admin RPC;
 //! - `prometheus`: a real Prometheus scraping ferrum, and `promtool`;
 //! - `client`: a minimal Electrum protocol client;
+//! - `fuzz`: the fuzz corpus and its mutations;
 //! - `served`: ferrum serving a small scripted chain, for tests that act as its clients;
 //! - `try_it`: ferrum on a private regtest chain with payments (`contrib/try.sh`);
 //! - `bench`: cached benchmark chains and measuring helpers.
@@ -17,6 +18,7 @@ pub mod chain;
 pub mod client;
 pub mod electrum;
 pub mod electrumx;
+pub mod fuzz;
 pub mod nodes;
 pub mod process;
 pub mod prometheus;
