@@ -129,6 +129,8 @@ pub struct Metrics {
     pub last_flush_ms: IntGauge,
     pub write_cache_bytes: IntGauge,
     pub write_cache_limit_bytes: IntGauge,
+    /// 1 while the writer waits for space on DB_DIRECTORY.
+    pub disk_waiting: IntGauge,
     pub db_size_bytes: IntGaugeVec,
     pub reorgs: IntCounter,
     /// Outputs spent by applied blocks, by where their script hash and value came from: the
@@ -278,6 +280,7 @@ impl Metrics {
             last_flush_ms: IntGauge::new("ferrum_db_last_flush_milliseconds", "unregistered").expect("valid metric"),
             write_cache_bytes: gauge("write_cache_bytes", "memory held by the write cache (flushed at CACHE_MB)"),
             write_cache_limit_bytes: gauge("write_cache_limit_bytes", "CACHE_MB in bytes"),
+            disk_waiting: gauge("disk_full", "1 while the index writer waits for free space on DB_DIRECTORY"),
             db_size_bytes: gauges("db_size_bytes", "on-disk size, by column family and the txid file", &["table"]),
             reorgs: counter("reorgs", "chain reorganisations unwound"),
             spends_from_cache: spends.with_label_values(&["cache"]),

@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use common::bench::env_usize;
 use common::chain::{ChainBuilder, ChainOptions};
 use common::client::{scripthash, Client};
-use common::process::FerrumProcess;
+use common::process::{private_tmpfs, resize_tmpfs, tmpfs_used, FerrumProcess};
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 
 const ENV: [(&str, &str); 4] = [("CACHE_MB", "1"), ("REORG_LIMIT", "20"), ("NET", "regtest"), ("COST_HARD_LIMIT", "0")];
@@ -175,4 +175,145 @@ fn killed_at_many_moments_it_recovers_to_identical_answers() {
         rows.len(),
         want_rows.len()
     );
+}
+
+fn log_count(dir: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(dir.join("db.log")).unwrap_or_default().matches(needle).count()
+}
+
+fn wait_log(ferrum: &mut FerrumProcess, dir: &Path, needle: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_count(dir, needle) < n {
+        if let Some(status) = ferrum.exited() {
+            panic!("ferrum exited ({status}) instead of waiting for space:\n{}", ferrum.log_tail());
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", ferrum.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The disk fills up, during the initial sync and again at the tip (a private tmpfs, resized
+/// from the test): ferrum says so plainly, writes nothing, keeps serving wallets from its last
+/// flush, and goes on by itself once there is room, ending with the same index as a fresh sync.
+#[test]
+fn a_full_disk_is_waited_out_during_sync_and_at_the_tip() {
+    let opts = ChainOptions { min_txs: 5, max_txs: 25, ..ChainOptions::default() };
+    let mut chain = ChainBuilder::with_options(1807, opts);
+    chain.add_blocks(300);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let db = dir.path().join("db");
+    private_tmpfs(&db, 1 << 20).expect("a private tmpfs (the tests run as root)");
+    let (mut ferrum, port) = serve(&db, &daemon);
+    const FULL: &str = "DB_DIRECTORY is full";
+
+    // During the initial sync: the first flush finds no room, and ferrum waits.
+    wait_log(&mut ferrum, dir.path(), FULL, 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(ferrum.exited().is_none(), "ferrum gave up:\n{}", ferrum.log_tail());
+    assert_eq!(ferrum.getinfo().map(|i| i["db_height"].clone()), Some(Value::Null), "nothing may be written");
+    resize_tmpfs(&db, 1 << 30).expect("grow the tmpfs");
+    ferrum.wait_for_tip(u64::from(chain.height()), Some(&chain.tip_hash().to_string()), Duration::from_secs(120));
+    ferrum.wait_port(port, Duration::from_secs(60));
+
+    // At the tip, with a wallet subscribed: the disk fills up again before new blocks.
+    let mut c = Client::tcp(port);
+    c.version(json!("1.4"));
+    let sh = scripthash(chain.hot_scripts()[0].as_bytes());
+    c.ok("blockchain.scripthash.subscribe", json!([sh]));
+    let before = c.ok("blockchain.scripthash.get_balance", json!([sh]));
+    let tip_before = chain.height();
+    resize_tmpfs(&db, tmpfs_used(&db) + (1 << 20)).expect("shrink the tmpfs");
+    chain.add_blocks(3);
+    daemon.set_chain(chain.blocks().to_vec());
+    wait_log(&mut ferrum, dir.path(), FULL, 2);
+    // Still serving, from the last flushed block.
+    assert_eq!(c.ok("blockchain.scripthash.get_balance", json!([sh])), before);
+    let header = c.ok("blockchain.headers.subscribe", json!([]));
+    assert_eq!(header["height"], json!(tip_before), "{header}");
+    resize_tmpfs(&db, 1 << 30).expect("grow the tmpfs");
+    let moved = c.wait_notification("blockchain.headers.subscribe", Duration::from_secs(60), |p| {
+        p[0]["height"].as_u64() == Some(u64::from(chain.height()))
+    });
+    assert!(moved.is_some(), "the wallet was not told of the new tip");
+    ferrum.wait_for_tip(u64::from(chain.height()), Some(&chain.tip_hash().to_string()), Duration::from_secs(60));
+    assert!(log_count(dir.path(), "has room again") >= 2);
+    ferrum.stop();
+    let rows = ferrum::store::dump_index(&db).expect("dump");
+    let (want_rows, _) = reference(&chain);
+    assert!(rows == want_rows, "the index differs from a fresh sync after the disk filled up");
+}
+
+/// Every session must hear of the new tip, and of each subscribed script the block changed.
+fn all_told(sessions: &mut [(Client, usize)], tip: u32, changed: &[bool], what: &str) {
+    for (i, (c, k)) in sessions.iter_mut().enumerate() {
+        let header = c.wait_notification("blockchain.headers.subscribe", Duration::from_secs(60), |p| {
+            p[0]["height"].as_u64() == Some(u64::from(tip))
+        });
+        assert!(header.is_some(), "{what}: session {i} was not told of height {tip}");
+        if changed[*k] {
+            let status = c.wait_notification("blockchain.scripthash.subscribe", Duration::from_secs(30), |_| true);
+            assert!(status.is_some(), "{what}: session {i} was not told its script changed");
+        }
+    }
+}
+
+fn histories(port: u16, scripts: &[String]) -> Vec<Value> {
+    let mut c = Client::tcp(port);
+    c.version(json!("1.4"));
+    scripts.iter().map(|sh| c.ok("blockchain.scripthash.get_history", json!([sh]))).collect()
+}
+
+/// 1,000 wallets subscribed when the daemon dies in the middle of handing over a block, and
+/// when the one left stalls: ferrum fails over or waits, loses nothing, and tells every
+/// session once the chain moves on.
+#[test]
+fn the_daemon_dies_or_stalls_under_a_thousand_sessions() {
+    let mut chain = ChainBuilder::new(1808);
+    chain.add_blocks(40);
+    let d1 = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let d2 = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().expect("tempdir");
+    let urls = format!("{},{}", d1.url(), d2.url());
+    let mut env: Vec<(&str, &str)> = ENV.to_vec();
+    env.extend([("DAEMON_URL", urls.as_str()), ("COST_SOFT_LIMIT", "0"), ("MAX_SESSIONS", "1200")]);
+    let (mut ferrum, ports) = FerrumProcess::start_serving(&dir.path().join("db"), &["tcp"], &env);
+    let port = ports["tcp"];
+    ferrum.wait_for_tip(u64::from(chain.height()), None, Duration::from_secs(60));
+    ferrum.wait_port(port, Duration::from_secs(60));
+    let scripts: Vec<String> = chain.hot_scripts().iter().map(|s| scripthash(s.as_bytes())).collect();
+    let mut sessions: Vec<(Client, usize)> = (0..1000)
+        .map(|i| {
+            let mut c = Client::tcp(port);
+            c.version(json!("1.4"));
+            c.ok("blockchain.headers.subscribe", json!([]));
+            c.ok("blockchain.scripthash.subscribe", json!([scripts[i % scripts.len()]]));
+            (c, i % scripts.len())
+        })
+        .collect();
+
+    // The first daemon dies as it is asked for the new block: no answer, then nothing.
+    let before = histories(port, &scripts);
+    chain.add_block();
+    d1.die_after_getblocks(0);
+    d2.set_chain(chain.blocks().to_vec());
+    d1.set_chain(chain.blocks().to_vec());
+    ferrum.wait_for_tip(u64::from(chain.height()), Some(&chain.tip_hash().to_string()), Duration::from_secs(60));
+    let changed: Vec<bool> = histories(port, &scripts).iter().zip(&before).map(|(a, b)| a != b).collect();
+    all_told(&mut sessions, chain.height(), &changed, "after the daemon died");
+
+    // The one left stalls for 3 s on every answer while a block is due.
+    let before = histories(port, &scripts);
+    d2.set_response_delay(Duration::from_secs(3));
+    chain.add_block();
+    d2.set_chain(chain.blocks().to_vec());
+    std::thread::sleep(Duration::from_secs(4));
+    d2.set_response_delay(Duration::ZERO);
+    ferrum.wait_for_tip(u64::from(chain.height()), Some(&chain.tip_hash().to_string()), Duration::from_secs(60));
+    let changed: Vec<bool> = histories(port, &scripts).iter().zip(&before).map(|(a, b)| a != b).collect();
+    all_told(&mut sessions, chain.height(), &changed, "after the daemon stalled");
+    assert!(ferrum.exited().is_none());
+    let info = ferrum.getinfo().expect("getinfo");
+    eprintln!("sessions {}, daemon failovers {}", info["sessions"], info["daemon_failovers"]);
+    ferrum.stop();
 }

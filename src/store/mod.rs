@@ -9,7 +9,7 @@ pub mod schema;
 mod txid_file;
 mod write;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rocksdb::{
@@ -29,6 +29,7 @@ use txid_file::TxidFile;
 pub struct Db {
     db: DB,
     txids: TxidFile,
+    path: PathBuf,
 }
 
 /// The txid file's name inside DB_DIRECTORY (RocksDB leaves files it did not name alone).
@@ -165,7 +166,7 @@ impl Db {
         }
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
-        Ok(Db { db, txids })
+        Ok(Db { db, txids, path: path.to_path_buf() })
     }
 
     /// Opens an existing database without writing anything (for dumps and inspection).
@@ -173,7 +174,7 @@ impl Db {
         let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors_for(path), false)
             .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed_tx_count(&db)?, false)?;
-        Ok(Db { db, txids })
+        Ok(Db { db, txids, path: path.to_path_buf() })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -182,6 +183,17 @@ impl Db {
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get_cf(self.cf(cf), key).map_err(read_error)
+    }
+
+    /// Bytes an unprivileged writer may still use on DB_DIRECTORY's filesystem (`None` if the
+    /// system cannot tell).
+    pub fn free_bytes(&self) -> Option<u64> {
+        let path = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: statvfs fills the zeroed struct from a valid NUL-terminated path.
+        unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            (libc::statvfs(path.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+        }
     }
 
     /// Applies a batch atomically and durably (fsync'd WAL): after this returns, a crash or

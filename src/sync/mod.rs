@@ -129,7 +129,8 @@ impl Syncer {
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(4096);
         let failed = Arc::new(AtomicBool::new(false));
         let processor =
-            BlockProcessor::new(writer.clone(), db, config.cache_bytes(), config.reorg_limit, metrics.clone());
+            BlockProcessor::new(writer.clone(), db, config.cache_bytes(), config.reorg_limit, metrics.clone())
+                .with_stop(shutdown.clone());
         let thread = {
             let failed = failed.clone();
             std::thread::Builder::new().name("block-processor".into()).spawn(move || processor.run(cmd_rx, failed))?

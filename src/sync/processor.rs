@@ -9,10 +9,10 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cache::{CachedUtxo, OutPointMap, Pending};
 use super::progress::Progress;
@@ -64,6 +64,10 @@ pub enum Command {
     Shutdown(oneshot::Sender<Result<(), String>>),
 }
 
+/// Room kept free on DB_DIRECTORY beyond what a flush writes: RocksDB's own memtable flushes
+/// and compactions need space too.
+const DISK_RESERVE: u64 = 64 << 20;
+
 pub struct BlockProcessor {
     writer: IndexWriter,
     db: Arc<Db>,
@@ -75,6 +79,7 @@ pub struct BlockProcessor {
     pending: Pending,
     metrics: Arc<Metrics>,
     progress: Progress,
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl BlockProcessor {
@@ -92,6 +97,52 @@ impl BlockProcessor {
             pending: Pending::default(),
             metrics,
             progress: Progress::new(tip.map_or(0, |t| t.height), tip.map_or(0, |t| t.tx_count)),
+            stop: None,
+        }
+    }
+
+    /// Lets a wait for disk space end when ferrum is asked to stop.
+    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Waits until DB_DIRECTORY has room for the next flush: a write that fails for lack of
+    /// space leaves RocksDB unable to write again (Debian's build even aborts), so ferrum does
+    /// not try. Blocks wait in memory meanwhile; readers keep the last flushed index.
+    fn wait_for_space(&self) -> Result<()> {
+        let need = self.pending.bytes() as u64 + DISK_RESERVE;
+        let mut warned: Option<Instant> = None;
+        loop {
+            let Some(free) = self.db.free_bytes() else { return Ok(()) };
+            if free >= need {
+                if warned.is_some() {
+                    tracing::info!(
+                        "DB_DIRECTORY has room again ({} MiB free); writing the blocks held in memory",
+                        free >> 20
+                    );
+                }
+                self.metrics.disk_waiting.set(0);
+                return Ok(());
+            }
+            if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
+                bail!(
+                    "stopping while DB_DIRECTORY lacks space: the blocks since the last flush stay unwritten, and the \
+                     next start fetches them again"
+                );
+            }
+            if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                tracing::error!(
+                    "DB_DIRECTORY is full: {} MiB free, the next flush needs about {} MiB. Free some space (or move \
+                     DB_DIRECTORY to a larger disk); ferrum waits, writes nothing meanwhile, and goes on by itself \
+                     once there is room. Nothing is lost; wallets are served from the last flushed block",
+                    free >> 20,
+                    need.div_ceil(1 << 20)
+                );
+                warned = Some(Instant::now());
+                self.metrics.disk_waiting.set(1);
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 
@@ -255,6 +306,7 @@ impl BlockProcessor {
         let started = Instant::now();
         let first_height = self.flushed_height.map_or(0, |h| h + 1);
         let first_tx_num = self.writer.tx_range(first_height).map_or(tip.tx_count, |(start, _)| start);
+        self.wait_for_space()?;
         let mut p = std::mem::take(&mut self.pending);
         let (n_utxos, n_spent, n_hist, n_txs) = (p.utxos.len(), p.spent_db.len(), p.history.len(), p.txids.len());
         // The txids go to their file first: the batch commits them by raising the tx count.

@@ -199,3 +199,66 @@ impl Drop for FerrumProcess {
         self.kill9();
     }
 }
+
+/// A size-limited tmpfs at `dir`, seen only by the calling thread and the processes it starts
+/// afterwards: the thread moves to a mount namespace of its own first, so the machine's mounts
+/// are untouched. Needs root (CAP_SYS_ADMIN); the error says why not.
+pub fn private_tmpfs(dir: &Path, size_bytes: u64) -> std::io::Result<()> {
+    use std::ffi::CString;
+    let cstr = |s: &str| CString::new(s).expect("no NUL");
+    let check = |rc: libc::c_int, what: &str| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            let e = std::io::Error::last_os_error();
+            Err(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+        }
+    };
+    std::fs::create_dir_all(dir)?;
+    let target = cstr(&dir.display().to_string());
+    // SAFETY: plain system calls on valid, NUL-terminated strings.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS), "unshare the mount namespace")?;
+        check(
+            libc::mount(
+                std::ptr::null(),
+                cstr("/").as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ),
+            "make mounts private",
+        )?;
+        let opts = cstr(&format!("size={size_bytes}"));
+        check(
+            libc::mount(cstr("tmpfs").as_ptr(), target.as_ptr(), cstr("tmpfs").as_ptr(), 0, opts.as_ptr().cast()),
+            "mount a tmpfs",
+        )
+    }
+}
+
+/// Grows (or shrinks) a tmpfs made by `private_tmpfs`, from the same thread.
+pub fn resize_tmpfs(dir: &Path, size_bytes: u64) -> std::io::Result<()> {
+    use std::ffi::CString;
+    let target = CString::new(dir.display().to_string()).expect("no NUL");
+    let opts = CString::new(format!("size={size_bytes}")).expect("no NUL");
+    let fs = CString::new("tmpfs").expect("no NUL");
+    // SAFETY: as above.
+    let rc = unsafe { libc::mount(fs.as_ptr(), target.as_ptr(), fs.as_ptr(), libc::MS_REMOUNT, opts.as_ptr().cast()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Bytes used on the filesystem holding `dir`.
+pub fn tmpfs_used(dir: &Path) -> u64 {
+    let path = std::ffi::CString::new(dir.display().to_string()).expect("no NUL");
+    // SAFETY: statvfs fills the zeroed struct from a valid NUL-terminated path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(path.as_ptr(), &mut st), 0, "statvfs {}", dir.display());
+        (st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64
+    }
+}
