@@ -251,9 +251,14 @@ async fn history(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Rep
 }
 
 async fn mempool(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Reply, RpcError> {
+    let limit = ctx.history_limit();
     let (reply, n) = ctx
         .read(move |snap| {
             let mempool = snap.mempool().history(&sh.hashx());
+            // Bounded like a confirmed history: the answer is not built past MAX_SEND.
+            if mempool.len() > limit {
+                return Err(RpcError::new(HISTORY_TOO_LARGE, "history too large"));
+            }
             let mut list = ListWriter::with_capacity(mempool.len(), 110);
             list.mempool_entries(&mempool);
             Ok((list.finish(), mempool.len()))
