@@ -132,3 +132,53 @@ fn subscriptions_per_session_are_bounded() {
     c.ok("blockchain.scripthash.subscribe", json!([scripts[3]]));
     server.assert_healthy();
 }
+
+/// A history too long for one answer is read in pages by height (ferrum's extension, as
+/// Fulcrum's): the pages together are the whole history, each page is bounded by MAX_SEND on its
+/// own, the mempool comes only with a page that runs to the tip, and bad ranges are errors.
+#[test]
+fn a_history_too_long_for_one_answer_is_read_in_pages() {
+    let chain = chain_with_a_long_history();
+    let script = chain.hot_scripts()[0].clone();
+    let want: Vec<(String, u32)> = chain.history(&script).into_iter().map(|(t, h)| (t.to_string(), h)).collect();
+    let hot = scripthash(script.as_bytes());
+    let tip = chain.height();
+    // MAX_SEND's floor: 3,684 entries per answer, fewer than this history has.
+    let mut server = Server::start(chain, &["tcp"], &[("MAX_SEND", "350000")]);
+    let mut c = server.negotiated();
+    assert!(want.len() > 350_000 / 95, "{} entries", want.len());
+    let err = c.call("blockchain.scripthash.get_history", json!([hot])).expect_err("too long for one answer");
+    assert_eq!(err.0, 10001, "{err:?}");
+    assert_eq!(c.ok("server.features", json!([]))["history_height_range"], json!(true));
+
+    let mut got: Vec<(String, u32)> = Vec::new();
+    let mut from = 0u32;
+    for to in [30u32, 61, 90] {
+        let page = c.ok("blockchain.scripthash.get_history", json!([hot, from, to]));
+        let page: Vec<(String, u32)> = page
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|e| (e["tx_hash"].as_str().unwrap().to_string(), e["height"].as_u64().unwrap() as u32))
+            .collect();
+        assert!(page.iter().all(|(_, h)| (from..to).contains(h)), "page {from}..{to} strays");
+        got.extend(page);
+        from = to;
+    }
+    let last =
+        c.ok("blockchain.scripthash.get_history", json!({"scripthash": hot, "from_height": from, "to_height": -1}));
+    got.extend(
+        last.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["tx_hash"].as_str().unwrap().to_string(), e["height"].as_u64().unwrap() as u32)),
+    );
+    assert_eq!(got, want, "the pages together are the history");
+    assert_eq!(c.ok("blockchain.scripthash.get_history", json!([hot, tip + 1])), json!([]));
+    assert_eq!(c.ok("blockchain.scripthash.get_history", json!([hot, 5, 5])), json!([]));
+    for bad in [json!([hot, 10, 5]), json!([hot, -2]), json!([hot, 0, -2]), json!([hot, "x"])] {
+        let err = c.call("blockchain.scripthash.get_history", bad.clone()).expect_err("a bad range");
+        assert_eq!(err.0, -32602, "{bad}: {err:?}");
+    }
+    server.assert_healthy();
+}

@@ -171,6 +171,8 @@ pub fn features(config: &Config) -> Value {
         "protocol_min": PROTOCOL_MIN.to_string(),
         "protocol_max": PROTOCOL_MAX.to_string(),
         "pruning": null,
+        // ferrum's extension: get_history takes from_height and to_height (docs/PROTOCOL.md).
+        "history_height_range": true,
         "services": config.report_services.iter().map(|s| format!("{}://{}:{}", s.protocol.name(), s.host, s.port)).collect::<Vec<_>>(),
     })
 }

@@ -112,7 +112,7 @@ pub async fn answer_session(
 /// that negotiated `version`: these may run several at a time.
 pub async fn answer(ctx: &Ctx, version: Version, request: Request, acct: &mut Accounting) -> Result<Reply, RpcError> {
     let value = match request {
-        Request::GetHistory(sh) => return history(ctx, sh, acct).await,
+        Request::GetHistory { sh, from, to } => return history(ctx, sh, from, to, acct).await,
         Request::GetMempool(sh) => return mempool(ctx, sh, acct).await,
         Request::ListUnspent(sh) => return listunspent(ctx, sh, acct).await,
         Request::Features => features(&ctx.config),
@@ -232,13 +232,29 @@ fn server_version(ctx: &Ctx, s: &mut SessionState, client: Option<Value>, protoc
     Ok(json!([crate::server_version(), v.to_string()]))
 }
 
-async fn history(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Reply, RpcError> {
+/// A script hash's history; in blocks `from..to` when a range is given (the mempool only when
+/// the range runs to the tip).
+async fn history(
+    ctx: &Ctx,
+    sh: ScriptHash,
+    from: u32,
+    to: Option<u32>,
+    acct: &mut Accounting,
+) -> Result<Reply, RpcError> {
     let limit = ctx.history_limit();
     let (reply, confirmed, unconfirmed) = ctx
         .read(move |snap| {
             let hashx = sh.hashx();
-            let nums = snap.history_nums(&hashx, limit, false).map_err(index_error)?;
-            let mempool = snap.mempool().history(&hashx);
+            let nums = if from == 0 && to.is_none() {
+                snap.history_nums(&hashx, limit, false)
+            } else {
+                snap.history_nums_in(&hashx, from, to, limit)
+            }
+            .map_err(index_error)?;
+            let mempool = if to.is_none() { snap.mempool().history(&hashx) } else { Vec::new() };
+            if nums.len() + mempool.len() > limit {
+                return Err(RpcError::new(HISTORY_TOO_LARGE, "history too large"));
+            }
             let mut list = ListWriter::with_capacity(nums.len() + mempool.len(), 100);
             snap.visit_txs(&nums, |txid, height| list.entry(&txid, &[("height", height as i64)]))
                 .map_err(index_error)?;

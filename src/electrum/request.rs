@@ -13,29 +13,65 @@ pub const MAX_HEADERS: u32 = 2016;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    Version { client: Option<Value>, protocol: Option<Value> },
+    Version {
+        client: Option<Value>,
+        protocol: Option<Value>,
+    },
     Features,
     Banner,
     DonationAddress,
     PeersSubscribe,
-    AddPeer { features: Value },
+    AddPeer {
+        features: Value,
+    },
     Ping,
     HeadersSubscribe,
-    BlockHeader { height: u32, cp_height: u32 },
-    BlockHeaders { start: u32, count: u32, cp_height: u32 },
-    EstimateFee { number: u32, mode: Option<String> },
+    BlockHeader {
+        height: u32,
+        cp_height: u32,
+    },
+    BlockHeaders {
+        start: u32,
+        count: u32,
+        cp_height: u32,
+    },
+    EstimateFee {
+        number: u32,
+        mode: Option<String>,
+    },
     RelayFee,
     GetBalance(ScriptHash),
-    GetHistory(ScriptHash),
+    /// With ferrum's (and Fulcrum's) height range: blocks `from..to`, `to` `None` meaning to
+    /// the tip and the mempool too.
+    GetHistory {
+        sh: ScriptHash,
+        from: u32,
+        to: Option<u32>,
+    },
     GetMempool(ScriptHash),
     ListUnspent(ScriptHash),
     Subscribe(ScriptHash),
     Unsubscribe(ScriptHash),
-    Broadcast { raw: String },
-    BroadcastPackage { raws: Vec<String>, verbose: bool },
-    TransactionGet { txid: Txid, verbose: bool },
-    GetMerkle { txid: Txid, height: Option<u32> },
-    IdFromPos { height: u32, pos: u32, merkle: bool },
+    Broadcast {
+        raw: String,
+    },
+    BroadcastPackage {
+        raws: Vec<String>,
+        verbose: bool,
+    },
+    TransactionGet {
+        txid: Txid,
+        verbose: bool,
+    },
+    GetMerkle {
+        txid: Txid,
+        height: Option<u32>,
+    },
+    IdFromPos {
+        height: u32,
+        pos: u32,
+        merkle: bool,
+    },
     FeeHistogram,
     MempoolInfo,
 }
@@ -54,8 +90,9 @@ fn signature(method: &str, v: Version) -> Option<(&'static [&'static str], usize
         "blockchain.block.headers" => (&["start_height", "count", "cp_height"], 2),
         "blockchain.estimatefee" => (&["number", "mode"], 1),
         "blockchain.relayfee" if !v16 => (&[], 0),
+        // The height range is ferrum's extension, as Fulcrum has it (docs/PROTOCOL.md).
+        "blockchain.scripthash.get_history" => (&["scripthash", "from_height", "to_height"], 1),
         "blockchain.scripthash.get_balance"
-        | "blockchain.scripthash.get_history"
         | "blockchain.scripthash.get_mempool"
         | "blockchain.scripthash.listunspent"
         | "blockchain.scripthash.subscribe"
@@ -137,7 +174,10 @@ impl Request {
             }
             "blockchain.relayfee" => Request::RelayFee,
             "blockchain.scripthash.get_balance" => Request::GetBalance(a.scripthash(0)?),
-            "blockchain.scripthash.get_history" => Request::GetHistory(a.scripthash(0)?),
+            "blockchain.scripthash.get_history" => {
+                let (from, to) = a.height_range(1, 2)?;
+                Request::GetHistory { sh: a.scripthash(0)?, from, to }
+            }
             "blockchain.scripthash.get_mempool" => Request::GetMempool(a.scripthash(0)?),
             "blockchain.scripthash.listunspent" => Request::ListUnspent(a.scripthash(0)?),
             "blockchain.scripthash.subscribe" => Request::Subscribe(a.scripthash(0)?),
@@ -197,7 +237,7 @@ impl Request {
             Request::EstimateFee { .. } => "blockchain.estimatefee",
             Request::RelayFee => "blockchain.relayfee",
             Request::GetBalance(_) => "blockchain.scripthash.get_balance",
-            Request::GetHistory(_) => "blockchain.scripthash.get_history",
+            Request::GetHistory { .. } => "blockchain.scripthash.get_history",
             Request::GetMempool(_) => "blockchain.scripthash.get_mempool",
             Request::ListUnspent(_) => "blockchain.scripthash.listunspent",
             Request::Subscribe(_) => "blockchain.scripthash.subscribe",
@@ -218,7 +258,7 @@ impl Request {
         matches!(
             self,
             Request::GetBalance(_)
-                | Request::GetHistory(_)
+                | Request::GetHistory { .. }
                 | Request::GetMempool(_)
                 | Request::ListUnspent(_)
                 | Request::Subscribe(_)
@@ -252,7 +292,7 @@ impl Request {
             Request::EstimateFee { .. } => 0.1,
             Request::RelayFee | Request::FeeHistogram | Request::MempoolInfo => 1.0,
             Request::GetBalance(_) | Request::ListUnspent(_) => 1.0,
-            Request::GetMempool(_) | Request::GetHistory(_) => 0.25,
+            Request::GetMempool(_) | Request::GetHistory { .. } => 0.25,
             Request::Subscribe(_) | Request::Unsubscribe(_) => 0.1,
             Request::TransactionGet { .. } => 1.0,
             Request::Broadcast { raw } => 0.25 + raw.len() as f64 / 5000.0,
@@ -340,6 +380,26 @@ impl Args {
     fn hash(&self, i: usize, name: &str) -> Result<[u8; 32], RpcError> {
         crate::types::parse_hex_rev32(self.str(i, name)?)
             .ok_or_else(|| RpcError::bad_request(format!("{name} must be 64 hexadecimal characters")))
+    }
+
+    /// `from_height` (default 0) and `to_height` (default and -1: to the tip, mempool included),
+    /// with `from_height <= to_height`.
+    fn height_range(&self, from: usize, to: usize) -> Result<(u32, Option<u32>), RpcError> {
+        let from_height = self.u32_or(from, "from_height", 0)?;
+        let to_height = match self.get(to) {
+            None | Some(Value::Null) => None,
+            Some(v) if v.as_i64() == Some(-1) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|n| *n <= u32::MAX as u64)
+                    .map(|n| n as u32)
+                    .ok_or_else(|| RpcError::invalid_params("to_height must be a non-negative integer or -1"))?,
+            ),
+        };
+        if to_height.is_some_and(|t| from_height > t) {
+            return Err(RpcError::invalid_params("from_height must not be above to_height"));
+        }
+        Ok((from_height, to_height))
     }
 
     fn scripthash(&self, i: usize) -> Result<ScriptHash, RpcError> {

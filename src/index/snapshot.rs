@@ -110,6 +110,24 @@ impl<'a> Snapshot<'a> {
         Ok(nums)
     }
 
+    /// Tx numbers of the confirmed history in blocks `from..to` (`to` `None`: to the tip), in
+    /// chain order; more than `limit` of them is `HistoryTooLarge`. The limit counts only the
+    /// range, so a history too long for one answer can be read in pages.
+    pub fn history_nums_in(&self, hashx: &HashX, from: u32, to: Option<u32>, limit: usize) -> Result<Vec<TxNum>> {
+        let Some(tip) = self.live.tip else { return Ok(Vec::new()) };
+        let start_of =
+            |h: u32| if h > tip.height { tip.tx_count } else { self.chain.tx_range(h).map_or(tip.tx_count, |r| r.0) };
+        let (from_tx, to_tx) = (start_of(from), to.map_or(tip.tx_count, start_of));
+        if from_tx >= to_tx {
+            return Ok(Vec::new());
+        }
+        let nums = self.db.history_range(hashx, from_tx, to_tx, limit)?;
+        if nums.len() > limit {
+            return Err(HistoryTooLarge.into());
+        }
+        Ok(nums)
+    }
+
     /// Calls `f` with the txid and height of each of `nums` (from `history_nums`).
     pub fn visit_txs(&self, nums: &[TxNum], mut f: impl FnMut(Txid, u32)) -> Result<()> {
         let txids = self.db.txid_view();

@@ -115,6 +115,35 @@ impl Db {
         HistoryReader { it: self.db.raw_iterator_cf_opt(self.cf(CF_HISTORY), opts) }
     }
 
+    /// Tx numbers touching a script hash within `from..to`, in chain order: all of them, or the
+    /// first ones once there are more than `limit`. Rows wholly before `from` are not read.
+    pub fn history_range(&self, hashx: &HashX, from: TxNum, to: TxNum, limit: usize) -> Result<Vec<TxNum>> {
+        let mut opts = ReadOptions::default();
+        opts.set_total_order_seek(true);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_HISTORY), opts);
+        // The row holding `from`, if any, is the last one keyed at or below it.
+        it.seek_for_prev(history_key(hashx, from));
+        if !it.key().is_some_and(|k| k.starts_with(hashx)) {
+            it.seek(hashx);
+        }
+        let mut out = Vec::new();
+        let mut row = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(hashx) || out.len() > limit {
+                break;
+            }
+            row.clear();
+            decode_history_row(k, v, &mut row).ok_or_else(|| corrupt("a history row"))?;
+            if row.first().is_some_and(|n| *n >= to) {
+                break;
+            }
+            out.extend(row.iter().filter(|n| (from..to).contains(*n)));
+            it.next();
+        }
+        it.status().map_err(read_error)?;
+        Ok(out)
+    }
+
     /// History rows of a script hash holding any tx number from `start` on: (key, tx numbers).
     /// An unwind cuts these.
     pub fn history_rows_from(&self, hashx: &HashX, start: TxNum) -> Result<Vec<(Vec<u8>, Vec<TxNum>)>> {
