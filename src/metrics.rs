@@ -184,10 +184,17 @@ fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
     HistogramOpts::new(format!("ferrum_{name}"), help).buckets(buckets.to_vec())
 }
 
-/// Makes metrics named `ferrum_…` and registers each once.
+/// Makes metrics named `ferrum_…` and registers each once; latency histograms use
+/// `LATENCY_BUCKETS`, durations of work `WORK_BUCKETS`.
 struct Reg(Registry);
 
 impl Reg {
+    fn new() -> Reg {
+        let reg = Reg(Registry::new());
+        #[cfg(target_os = "linux")]
+        reg.0.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("registered once");
+        reg
+    }
     fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
         self.0.register(Box::new(c.clone())).expect("metric registered once");
         c
@@ -204,140 +211,96 @@ impl Reg {
     fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         self.add(IntCounterVec::new(Opts::new(format!("ferrum_{name}_total"), help), labels).expect("valid metric"))
     }
-    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-        self.add(Histogram::with_opts(histogram_opts(name, help, buckets)).expect("valid metric"))
+    /// A counter of fractions (seconds, cost).
+    fn seconds(&self, name: &str, help: &str) -> Counter {
+        self.add(Counter::with_opts(Opts::new(format!("ferrum_{name}_total"), help)).expect("valid metric"))
     }
-    fn histograms(&self, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
-        self.add(HistogramVec::new(histogram_opts(name, help, buckets), labels).expect("valid metric"))
+    fn fractions(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::CounterVec {
+        self.add(prometheus::CounterVec::new(Opts::new(format!("ferrum_{name}_total"), help), labels).expect("valid"))
     }
+    fn work(&self, name: &str, help: &str) -> Histogram {
+        self.add(Histogram::with_opts(histogram_opts(name, help, &WORK_BUCKETS)).expect("valid metric"))
+    }
+    fn latencies(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        self.add(HistogramVec::new(histogram_opts(name, help, &LATENCY_BUCKETS), labels).expect("valid metric"))
+    }
+}
+
+/// One series per label value, resolved now so no update looks a label up.
+fn each<T>(values: &[&str], resolve: impl Fn(&[&str]) -> T) -> Vec<T> {
+    values.iter().map(|v| resolve(&[v])).collect()
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let reg = Reg(Registry::new());
-        let (gauge, gauges, counter, counters) = (
-            |n: &str, h: &str| reg.gauge(n, h),
-            |n: &str, h: &str, l: &[&str]| reg.gauges(n, h, l),
-            |n: &str, h: &str| reg.counter(n, h),
-            |n: &str, h: &str, l: &[&str]| reg.counters(n, h, l),
-        );
-        let (histogram, histograms) = (
-            |n: &str, h: &str, b: &[f64]| reg.histogram(n, h, b),
-            |n: &str, h: &str, l: &[&str], b: &[f64]| reg.histograms(n, h, l, b),
-        );
-        let spends = counters("spends", "outputs spent by applied blocks, by where they were found", &["source"]);
-        let sessions = gauges("sessions", "client sessions past their handshake", &["transport"]);
-        let opened = counters("sessions_opened", "client sessions opened", &["transport"]);
-        let closed = counters("sessions_closed", "client sessions closed, by why", &["reason"]);
-        let notifications = counters("notifications_sent", "notifications sent to clients", &["kind"]);
-        let delay = histograms(
-            "notification_delay_seconds",
-            "from the index's change to the notification written to the client",
-            &["kind"],
-            &LATENCY_BUCKETS,
-        );
-        let broadcasts =
-            counters("txs_broadcast", "transactions clients broadcast, by the daemon's verdict", &["result"]);
-        let request_cost = reg.add(
-            prometheus::CounterVec::new(
-                Opts::new("ferrum_request_cost_total", "cost the cost model charged for requests (before bandwidth)"),
-                &["method"],
-            )
-            .expect("valid metric"),
-        );
-        let throttle_sleep = reg.add(
-            Counter::with_opts(Opts::new(
-                "ferrum_throttle_sleep_seconds_total",
-                "time throttled requests waited before running",
-            ))
-            .expect("valid metric"),
-        );
-        #[cfg(target_os = "linux")]
-        reg.0.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("registered once");
+        let r = Reg::new();
+        let spends = r.counters("spends", "outputs spent by applied blocks, by where they were found", &["source"]);
+        let sessions = r.gauges("sessions", "client sessions past their handshake", &["transport"]);
+        let opened = r.counters("sessions_opened", "client sessions opened", &["transport"]);
+        let closed = r.counters("sessions_closed", "client sessions closed, by why", &["reason"]);
+        let notes = r.counters("notifications_sent", "notifications sent to clients", &["kind"]);
+        let delay = r.latencies("notification_delay_seconds", "index change to notification written", &["kind"]);
+        let broadcasts = r.counters("txs_broadcast", "client broadcasts, by the daemon's verdict", &["result"]);
+        let build = ["version", "coin", "network", "protocol_min", "protocol_max"];
         let m = Metrics {
             started: Instant::now(),
             tips: Mutex::default(),
             timed: AtomicBool::new(false),
-            build_info: gauges(
-                "build_info",
-                "the running ferrum: version, coin, network and protocol versions",
-                &["version", "coin", "network", "protocol_min", "protocol_max"],
-            ),
-            db_height: gauge("db_height", "height of the last block flushed to the index"),
-            sync_height: gauge("sync_height", "height of the last block applied"),
-            daemon_height: gauge("daemon_height", "the daemon's best block height when last asked"),
-            tx_count: gauge("db_transactions", "transactions indexed"),
-            blocks_applied: counter("blocks_processed", "blocks applied to the index"),
-            txs_applied: counter("transactions_processed", "transactions applied to the index"),
-            block_apply_seconds: histogram(
-                "block_apply_duration_seconds",
-                "applying one block to the write cache",
-                &WORK_BUCKETS,
-            ),
-            flushes: counter("db_flushes", "flushes of the write cache"),
-            flush_seconds: histogram("db_flush_duration_seconds", "one flush, batch built and written", &WORK_BUCKETS),
+            build_info: r.gauges("build_info", "the running ferrum: version, coin, network, protocols", &build),
+            db_height: r.gauge("db_height", "height of the last block flushed to the index"),
+            sync_height: r.gauge("sync_height", "height of the last block applied"),
+            daemon_height: r.gauge("daemon_height", "the daemon's best block height when last asked"),
+            tx_count: r.gauge("db_transactions", "transactions indexed"),
+            blocks_applied: r.counter("blocks_processed", "blocks applied to the index"),
+            txs_applied: r.counter("transactions_processed", "transactions applied to the index"),
+            block_apply_seconds: r.work("block_apply_duration_seconds", "applying one block to the write cache"),
+            flushes: r.counter("db_flushes", "flushes of the write cache"),
+            flush_seconds: r.work("db_flush_duration_seconds", "one flush, batch built and written"),
             // For getinfo only: the flush histogram exports flush times in seconds.
             last_flush_ms: IntGauge::new("ferrum_db_last_flush_milliseconds", "unregistered").expect("valid metric"),
-            write_cache_bytes: gauge("write_cache_bytes", "memory held by the write cache (flushed at CACHE_MB)"),
-            write_cache_limit_bytes: gauge("write_cache_limit_bytes", "CACHE_MB in bytes"),
-            disk_waiting: gauge("disk_full", "1 while the index writer waits for free space on DB_DIRECTORY"),
-            db_size_bytes: gauges("db_size_bytes", "on-disk size, by column family and the txid file", &["table"]),
-            reorgs: counter("reorgs", "chain reorganisations unwound"),
+            write_cache_bytes: r.gauge("write_cache_bytes", "memory held by the write cache (flushed at CACHE_MB)"),
+            write_cache_limit_bytes: r.gauge("write_cache_limit_bytes", "CACHE_MB in bytes"),
+            disk_waiting: r.gauge("disk_full", "1 while the index writer waits for free space on DB_DIRECTORY"),
+            db_size_bytes: r.gauges("db_size_bytes", "on-disk size, by column family and the txid file", &["table"]),
+            reorgs: r.counter("reorgs", "chain reorganisations unwound"),
             spends_from_cache: spends.with_label_values(&["cache"]),
             spends_from_mempool: spends.with_label_values(&["mempool"]),
             spends_from_disk: spends.with_label_values(&["disk"]),
-            daemon_failovers: counter("daemon_failovers", "switches to the next DAEMON_URL"),
-            daemon_url_index: gauge("daemon_url_index", "which DAEMON_URL entry is in use (from 0)"),
-            daemon_seconds: histograms(
-                "daemon_rpc_duration_seconds",
-                "daemon calls answered, by method",
-                &["method"],
-                &LATENCY_BUCKETS,
-            ),
-            daemon_errors: counters(
-                "daemon_rpc_errors",
-                "daemon calls that failed, by method and how",
-                &["method", "kind"],
-            ),
-            mempool_txs: gauge("mempool_transactions", "transactions in the mempool mirror"),
-            mempool_vsize: gauge("mempool_vsize_bytes", "virtual size of the mempool mirror"),
-            connections: gauge("connections", "open client connections, handshakes included"),
-            sessions: TRANSPORTS.iter().map(|t| sessions.with_label_values(&[t])).collect(),
-            sessions_opened: TRANSPORTS.iter().map(|t| opened.with_label_values(&[t])).collect(),
-            sessions_closed: CLOSE_REASONS.iter().map(|r| closed.with_label_values(&[r])).collect(),
-            session_groups: gauge("session_groups", "subnet groups of sessions (with members or retained cost)"),
-            sessions_throttled: gauge(
-                "sessions_throttled",
-                "sessions allowed fewer requests at once than INITIAL_CONCURRENT",
-            ),
-            requests_pending: gauge("requests_pending", "requests being answered"),
-            subscriptions: gauges("subscriptions", "live subscriptions", &["kind"]),
-            listeners_closed: gauge("listeners_closed", "1 while MAX_SESSIONS keeps the client listeners closed"),
-            requests: counters("requests", "client requests, by method", &["method"]),
-            request_seconds: histograms(
+            daemon_failovers: r.counter("daemon_failovers", "switches to the next DAEMON_URL"),
+            daemon_url_index: r.gauge("daemon_url_index", "which DAEMON_URL entry is in use (from 0)"),
+            daemon_seconds: r.latencies("daemon_rpc_duration_seconds", "daemon calls answered", &["method"]),
+            daemon_errors: r.counters("daemon_rpc_errors", "daemon calls that failed, by how", &["method", "kind"]),
+            mempool_txs: r.gauge("mempool_transactions", "transactions in the mempool mirror"),
+            mempool_vsize: r.gauge("mempool_vsize_bytes", "virtual size of the mempool mirror"),
+            connections: r.gauge("connections", "open client connections, handshakes included"),
+            sessions: each(&TRANSPORTS, |l| sessions.with_label_values(l)),
+            sessions_opened: each(&TRANSPORTS, |l| opened.with_label_values(l)),
+            sessions_closed: each(&CLOSE_REASONS, |l| closed.with_label_values(l)),
+            session_groups: r.gauge("session_groups", "subnet groups of sessions (with members or retained cost)"),
+            sessions_throttled: r.gauge("sessions_throttled", "sessions allowed fewer than INITIAL_CONCURRENT"),
+            requests_pending: r.gauge("requests_pending", "requests being answered"),
+            subscriptions: r.gauges("subscriptions", "live subscriptions", &["kind"]),
+            listeners_closed: r.gauge("listeners_closed", "1 while MAX_SESSIONS keeps the client listeners closed"),
+            requests: r.counters("requests", "client requests, by method", &["method"]),
+            request_seconds: r.latencies(
                 "request_duration_seconds",
-                "client requests, from dispatch (throttling included) to the answer",
+                "dispatch (throttle included) to answer",
                 &["method"],
-                &LATENCY_BUCKETS,
             ),
-            request_cost,
-            request_errors_by: counters(
-                "request_errors",
-                "client requests answered with an error",
-                &["method", "code"],
-            ),
+            request_cost: r.fractions("request_cost", "cost charged for requests (before bandwidth)", &["method"]),
+            request_errors_by: r.counters("request_errors", "requests answered with an error", &["method", "code"]),
             // For getinfo only: the labelled counter above exports errors.
             request_errors: IntCounter::new("ferrum_request_errors_all", "unregistered").expect("valid metric"),
-            throttle_sleep_seconds: throttle_sleep,
+            throttle_sleep_seconds: r.seconds("throttle_sleep_seconds", "time throttled requests waited"),
             txs_sent: broadcasts.with_label_values(&["accepted"]),
             txs_rejected: broadcasts.with_label_values(&["rejected"]),
-            notifications_headers: notifications.with_label_values(&["headers"]),
-            notifications_scripthash: notifications.with_label_values(&["scripthash"]),
+            notifications_headers: notes.with_label_values(&["headers"]),
+            notifications_scripthash: notes.with_label_values(&["scripthash"]),
             notification_delay_headers: delay.with_label_values(&["headers"]),
             notification_delay_scripthash: delay.with_label_values(&["scripthash"]),
-            bytes_received: counter("network_received_bytes", "bytes received from clients"),
-            bytes_sent: counter("network_sent_bytes", "bytes sent to clients"),
-            registry: reg.0.clone(),
+            bytes_received: r.counter("network_received_bytes", "bytes received from clients"),
+            bytes_sent: r.counter("network_sent_bytes", "bytes sent to clients"),
+            registry: r.0,
         };
         m.db_height.set(-1);
         m.sync_height.set(-1);
