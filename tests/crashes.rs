@@ -66,13 +66,19 @@ fn reference(chain: &ChainBuilder) -> (Vec<Row>, Vec<String>) {
     (ferrum::store::dump_index(&db).expect("dump"), answers)
 }
 
+/// 300 blocks of 5–25 transactions, and a scripted daemon serving them.
+fn chain_and_daemon(seed: u64) -> (ChainBuilder, ScriptedDaemon) {
+    let mut chain =
+        ChainBuilder::with_options(seed, ChainOptions { min_txs: 5, max_txs: 25, ..ChainOptions::default() });
+    chain.add_blocks(300);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    (chain, daemon)
+}
+
 #[test]
 fn killed_at_many_moments_it_recovers_to_identical_answers() {
     let points = env_usize("FERRUM_KILL_POINTS", 24);
-    let opts = ChainOptions { min_txs: 5, max_txs: 25, ..ChainOptions::default() };
-    let mut chain = ChainBuilder::with_options(1806, opts);
-    chain.add_blocks(300);
-    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let (mut chain, daemon) = chain_and_daemon(1806);
     let dir = TempDir::new().expect("tempdir");
     let db = dir.path().join("db");
     let (mut ferrum, port) = serve(&db, &daemon);
@@ -197,10 +203,7 @@ fn wait_log(ferrum: &mut FerrumProcess, dir: &Path, needle: &str, n: usize) {
 /// flush, and goes on by itself once there is room, ending with the same index as a fresh sync.
 #[test]
 fn a_full_disk_is_waited_out_during_sync_and_at_the_tip() {
-    let opts = ChainOptions { min_txs: 5, max_txs: 25, ..ChainOptions::default() };
-    let mut chain = ChainBuilder::with_options(1807, opts);
-    chain.add_blocks(300);
-    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let (mut chain, daemon) = chain_and_daemon(1807);
     let dir = TempDir::new().expect("tempdir");
     let db = dir.path().join("db");
     private_tmpfs(&db, 1 << 20).expect("a private tmpfs (the tests run as root)");

@@ -36,10 +36,15 @@ pub enum Reply {
     Response(String),
 }
 
+/// A history (or page, or mempool list) longer than MAX_SEND allows: 1.7's code, at every version.
+pub(super) fn history_too_large() -> RpcError {
+    RpcError::new(HISTORY_TOO_LARGE, "history too large")
+}
+
 /// An index read that failed: a history over the limit, or the database (logged).
 fn index_error(e: anyhow::Error) -> RpcError {
     if e.downcast_ref::<HistoryTooLarge>().is_some() {
-        return RpcError::new(HISTORY_TOO_LARGE, "history too large");
+        return history_too_large();
     }
     tracing::error!("a request failed reading the index: {e:#}");
     RpcError::new(INTERNAL_ERROR, "internal error reading the index")
@@ -253,7 +258,7 @@ async fn history(
             .map_err(index_error)?;
             let mempool = if to.is_none() { snap.mempool().history(&hashx) } else { Vec::new() };
             if nums.len() + mempool.len() > limit {
-                return Err(RpcError::new(HISTORY_TOO_LARGE, "history too large"));
+                return Err(history_too_large());
             }
             let mut list = ListWriter::with_capacity(nums.len() + mempool.len(), 100);
             snap.visit_txs(&nums, |txid, height| list.entry(&txid, &[("height", height as i64)]))
@@ -273,7 +278,7 @@ async fn mempool(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Rep
             let mempool = snap.mempool().history(&sh.hashx());
             // Bounded like a confirmed history: the answer is not built past MAX_SEND.
             if mempool.len() > limit {
-                return Err(RpcError::new(HISTORY_TOO_LARGE, "history too large"));
+                return Err(history_too_large());
             }
             let mut list = ListWriter::with_capacity(mempool.len(), 110);
             list.mempool_entries(&mempool);

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 
 use super::cost::{notification_cost, ERROR_COST, PARSE_ERROR_COST};
-use super::methods::{answer, answer_session, Accounting, Reply, SessionState};
+use super::methods::{answer, answer_session, history_too_large, Accounting, Reply, SessionState};
 use super::request::Request;
 pub use super::stats::{Close, SessionStats};
 use super::subscriptions::{Notifications, SessionSubs};
@@ -30,7 +30,7 @@ use super::version::Version;
 use super::{Ctx, INVALID_METHOD};
 use crate::jsonrpc::{
     error_response, finish_response, parse_message, parse_request, result_response, Id, Message, RpcError,
-    EXCESSIVE_RESOURCE_USAGE, HISTORY_TOO_LARGE, INVALID_REQUEST, PARSE_ERROR, SERVER_BUSY,
+    EXCESSIVE_RESOURCE_USAGE, INVALID_REQUEST, PARSE_ERROR, SERVER_BUSY,
 };
 
 /// How long a client may leave a response unread before the session is closed.
@@ -462,7 +462,7 @@ fn finish(
             };
             if text.len() > ctx.config.max_send {
                 let e = if history {
-                    RpcError::new(HISTORY_TOO_LARGE, "history too large")
+                    history_too_large()
                 } else {
                     RpcError::new(
                         EXCESSIVE_RESOURCE_USAGE,

@@ -115,17 +115,23 @@ impl Db {
         HistoryReader { it: self.db.raw_iterator_cf_opt(self.cf(CF_HISTORY), opts) }
     }
 
-    /// Tx numbers touching a script hash within `from..to`, in chain order: all of them, or the
-    /// first ones once there are more than `limit`. Rows wholly before `from` are not read.
-    pub fn history_range(&self, hashx: &HashX, from: TxNum, to: TxNum, limit: usize) -> Result<Vec<TxNum>> {
+    /// An iterator on the history row of a script hash holding tx number `start` (the last row
+    /// keyed at or below it), or on its first row.
+    fn history_rows_at(&self, hashx: &HashX, start: TxNum) -> rocksdb::DBRawIteratorWithThreadMode<'_, DB> {
         let mut opts = ReadOptions::default();
         opts.set_total_order_seek(true);
         let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_HISTORY), opts);
-        // The row holding `from`, if any, is the last one keyed at or below it.
-        it.seek_for_prev(history_key(hashx, from));
+        it.seek_for_prev(history_key(hashx, start));
         if !it.key().is_some_and(|k| k.starts_with(hashx)) {
             it.seek(hashx);
         }
+        it
+    }
+
+    /// Tx numbers touching a script hash within `from..to`, in chain order: all of them, or the
+    /// first ones once there are more than `limit`. Rows wholly before `from` are not read.
+    pub fn history_range(&self, hashx: &HashX, from: TxNum, to: TxNum, limit: usize) -> Result<Vec<TxNum>> {
+        let mut it = self.history_rows_at(hashx, from);
         let mut out = Vec::new();
         let mut row = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -147,14 +153,7 @@ impl Db {
     /// History rows of a script hash holding any tx number from `start` on: (key, tx numbers).
     /// An unwind cuts these.
     pub fn history_rows_from(&self, hashx: &HashX, start: TxNum) -> Result<Vec<(Vec<u8>, Vec<TxNum>)>> {
-        let mut opts = ReadOptions::default();
-        opts.set_total_order_seek(true);
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_HISTORY), opts);
-        // The row holding `start`, if any, is the last one keyed at or below it.
-        it.seek_for_prev(history_key(hashx, start));
-        if !it.key().is_some_and(|k| k.starts_with(hashx)) {
-            it.seek(hashx);
-        }
+        let mut it = self.history_rows_at(hashx, start);
         let mut rows = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(hashx) {
