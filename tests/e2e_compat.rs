@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Every version ferrum negotiates, oldest first.
-const VERSIONS: &[&str] = &["1.4", "1.4.1", "1.4.2", "1.4.3", "1.6"];
+const VERSIONS: &[&str] = &["1.4", "1.4.1", "1.4.2", "1.4.3", "1.6", "1.7"];
 const FEE: u64 = 20_000;
 
 /// The daemon under test and how to make transactions on it.
@@ -182,6 +182,11 @@ struct NodeState {
     /// Every confirmed txid with its height and block hash; every mempool txid.
     confirmed: Vec<(String, u64, String)>,
     mempool: Vec<String>,
+    /// Every output of the chain and the mempool, with its script and its 1.7 outpoint status
+    /// (computed from the node's blocks and mempool), plus one index past each transaction's last.
+    outpoints: Vec<((String, u64), String, Value)>,
+    /// The mempool's transactions in the order they entered it, oldest first, with fee and vsize.
+    arrivals: Vec<(String, u64, u64)>,
 }
 
 fn is_unspendable(script: &str) -> bool {
@@ -269,8 +274,81 @@ impl NodeState {
         let mut confirmed: Vec<(String, u64, String)> =
             view.positions.iter().map(|(t, (h, _))| (t.clone(), *h, node.block_hash(*h))).collect();
         confirmed.sort_by_key(|(t, h, _)| (*h, view.positions[t].1));
-        NodeState { view, scripts, confirmed, mempool }
+        let outpoints = expected_outpoints(&view, &txs, &in_mempool);
+        let mut arrivals: Vec<(String, u64, u64)> = mempool
+            .iter()
+            .map(|t| {
+                let e = node.call("getmempoolentry", json!([t]));
+                (t.clone(), e["time"].as_u64().unwrap(), d.mempool_vsize(t))
+            })
+            .collect();
+        arrivals.sort_by_key(|a| a.1);
+        let arrivals = arrivals.into_iter().map(|(t, _, vsize)| (t.clone(), d.mempool_fee(&t), vsize)).collect();
+        NodeState { view, scripts, confirmed, mempool, outpoints, arrivals }
     }
+}
+
+/// The 1.7 status of every output the node knows, from its blocks and mempool alone.
+fn expected_outpoints(
+    view: &ChainView,
+    mempool_txs: &[Value],
+    in_mempool: &HashSet<&String>,
+) -> Vec<((String, u64), String, Value)> {
+    // Mempool heights: -1 when a transaction spends another mempool transaction's output.
+    let mempool_height = |tx: &Value| {
+        let unconfirmed_parent = tx["vin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["txid"].as_str().is_some_and(|t| in_mempool.contains(&t.to_string())));
+        if unconfirmed_parent {
+            -1
+        } else {
+            0
+        }
+    };
+    let mut spenders: HashMap<(String, u64), (String, i64)> =
+        view.spenders.iter().map(|((t, n), (s, h))| ((t.clone(), *n as u64), (s.clone(), *h as i64))).collect();
+    let mut outputs: Vec<((String, u64), String, Option<i64>)> = view
+        .outputs
+        .iter()
+        .map(|((t, n), (script, h))| ((t.clone(), *n as u64), script.clone(), Some(*h as i64)))
+        .collect();
+    for tx in mempool_txs {
+        let txid = tx["txid"].as_str().unwrap().to_string();
+        let height = mempool_height(tx);
+        for i in tx["vin"].as_array().unwrap() {
+            spenders.insert((i["txid"].as_str().unwrap().into(), i["vout"].as_u64().unwrap()), (txid.clone(), height));
+        }
+        for o in tx["vout"].as_array().unwrap() {
+            let script = o["scriptPubKey"]["hex"].as_str().unwrap().to_string();
+            outputs.push(((txid.clone(), o["n"].as_u64().unwrap()), script, Some(height)));
+        }
+    }
+    // One past each transaction's last output: no such outpoint.
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for ((t, n), _, _) in &outputs {
+        let e = last.entry(t.clone()).or_default();
+        *e = (*e).max(*n);
+    }
+    outputs.extend(last.into_iter().map(|(t, n)| ((t, n + 1), "51".to_string(), None)));
+    outputs.sort();
+    outputs
+        .into_iter()
+        .map(|(op, script, funder)| {
+            // The genesis coinbase's outputs exist for nobody: not spendable, and nodes do not serve it.
+            let genesis = view.positions.get(&op.0).is_some_and(|p| p.0 == 0);
+            let status = match funder {
+                None => json!({}),
+                Some(_) if genesis => json!({}),
+                Some(h) => match spenders.get(&op) {
+                    Some((s, sh)) => json!({"funder_height": h, "spender_txhash": s, "spender_height": sh}),
+                    None => json!({"funder_height": h}),
+                },
+            };
+            (op, script, status)
+        })
+        .collect()
 }
 
 fn internal(hex_display: &str) -> [u8; 32] {
@@ -333,7 +411,7 @@ fn same_json(a: &Value, b: &Value) -> bool {
 /// every transaction.
 fn check_session(d: &Daemon, st: &NodeState, port: u16, version: &str, errors: &mut Vec<String>) {
     let node = d.node();
-    let v16 = version == "1.6";
+    let (v16, v17) = (version >= "1.6", version == "1.7");
     let mut c = Client::tcp(port);
     let mut check = |what: String, ok: bool| {
         if !ok {
@@ -345,13 +423,23 @@ fn check_session(d: &Daemon, st: &NodeState, port: u16, version: &str, errors: &
 
     // server.*
     let f = c.ok("server.features", json!([]));
-    check(format!("features {f}"), f["genesis_hash"] == json!(node.block_hash(0)) && f["hash_function"] == "sha256");
-    check(format!("features {f}"), f["protocol_min"] == "1.4" && f["protocol_max"] == "1.6" && f["pruning"].is_null());
+    // 1.7 drops hash_function.
+    let hash_function = if v17 { Value::Null } else { json!("sha256") };
+    check(
+        format!("features {f}"),
+        f["genesis_hash"] == json!(node.block_hash(0)) && f["hash_function"] == hash_function,
+    );
+    check(format!("features {f}"), f["protocol_min"] == "1.4" && f["protocol_max"] == "1.7" && f["pruning"].is_null());
     let banner = c.ok("server.banner", json!([]));
     check(format!("banner {banner}"), banner.is_string());
     check("donation_address".into(), c.ok("server.donation_address", json!([])) == json!(""));
     check("peers.subscribe".into(), c.ok("server.peers.subscribe", json!([])).is_array());
-    check("ping".into(), c.ok("server.ping", json!([])).is_null());
+    if v17 {
+        check("ping".into(), c.ok("server.ping", json!([])) == json!({"data": ""}));
+        check("ping pong_len".into(), c.ok("server.ping", json!([16, "ab"])) == json!({"data": "0".repeat(16)}));
+    } else {
+        check("ping".into(), c.ok("server.ping", json!([])).is_null());
+    }
 
     // Headers, with checkpoint proofs checked against the node's block hashes.
     let tip = st.view.tip_height;
@@ -415,15 +503,20 @@ fn check_session(d: &Daemon, st: &NodeState, port: u16, version: &str, errors: &
     let node_total: u64 = st.mempool.iter().map(|t| d.mempool_vsize(t)).sum();
     check(format!("fee histogram {hist} vs mempool vsize {node_total}"), total == node_total);
 
-    // Every script hash method, for every script the chain and the mempool touched.
+    // Every script method, for every script the chain and the mempool touched: by script hash
+    // up to 1.6, by the script itself at 1.7, where lists come inside an object.
+    let family = if v17 { "scriptpubkey" } else { "scripthash" };
+    let list = |v: Value, k: &str| if v17 { v[k].clone() } else { v };
+    let m = |name: &str| format!("blockchain.{family}.{name}");
     for (script, e) in &st.scripts {
         let sh = scripthash(&hex::decode(script).unwrap());
-        let bal = c.ok("blockchain.scripthash.get_balance", json!([sh]));
+        let key = if v17 { json!(script) } else { json!(sh) };
+        let bal = c.ok(&m("get_balance"), json!([key]));
         check(
             format!("balance of {script}: {bal} vs {} {}", e.confirmed, e.unconfirmed),
             bal == json!({"confirmed": e.confirmed, "unconfirmed": e.unconfirmed}),
         );
-        let h = c.ok("blockchain.scripthash.get_history", json!([sh]));
+        let h = list(c.ok(&m("get_history"), json!([key])), "history");
         let got: Vec<(String, i64)> = h
             .as_array()
             .unwrap()
@@ -431,8 +524,8 @@ fn check_session(d: &Daemon, st: &NodeState, port: u16, version: &str, errors: &
             .map(|x| (x["tx_hash"].as_str().unwrap().to_string(), x["height"].as_i64().unwrap()))
             .collect();
         check(format!("history of {script}: {got:?} vs {:?}", e.history), got == e.history);
-        let m = c.ok("blockchain.scripthash.get_mempool", json!([sh]));
-        let got: Vec<(String, i64, u64)> = m
+        let mp = list(c.ok(&m("get_mempool"), json!([key])), "history");
+        let got: Vec<(String, i64, u64)> = mp
             .as_array()
             .unwrap()
             .iter()
@@ -441,7 +534,7 @@ fn check_session(d: &Daemon, st: &NodeState, port: u16, version: &str, errors: &
             })
             .collect();
         check(format!("mempool of {script}: {got:?} vs {:?}", e.mempool), got == e.mempool);
-        let u = c.ok("blockchain.scripthash.listunspent", json!([sh]));
+        let u = list(c.ok(&m("listunspent"), json!([key])), "utxos");
         let got: BTreeSet<(String, u64, u64, u64)> = u
             .as_array()
             .unwrap()
@@ -452,10 +545,16 @@ fn check_session(d: &Daemon, st: &NodeState, port: u16, version: &str, errors: &
             })
             .collect();
         check(format!("listunspent of {script}: {got:?} vs {:?}", e.unspent), got == e.unspent);
-        let status = c.ok("blockchain.scripthash.subscribe", json!([sh]));
+        let status = c.ok(&m("subscribe"), json!([key]));
         check(format!("status of {script}"), status == status_of(&e.history));
-        check("unsubscribe".into(), c.ok("blockchain.scripthash.unsubscribe", json!([sh])) == json!(true));
-        check("unsubscribe twice".into(), c.ok("blockchain.scripthash.unsubscribe", json!([sh])) == json!(false));
+        check("unsubscribe".into(), c.ok(&m("unsubscribe"), json!([key])) == json!(true));
+        check("unsubscribe twice".into(), c.ok(&m("unsubscribe"), json!([key])) == json!(false));
+    }
+    let other = if v17 { "blockchain.scripthash.get_balance" } else { "blockchain.scriptpubkey.get_balance" };
+    let e = c.call(other, json!(["00".repeat(32)]));
+    check(format!("{other} is not a method at {version}: {e:?}"), e.is_err_and(|(code, _)| code == -32601));
+    if v17 {
+        check_outpoints(&mut c, st, &mut check);
     }
 
     // Transactions: raw and verbose against the node's own answers; proofs against its blocks.
@@ -494,6 +593,33 @@ fn check_session(d: &Daemon, st: &NodeState, port: u16, version: &str, errors: &
     let unknown = "00".repeat(32);
     let e = c.call("blockchain.transaction.get", json!([unknown]));
     check(format!("unknown txid: {e:?}"), e.is_err_and(|(code, _)| code == 1 || code == 2));
+}
+
+/// 1.7's outpoint statuses of every output, mempool.recent and testmempoolaccept, against the
+/// node's own blocks and mempool.
+fn check_outpoints(c: &mut Client, st: &NodeState, check: &mut impl FnMut(String, bool)) {
+    for ((txid, n), script, want) in &st.outpoints {
+        let got = c.ok("blockchain.outpoint.get_status", json!([txid, n, script]));
+        check(format!("outpoint {txid}:{n}: {got} vs node {want}"), &got == want);
+    }
+    let spent = st.outpoints.iter().filter(|(_, _, w)| w.get("spender_txhash").is_some()).count();
+    eprintln!("1.7: {} outpoints checked, {spent} of them spent", st.outpoints.len());
+    let e = c.call("blockchain.outpoint.get_status", json!(["00".repeat(32), 0]));
+    check(format!("get_status without spk_hint: {e:?}"), e.is_err_and(|(code, _)| code == -32602));
+    let recent = c.ok("mempool.recent", json!([]));
+    let all: Vec<Value> =
+        st.arrivals.iter().map(|(t, fee, vsize)| json!({"txid": t, "fee": fee, "vsize": vsize})).collect();
+    // Arrival order is the server's own (the node's entry times have one-second resolution):
+    // the newest ten, each as the node has it.
+    let got = recent.as_array().unwrap();
+    let newest = &all[all.len().saturating_sub(10)..];
+    let as_set = |v: &[Value]| v.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
+    let fits = if all.len() <= 10 {
+        as_set(got) == as_set(&all)
+    } else {
+        got.len() == 10 && as_set(got).is_subset(&as_set(&all))
+    };
+    check(format!("mempool.recent {recent} vs {newest:?}"), fits);
 }
 
 /// Broadcasts (single, repeated, package) and the notifications they and a new block cause.

@@ -110,7 +110,7 @@ fn every_method_answers_as_the_protocol_says() {
     let features = c.ok("server.features", json!([]));
     assert_eq!(features["genesis_hash"], chain.block_hash(0).to_string());
     assert_eq!(features["hash_function"], "sha256");
-    assert_eq!((features["protocol_min"].as_str(), features["protocol_max"].as_str()), (Some("1.4"), Some("1.6")));
+    assert_eq!((features["protocol_min"].as_str(), features["protocol_max"].as_str()), (Some("1.4"), Some("1.7")));
     assert_eq!(features["hosts"], json!({"example.org": {"tcp_port": 50001}}));
     assert!(features["pruning"].is_null());
     let b = c.ok("server.banner", json!([]));

@@ -14,14 +14,13 @@ use bitcoin::blockdata::constants::genesis_block;
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::{Address, Block, Network, Script};
 use common::chain::{ChainBuilder, ChainOptions, ScriptKind};
+use common::dumps::{assert_same_index, dump, Row};
 use common::process::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tempfile::TempDir;
-
-type Row = (String, Vec<u8>, Vec<u8>);
 
 // Syncs here take seconds; a generous bound still fails a hung test reasonably fast.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,63 +46,11 @@ fn wait_synced(ferrum: &mut FerrumProcess, chain: &ChainBuilder) -> Value {
     ferrum.wait_for_tip(u64::from(chain.height()), Some(&chain.tip_hash().to_string()), SYNC_TIMEOUT)
 }
 
-fn dump(db: &Path) -> Vec<Row> {
-    let rows = ferrum::store::dump_index(db).unwrap_or_else(|e| panic!("dump_index({}) failed: {e:#}", db.display()));
-    // An empty dump would make every comparison pass vacuously.
-    assert!(!rows.is_empty(), "empty index dump of {}", db.display());
-    rows
-}
-
 /// Syncs `blocks` from scratch with an untouched daemon and returns the index dump.
 fn fresh_dump(blocks: &[Block], extra: &[(&str, &str)]) -> Vec<Row> {
-    let daemon = ScriptedDaemon::start(blocks.to_vec(), DaemonOptions::default());
-    let dir = TempDir::new().expect("tempdir");
-    let mut ferrum = start_ferrum(&dir, &daemon.url(), extra);
-    let tip = blocks[blocks.len() - 1].block_hash().to_string();
-    ferrum.wait_for_tip((blocks.len() - 1) as u64, Some(&tip), SYNC_TIMEOUT);
-    ferrum.stop();
-    dump(&dir.path().join("db"))
-}
-
-fn short_hex(b: &[u8]) -> String {
-    let h = hex::encode(b);
-    if h.len() > 48 {
-        format!("{}…({} bytes)", &h[..48], b.len())
-    } else {
-        h
-    }
-}
-
-/// Compares two dumps, panicking with a short summary (per-CF counts and a few differing rows)
-/// instead of printing thousands of rows.
-fn assert_same_index(actual: &[Row], expected: &[Row], what: &str) {
-    if actual == expected {
-        return;
-    }
-    fn count(rows: &[Row]) -> BTreeMap<&str, usize> {
-        let mut m: BTreeMap<&str, usize> = BTreeMap::new();
-        for (cf, _, _) in rows {
-            *m.entry(cf.as_str()).or_default() += 1;
-        }
-        m
-    }
-    let a: BTreeSet<&Row> = actual.iter().collect();
-    let e: BTreeSet<&Row> = expected.iter().collect();
-    let fmt = |r: &&Row| format!("  {} {} => {}", r.0, short_hex(&r.1), short_hex(&r.2));
-    let extra: Vec<String> = a.difference(&e).take(8).map(fmt).collect();
-    let missing: Vec<String> = e.difference(&a).take(8).map(fmt).collect();
-    panic!(
-        "{what}: index differs from the expected one\n rows: actual {} / expected {}\n per CF actual:   {:?}\n per CF expected: {:?}\n \
-         {} unexpected rows, first ones:\n{}\n {} missing rows, first ones:\n{}",
-        actual.len(),
-        expected.len(),
-        count(actual),
-        count(expected),
-        a.difference(&e).count(),
-        extra.join("\n"),
-        e.difference(&a).count(),
-        missing.join("\n"),
-    );
+    let mut env = vec![("COIN", "Bitcoin"), ("NET", "regtest"), ("CACHE_MB", "16"), ("REORG_LIMIT", "10")];
+    env.extend_from_slice(extra);
+    common::dumps::fresh_dump(blocks, &env)
 }
 
 /// The log lines at ERROR level (printed by tests that expect ferrum to fail, for the record).

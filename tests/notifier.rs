@@ -71,7 +71,7 @@ impl Setup {
     }
 
     fn status_now(&self, sh: &ScriptHash) -> String {
-        status_notification(sh, self.index.snapshot().status(&sh.hashx(), 100_000).unwrap().0)
+        status_notification(sh, self.index.snapshot().status(&sh.hashx(), 100_000).unwrap().0, false)
     }
 }
 

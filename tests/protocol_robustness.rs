@@ -664,7 +664,7 @@ fn tls_service() {
     assert_eq!(features["genesis_hash"], REGTEST_GENESIS, "{features}");
     assert_eq!(features["hash_function"], "sha256", "{features}");
     assert_eq!(features["protocol_min"], "1.4", "{features}");
-    assert_eq!(features["protocol_max"], "1.6", "{features}");
+    assert_eq!(features["protocol_max"], "1.7", "{features}");
     let tip = tls.ok("blockchain.headers.subscribe", json!([]));
     assert_eq!(tip["height"], json!(server.chain.height()));
     let mut tcp = server.negotiated();

@@ -275,6 +275,12 @@ fn getinfo(ctx: &AdminContext) -> Value {
         Some((txs, vsize)) => json!({"txs": txs, "vsize": vsize}),
         None => Value::Null,
     };
+    // An upgraded database builds its spender index while serving (sync::backfill).
+    let spender_index = match ctx.index.spend_backfill_now() {
+        Some(None) => json!("complete"),
+        Some(Some(b)) => json!({"building": true, "next_height": b.next, "end_height": b.end}),
+        None => Value::Null,
+    };
     let counts = electrum.request_counts();
     let extra = json!({
         "version": crate::server_version(),
@@ -287,6 +293,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
         "daemon_lacks": ctx.daemon.lacking(),
         "db_directory": c.db_dir.display().to_string(),
         "db_size": ctx.index.db().size_estimate(),
+        "spender_index": spender_index,
         "groups": electrum.sessions.groups.len(),
         "sessions": server::summary_json(electrum),
         "request counts": counts,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::version::{PROTOCOL_MAX, PROTOCOL_MIN};
+use super::version::{Version, PROTOCOL_MAX, PROTOCOL_MIN, V1_7};
 use crate::config::Config;
 use crate::jsonrpc::{RpcError, DAEMON_ERROR, SERVER_BUSY};
 use crate::node::transactions::Transactions;
@@ -157,16 +157,17 @@ impl DaemonInfo {
 }
 
 /// `server.features`: what peers and clients learn about this server.
-pub fn features(config: &Config) -> Value {
+/// `server.features` for a session at protocol `v`: 1.7 drops `hash_function` (the script
+/// hash is simply sha256 there).
+pub fn features(config: &Config, v: Version) -> Value {
     let mut hosts = serde_json::Map::new();
     for svc in &config.report_services {
         let entry = hosts.entry(svc.host.clone()).or_insert_with(|| json!({}));
         entry[format!("{}_port", svc.protocol.name())] = json!(svc.port);
     }
-    json!({
+    let mut f = json!({
         "hosts": hosts,
         "genesis_hash": config.coin.genesis_hash,
-        "hash_function": "sha256",
         "server_version": crate::server_version(),
         "protocol_min": PROTOCOL_MIN.to_string(),
         "protocol_max": PROTOCOL_MAX.to_string(),
@@ -174,7 +175,11 @@ pub fn features(config: &Config) -> Value {
         // ferrum's extension: get_history takes from_height and to_height (docs/PROTOCOL.md).
         "history_height_range": true,
         "services": config.report_services.iter().map(|s| format!("{}://{}:{}", s.protocol.name(), s.host, s.port)).collect::<Vec<_>>(),
-    })
+    });
+    if v < V1_7 {
+        f["hash_function"] = json!("sha256");
+    }
+    f
 }
 
 /// The estimatefee answer from the daemon's: BTC/kB, or -1 when it has no estimate.

@@ -4,16 +4,14 @@
 use serde_json::{json, Map, Value};
 
 use super::daemon_info::{daemon_error, features};
-use super::request::{Request, MAX_HEADERS};
+use super::request::{Request, Script, MAX_HEADERS};
 use super::subscriptions::{header_json, tip, SessionSubs};
-use super::version::{negotiate, Version, PROTOCOL_MAX, PROTOCOL_MIN, V1_6};
+use super::version::{negotiate, Version, PROTOCOL_MAX, PROTOCOL_MIN, V1_6, V1_7};
 use super::Ctx;
 use crate::index::merkle;
 use crate::index::{HistoryTooLarge, MempoolEntry, Snapshot};
 use crate::jsonrpc::{RpcError, EXCESSIVE_RESOURCE_USAGE, HISTORY_TOO_LARGE, INTERNAL_ERROR, RESULT_HEAD, SERVER_BUSY};
-use crate::node::block::{parse_transaction, sha256d};
 use crate::node::transactions::{TxError, TxLocation};
-use crate::node::DaemonError;
 use crate::types::{hex_rev, push_hex, push_hex32, to_hex, HexOrder, ScriptHash, Txid};
 
 type RpcResult = Result<Value, RpcError>;
@@ -80,7 +78,12 @@ impl Request {
     pub fn changes_session(&self) -> bool {
         matches!(
             self,
-            Request::Version { .. } | Request::HeadersSubscribe | Request::Subscribe(_) | Request::Unsubscribe(_)
+            Request::Version { .. }
+                | Request::HeadersSubscribe
+                | Request::Subscribe(_)
+                | Request::Unsubscribe(_)
+                | Request::OutpointSubscribe { .. }
+                | Request::OutpointUnsubscribe(_)
         )
     }
 }
@@ -100,14 +103,16 @@ pub async fn answer_session(
             s.subs.last_tip_sent = Some(header);
             header_json(height, &header)
         }
-        Request::Subscribe(sh) => subscribe(ctx, s, sh, acct).await?,
-        Request::Unsubscribe(sh) => {
-            let was = s.subs.scripts.remove(&sh).is_some();
+        Request::Subscribe(script) => subscribe(ctx, s, script.sh, acct).await?,
+        Request::Unsubscribe(script) => {
+            let was = s.subs.scripts.remove(&script.sh).is_some();
             if was {
-                ctx.subs.unregister(&sh);
+                ctx.subs.unregister(&script.sh);
             }
             Value::Bool(was)
         }
+        Request::OutpointSubscribe { op, hint } => super::outpoints::subscribe(ctx, s, op, &hint).await?,
+        Request::OutpointUnsubscribe(op) => super::outpoints::unsubscribe(ctx, s, op),
         other => return answer(ctx, s.version.unwrap_or(PROTOCOL_MAX), other, acct).await,
     };
     Ok(Reply::Value(value))
@@ -120,12 +125,21 @@ pub async fn answer(ctx: &Ctx, version: Version, request: Request, acct: &mut Ac
         Request::GetHistory { sh, from, to } => return history(ctx, sh, from, to, acct).await,
         Request::GetMempool(sh) => return mempool(ctx, sh, acct).await,
         Request::ListUnspent(sh) => return listunspent(ctx, sh, acct).await,
-        Request::Features => features(&ctx.config),
+        Request::Features => features(&ctx.config, version),
         Request::Banner => Value::String(ctx.daemon.banner(&ctx.config).await),
         Request::DonationAddress => Value::String(ctx.config.donation_address.clone()),
         Request::PeersSubscribe => json!([]),
         Request::AddPeer { .. } => Value::Bool(false),
-        Request::Ping => Value::Null,
+        Request::Ping { pong_len: None } => Value::Null,
+        Request::Ping { pong_len: Some(n) } => {
+            if n > ctx.config.max_send {
+                return Err(RpcError::bad_request(format!("pong_len may be at most MAX_SEND={}", ctx.config.max_send)));
+            }
+            json!({"data": "0".repeat(n)})
+        }
+        Request::OutpointStatus { op, hint } => super::outpoints::get_status(ctx, op, &hint).await?,
+        Request::TestMempoolAccept { raws } => super::broadcast::testmempoolaccept(ctx, raws).await?,
+        Request::MempoolRecent => ctx.read(|snap| Ok(mempool_recent(snap))).await?,
         Request::BlockHeader { height, cp_height } => {
             ctx.read(move |snap| block_header(snap, height, cp_height)).await?
         }
@@ -141,17 +155,17 @@ pub async fn answer(ctx: &Ctx, version: Version, request: Request, acct: &mut Ac
             fee
         }
         Request::RelayFee => ctx.daemon.relayfee().await?,
-        Request::GetBalance(sh) => {
+        Request::GetBalance(script) => {
             let (value, utxos) = ctx
                 .read(move |snap| {
-                    let (confirmed, unconfirmed, utxos) = snap.balance(&sh.hashx()).map_err(index_error)?;
+                    let (confirmed, unconfirmed, utxos) = snap.balance(&script.sh.hashx()).map_err(index_error)?;
                     Ok((json!({"confirmed": confirmed, "unconfirmed": unconfirmed}), utxos))
                 })
                 .await?;
             acct.cost += utxos as f64 / 50.0;
             value
         }
-        Request::Broadcast { raw } => match broadcast(ctx, raw).await {
+        Request::Broadcast { raw } => match super::broadcast::broadcast(ctx, raw).await {
             Ok(txid) => {
                 acct.txs_sent += 1;
                 txid
@@ -163,7 +177,7 @@ pub async fn answer(ctx: &Ctx, version: Version, request: Request, acct: &mut Ac
         },
         Request::BroadcastPackage { raws, verbose } => {
             let n = raws.len() as u64;
-            let answer = broadcast_package(ctx, raws, verbose).await?;
+            let answer = super::broadcast::broadcast_package(ctx, raws, verbose).await?;
             if answer["success"] == json!(true) || answer["package_msg"] == json!("success") {
                 acct.txs_sent += n;
             }
@@ -189,7 +203,12 @@ pub async fn answer(ctx: &Ctx, version: Version, request: Request, acct: &mut Ac
             .await?
         }
         Request::MempoolInfo => ctx.daemon.mempool_info().await?,
-        Request::Version { .. } | Request::HeadersSubscribe | Request::Subscribe(_) | Request::Unsubscribe(_) => {
+        Request::Version { .. }
+        | Request::HeadersSubscribe
+        | Request::Subscribe(_)
+        | Request::Unsubscribe(_)
+        | Request::OutpointSubscribe { .. }
+        | Request::OutpointUnsubscribe(_) => {
             unreachable!("requests that change the session go through answer_session")
         }
     };
@@ -234,6 +253,7 @@ fn server_version(ctx: &Ctx, s: &mut SessionState, client: Option<Value>, protoc
         .closing());
     };
     s.version = Some(v);
+    s.subs.v17 = v >= V1_7;
     Ok(json!([crate::server_version(), v.to_string()]))
 }
 
@@ -241,7 +261,7 @@ fn server_version(ctx: &Ctx, s: &mut SessionState, client: Option<Value>, protoc
 /// the range runs to the tip).
 async fn history(
     ctx: &Ctx,
-    sh: ScriptHash,
+    script: Script,
     from: u32,
     to: Option<u32>,
     acct: &mut Accounting,
@@ -249,7 +269,7 @@ async fn history(
     let limit = ctx.history_limit();
     let (reply, confirmed, unconfirmed) = ctx
         .read(move |snap| {
-            let hashx = sh.hashx();
+            let hashx = script.sh.hashx();
             let nums = if from == 0 && to.is_none() {
                 snap.history_nums(&hashx, limit, false)
             } else {
@@ -260,7 +280,7 @@ async fn history(
             if nums.len() + mempool.len() > limit {
                 return Err(history_too_large());
             }
-            let mut list = ListWriter::with_capacity(nums.len() + mempool.len(), 100);
+            let mut list = ListWriter::new(nums.len() + mempool.len(), 100, script.by_spk.then_some("history"));
             snap.visit_txs(&nums, |txid, height| list.entry(&txid, &[("height", height as i64)]))
                 .map_err(index_error)?;
             list.mempool_entries(&mempool);
@@ -271,16 +291,17 @@ async fn history(
     Ok(reply)
 }
 
-async fn mempool(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Reply, RpcError> {
+/// 1.7 names the list `history` here too (as ElectrumX 2.0 answers).
+async fn mempool(ctx: &Ctx, script: Script, acct: &mut Accounting) -> Result<Reply, RpcError> {
     let limit = ctx.history_limit();
     let (reply, n) = ctx
         .read(move |snap| {
-            let mempool = snap.mempool().history(&sh.hashx());
+            let mempool = snap.mempool().history(&script.sh.hashx());
             // Bounded like a confirmed history: the answer is not built past MAX_SEND.
             if mempool.len() > limit {
                 return Err(history_too_large());
             }
-            let mut list = ListWriter::with_capacity(mempool.len(), 110);
+            let mut list = ListWriter::new(mempool.len(), 110, script.by_spk.then_some("history"));
             list.mempool_entries(&mempool);
             Ok((list.finish(), mempool.len()))
         })
@@ -289,12 +310,12 @@ async fn mempool(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Rep
     Ok(reply)
 }
 
-async fn listunspent(ctx: &Ctx, sh: ScriptHash, acct: &mut Accounting) -> Result<Reply, RpcError> {
+async fn listunspent(ctx: &Ctx, script: Script, acct: &mut Accounting) -> Result<Reply, RpcError> {
     let limit = ctx.history_limit();
     let (reply, n) = ctx
         .read(move |snap| {
-            let utxos = snap.unspent(&sh.hashx(), limit).map_err(index_error)?;
-            let mut list = ListWriter::with_capacity(utxos.len(), 140);
+            let utxos = snap.unspent(&script.sh.hashx(), limit).map_err(index_error)?;
+            let mut list = ListWriter::new(utxos.len(), 140, script.by_spk.then_some("utxos"));
             for u in &utxos {
                 list.entry(
                     &u.txid,
@@ -312,7 +333,7 @@ async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash, acct: &mut A
     // Register before reading, so a change published meanwhile is not missed.
     let new = !s.subs.scripts.contains_key(&sh);
     // Each subscription holds memory for the session's life: bounded, however cheap each is.
-    if new && s.subs.scripts.len() >= ctx.config.max_session_subs {
+    if new && s.subs.count() >= ctx.config.max_session_subs {
         let max = ctx.config.max_session_subs;
         return Err(RpcError::new(
             EXCESSIVE_RESOURCE_USAGE,
@@ -336,6 +357,12 @@ async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash, acct: &mut A
             Err(e)
         }
     }
+}
+
+/// The last transactions to enter the mempool (1.7), newest first, as mempool.space lists them.
+fn mempool_recent(snap: &Snapshot) -> Value {
+    let recent = snap.mempool().recent(10);
+    Value::Array(recent.iter().map(|t| json!({"txid": t.txid.to_string(), "fee": t.fee, "vsize": t.vsize})).collect())
 }
 
 /// A whole fee rate as an integer, otherwise one decimal.
@@ -471,98 +498,30 @@ async fn transaction_get(ctx: &Ctx, txid: Txid, verbose: bool) -> RpcResult {
     }
 }
 
-async fn broadcast(ctx: &Ctx, raw: String) -> RpcResult {
-    match ctx.daemon.call("sendrawtransaction", json!([raw])).await? {
-        Ok(txid) => {
-            ctx.wake_mempool();
-            Ok(txid)
-        }
-        Err(DaemonError::Rpc { code, message }) => match already_in_mempool(ctx, &raw, code, &message) {
-            Some(txid) => Ok(Value::String(txid)),
-            None => Err(RpcError::bad_request(format!("the transaction was rejected by network rules.\n\n{message}"))),
-        },
-        Err(e) => Err(daemon_error(e)),
-    }
-}
-
-/// The txid of a broadcast transaction the node (or our mirror of its mempool) already holds:
-/// Bitcoin Core answers such a broadcast with the txid, the Bitcoin SV node with error -27
-/// "Transaction already in the mempool"; clients get the txid from ferrum either way.
-fn already_in_mempool(ctx: &Ctx, raw: &str, code: i64, message: &str) -> Option<String> {
-    let (tx, _) = parse_transaction(&hex::decode(raw).ok()?, ctx.config.coin).ok()?;
-    let known = ctx.index.snapshot().mempool().contains(&tx.txid);
-    (known || (code == -27 && message.contains("mempool"))).then(|| tx.txid.to_string())
-}
-
-async fn broadcast_package(ctx: &Ctx, raws: Vec<String>, verbose: bool) -> RpcResult {
-    let answer = match ctx.daemon.call("submitpackage", json!([raws])).await? {
-        Ok(answer) => answer,
-        Err(DaemonError::MethodNotFound(_)) => broadcast_one_by_one(ctx, &raws).await?,
-        Err(e) => return Err(daemon_error(e)),
-    };
-    ctx.wake_mempool();
-    Ok(package_result(&answer, verbose))
-}
-
-/// `submitpackage` for daemons without it: the transactions one by one, parents first as the
-/// client listed them, answered in submitpackage's shape.
-async fn broadcast_one_by_one(ctx: &Ctx, txs: &[String]) -> RpcResult {
-    let mut results = Map::new();
-    let mut failed = false;
-    for raw in txs {
-        let bytes = hex::decode(raw).map_err(|_| RpcError::bad_request("raw_txs must be hexadecimal"))?;
-        let (tx, _) = parse_transaction(&bytes, ctx.config.coin)
-            .map_err(|e| RpcError::bad_request(format!("a transaction of the package does not parse: {e}")))?;
-        let wtxid = hex_rev(&sha256d(&bytes));
-        let mut result = json!({"txid": tx.txid.to_string()});
-        match ctx.daemon.call("sendrawtransaction", json!([raw])).await? {
-            Ok(_) => {}
-            Err(DaemonError::Rpc { message, .. }) => {
-                failed = true;
-                result["error"] = Value::String(message);
-            }
-            Err(e) => return Err(daemon_error(e)),
-        }
-        results.insert(wtxid, result);
-    }
-    let msg = if failed { "transaction failed" } else { "success" };
-    Ok(json!({"package_msg": msg, "tx-results": results, "replaced-transactions": []}))
-}
-
-fn package_result(answer: &Value, verbose: bool) -> Value {
-    if verbose {
-        return answer.clone();
-    }
-    let success = answer["package_msg"].as_str() == Some("success");
-    let mut out = json!({"success": success});
-    let errors: Vec<Value> = answer["tx-results"]
-        .as_object()
-        .map(|results| {
-            results.values().filter_map(|r| r.get("error").map(|e| json!({"txid": r["txid"], "error": e}))).collect()
-        })
-        .unwrap_or_default();
-    if !errors.is_empty() {
-        out["errors"] = Value::Array(errors);
-    }
-    out
-}
-
 /// Writes a response whose result is an array of objects, each a "tx_hash" and integer
 /// fields, into one string.
 struct ListWriter {
     out: String,
     empty: bool,
+    /// The list is the value of this key of an object (1.7's `{"history": [...]}`).
+    wrapped: bool,
 }
 
 impl ListWriter {
     /// `bytes_each` should not be short: growing an 18 MB string past its capacity copies it
     /// all. Entries take up to 96 bytes (history), 108 (mempool) and 135 (unspent).
-    fn with_capacity(entries: usize, bytes_each: usize) -> ListWriter {
-        // The tail: "]", the id and the transport's newline.
-        let mut out = String::with_capacity(RESULT_HEAD.len() + 1 + entries * bytes_each + 64);
+    /// A list, or (`key`) an object holding the list under `key`.
+    fn new(entries: usize, bytes_each: usize, key: Option<&str>) -> ListWriter {
+        // The tail: "]}", the id and the transport's newline.
+        let mut out = String::with_capacity(RESULT_HEAD.len() + 16 + entries * bytes_each + 64);
         out.push_str(RESULT_HEAD);
+        if let Some(key) = key {
+            out.push_str("{\"");
+            out.push_str(key);
+            out.push_str("\":");
+        }
         out.push('[');
-        ListWriter { out, empty: true }
+        ListWriter { out, empty: true, wrapped: key.is_some() }
     }
 
     fn entry(&mut self, txid: &Txid, fields: &[(&str, i64)]) {
@@ -591,6 +550,9 @@ impl ListWriter {
 
     fn finish(mut self) -> Reply {
         self.out.push(']');
+        if self.wrapped {
+            self.out.push('}');
+        }
         Reply::Response(self.out)
     }
 }
@@ -603,7 +565,7 @@ mod tests {
     #[test]
     fn list_writer_writes_the_json_a_value_would() {
         let (a, b) = (Txid([1; 32]), Txid([0xab; 32]));
-        let mut list = ListWriter::with_capacity(2, 10);
+        let mut list = ListWriter::new(2, 10, None);
         list.entry(&a, &[("height", 7)]);
         list.entry(&b, &[("height", -1), ("fee", 2_100_000_000_000_000)]);
         let text = |list: ListWriter| match list.finish() {
@@ -616,20 +578,11 @@ mod tests {
             {"tx_hash": b.to_string(), "height": -1, "fee": 2_100_000_000_000_000u64},
         ]);
         assert_eq!(parsed, json!({"jsonrpc": "2.0", "id": 5, "result": result}));
-        let empty: Value = serde_json::from_str(&text(ListWriter::with_capacity(0, 90))).unwrap();
+        let empty: Value = serde_json::from_str(&text(ListWriter::new(0, 90, None))).unwrap();
         assert_eq!(empty, json!({"jsonrpc": "2.0", "id": 5, "result": []}));
-    }
-
-    #[test]
-    fn package_results() {
-        let ok = json!({"package_msg": "success", "tx-results": {"w1": {"txid": "t1", "vsize": 100}}});
-        assert_eq!(package_result(&ok, false), json!({"success": true}));
-        let bad =
-            json!({"package_msg": "transaction failed", "tx-results": {"w1": {"txid": "t1", "error": "bad-txns"}}});
-        assert_eq!(
-            package_result(&bad, false),
-            json!({"success": false, "errors": [{"txid": "t1", "error": "bad-txns"}]})
-        );
-        assert_eq!(package_result(&bad, true), bad);
+        let mut keyed = ListWriter::new(1, 90, Some("utxos"));
+        keyed.entry(&a, &[("tx_pos", 1)]);
+        let parsed: Value = serde_json::from_str(&text(keyed)).unwrap();
+        assert_eq!(parsed["result"], json!({"utxos": [{"tx_hash": a.to_string(), "tx_pos": 1}]}));
     }
 }

@@ -1,10 +1,13 @@
 //! Serving Electrum wallets: the listeners and sessions (`server`, `session`, `stats`,
 //! `transport`), requests parsed once (`request`, `version`) and answered (`methods`,
-//! `daemon_info`), and subscriptions with their notifications (`subscriptions`).
+//! `outpoints`, `broadcast`, `daemon_info`), and subscriptions with their notifications
+//! (`subscriptions`).
 
+mod broadcast;
 pub mod cost;
 mod daemon_info;
 mod methods;
+mod outpoints;
 pub mod request;
 pub mod server;
 pub mod session;

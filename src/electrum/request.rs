@@ -4,9 +4,20 @@
 
 use serde_json::Value;
 
-use super::version::{Version, V1_6};
+use super::version::{Version, V1_6, V1_7};
 use crate::jsonrpc::{RpcError, INVALID_REQUEST, METHOD_NOT_FOUND};
-use crate::types::{ScriptHash, Txid};
+use crate::types::{OutPoint, ScriptHash, Txid};
+
+/// The script a request is about: by script hash (1.4–1.6) or by the script itself
+/// (`blockchain.scriptpubkey.*`, 1.7), which also decides the answer's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Script {
+    pub sh: ScriptHash,
+    pub by_spk: bool,
+}
+
+/// Most transactions one `testmempoolaccept` takes (Bitcoin Core's package limit).
+pub const MAX_TEST_TXS: usize = 25;
 
 /// Most headers one `blockchain.block.headers` returns (a difficulty period).
 pub const MAX_HEADERS: u32 = 2016;
@@ -24,7 +35,10 @@ pub enum Request {
     AddPeer {
         features: Value,
     },
-    Ping,
+    /// 1.7's `server.ping(pong_len, data)`: answer `pong_len` hex characters (earlier: null).
+    Ping {
+        pong_len: Option<usize>,
+    },
     HeadersSubscribe,
     BlockHeader {
         height: u32,
@@ -40,18 +54,32 @@ pub enum Request {
         mode: Option<String>,
     },
     RelayFee,
-    GetBalance(ScriptHash),
+    GetBalance(Script),
     /// With ferrum's (and Fulcrum's) height range: blocks `from..to`, `to` `None` meaning to
     /// the tip and the mempool too.
     GetHistory {
-        sh: ScriptHash,
+        sh: Script,
         from: u32,
         to: Option<u32>,
     },
-    GetMempool(ScriptHash),
-    ListUnspent(ScriptHash),
-    Subscribe(ScriptHash),
-    Unsubscribe(ScriptHash),
+    GetMempool(Script),
+    ListUnspent(Script),
+    Subscribe(Script),
+    Unsubscribe(Script),
+    /// `blockchain.outpoint.subscribe` (1.7), with the client's `spk_hint`: the output's script.
+    OutpointSubscribe {
+        op: OutPoint,
+        hint: Vec<u8>,
+    },
+    OutpointStatus {
+        op: OutPoint,
+        hint: Vec<u8>,
+    },
+    OutpointUnsubscribe(OutPoint),
+    TestMempoolAccept {
+        raws: Vec<String>,
+    },
+    MempoolRecent,
     Broadcast {
         raw: String,
     },
@@ -79,7 +107,7 @@ pub enum Request {
 /// Parameter names of each method, how many are required, at protocol `v`; `None` when the
 /// method does not exist at that version.
 fn signature(method: &str, v: Version) -> Option<(&'static [&'static str], usize)> {
-    let v16 = v >= V1_6;
+    let (v16, v17) = (v >= V1_6, v >= V1_7);
     Some(match method {
         "server.version" => (&["client_name", "protocol_version"], 0),
         "server.features" | "server.banner" | "server.donation_address" | "server.peers.subscribe" => (&[], 0),
@@ -91,12 +119,33 @@ fn signature(method: &str, v: Version) -> Option<(&'static [&'static str], usize
         "blockchain.estimatefee" => (&["number", "mode"], 1),
         "blockchain.relayfee" if !v16 => (&[], 0),
         // The height range is ferrum's extension, as Fulcrum has it (docs/PROTOCOL.md).
-        "blockchain.scripthash.get_history" => (&["scripthash", "from_height", "to_height"], 1),
+        "blockchain.scripthash.get_history" if !v17 => (&["scripthash", "from_height", "to_height"], 1),
         "blockchain.scripthash.get_balance"
         | "blockchain.scripthash.get_mempool"
         | "blockchain.scripthash.listunspent"
         | "blockchain.scripthash.subscribe"
-        | "blockchain.scripthash.unsubscribe" => (&["scripthash"], 1),
+        | "blockchain.scripthash.unsubscribe"
+            if !v17 =>
+        {
+            (&["scripthash"], 1)
+        }
+        // 1.7 replaces the script-hash methods with these, which take the script itself.
+        "blockchain.scriptpubkey.get_history" if v17 => (&["scriptpubkey", "from_height", "to_height"], 1),
+        "blockchain.scriptpubkey.get_balance"
+        | "blockchain.scriptpubkey.get_mempool"
+        | "blockchain.scriptpubkey.listunspent"
+        | "blockchain.scriptpubkey.subscribe"
+        | "blockchain.scriptpubkey.unsubscribe"
+            if v17 =>
+        {
+            (&["scriptpubkey"], 1)
+        }
+        "blockchain.outpoint.subscribe" | "blockchain.outpoint.get_status" if v17 => {
+            (&["tx_hash", "txout_idx", "spk_hint"], 3)
+        }
+        "blockchain.outpoint.unsubscribe" if v17 => (&["tx_hash", "txout_idx"], 2),
+        "blockchain.transaction.testmempoolaccept" if v17 => (&["raw_txs"], 1),
+        "mempool.recent" if v17 => (&[], 0),
         "blockchain.transaction.broadcast" => (&["raw_tx"], 1),
         "blockchain.transaction.broadcast_package" if v16 => (&["raw_txs", "verbose"], 1),
         "blockchain.transaction.get" => (&["tx_hash", "verbose"], 1),
@@ -130,6 +179,16 @@ impl Request {
         "blockchain.scripthash.listunspent",
         "blockchain.scripthash.subscribe",
         "blockchain.scripthash.unsubscribe",
+        "blockchain.scriptpubkey.get_balance",
+        "blockchain.scriptpubkey.get_history",
+        "blockchain.scriptpubkey.get_mempool",
+        "blockchain.scriptpubkey.listunspent",
+        "blockchain.scriptpubkey.subscribe",
+        "blockchain.scriptpubkey.unsubscribe",
+        "blockchain.outpoint.subscribe",
+        "blockchain.outpoint.get_status",
+        "blockchain.outpoint.unsubscribe",
+        "blockchain.transaction.testmempoolaccept",
         "blockchain.transaction.broadcast",
         "blockchain.transaction.broadcast_package",
         "blockchain.transaction.get",
@@ -137,6 +196,7 @@ impl Request {
         "blockchain.transaction.id_from_pos",
         "mempool.get_fee_histogram",
         "mempool.get_info",
+        "mempool.recent",
     ];
 
     /// Parses a request of a session that negotiated `version` (`None`: not yet).
@@ -150,7 +210,11 @@ impl Request {
         let Some((names, required)) = signature(method, version) else {
             return Err(RpcError::new(METHOD_NOT_FOUND, format!("unknown method {method:?}")));
         };
-        // From 1.6 extra server.version parameters are ignored.
+        // From 1.6 extra server.version parameters are ignored. A 1.7 ping notification's only
+        // parameter is its padding, where a request's first is pong_len.
+        let ping_data = method == "server.ping"
+            && matches!(&params, Some(Value::Array(p)) if p.first().is_some_and(Value::is_string));
+        let names = if ping_data { &["data"][..] } else { names };
         let mut a = Args::bind(params, names, required, method == "server.version")?;
         Ok(match method {
             "server.version" => Request::Version { client: a.take(0), protocol: a.take(1) },
@@ -159,7 +223,17 @@ impl Request {
             "server.donation_address" => Request::DonationAddress,
             "server.peers.subscribe" => Request::PeersSubscribe,
             "server.add_peer" => Request::AddPeer { features: a.take(0).unwrap_or(Value::Null) },
-            "server.ping" => Request::Ping,
+            "server.ping" if version < V1_7 => Request::Ping { pong_len: None },
+            "server.ping" => {
+                let data = a.get(if ping_data { 0 } else { 1 });
+                if data.is_some_and(|d| {
+                    !d.is_null() && !d.as_str().is_some_and(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+                }) {
+                    return Err(RpcError::bad_request("data must be a hexadecimal string"));
+                }
+                let pong_len = if ping_data { 0 } else { a.u32_or(0, "pong_len", 0)? as usize };
+                Request::Ping { pong_len: Some(pong_len) }
+            }
             "blockchain.headers.subscribe" => Request::HeadersSubscribe,
             "blockchain.block.header" => {
                 Request::BlockHeader { height: a.u32_or(0, "height", 0)?, cp_height: a.u32_or(1, "cp_height", 0)? }
@@ -173,15 +247,36 @@ impl Request {
                 Request::EstimateFee { number: a.u32_or(0, "number", 0)?, mode: a.fee_mode(1)? }
             }
             "blockchain.relayfee" => Request::RelayFee,
-            "blockchain.scripthash.get_balance" => Request::GetBalance(a.scripthash(0)?),
-            "blockchain.scripthash.get_history" => {
-                let (from, to) = a.height_range(1, 2)?;
-                Request::GetHistory { sh: a.scripthash(0)?, from, to }
+            "blockchain.scripthash.get_balance" | "blockchain.scriptpubkey.get_balance" => {
+                Request::GetBalance(a.script(0, method)?)
             }
-            "blockchain.scripthash.get_mempool" => Request::GetMempool(a.scripthash(0)?),
-            "blockchain.scripthash.listunspent" => Request::ListUnspent(a.scripthash(0)?),
-            "blockchain.scripthash.subscribe" => Request::Subscribe(a.scripthash(0)?),
-            "blockchain.scripthash.unsubscribe" => Request::Unsubscribe(a.scripthash(0)?),
+            "blockchain.scripthash.get_history" | "blockchain.scriptpubkey.get_history" => {
+                let (from, to) = a.height_range(1, 2)?;
+                Request::GetHistory { sh: a.script(0, method)?, from, to }
+            }
+            "blockchain.scripthash.get_mempool" | "blockchain.scriptpubkey.get_mempool" => {
+                Request::GetMempool(a.script(0, method)?)
+            }
+            "blockchain.scripthash.listunspent" | "blockchain.scriptpubkey.listunspent" => {
+                Request::ListUnspent(a.script(0, method)?)
+            }
+            "blockchain.scripthash.subscribe" | "blockchain.scriptpubkey.subscribe" => {
+                Request::Subscribe(a.script(0, method)?)
+            }
+            "blockchain.scripthash.unsubscribe" | "blockchain.scriptpubkey.unsubscribe" => {
+                Request::Unsubscribe(a.script(0, method)?)
+            }
+            "blockchain.outpoint.subscribe" => {
+                Request::OutpointSubscribe { op: a.outpoint()?, hint: a.hex_bytes(2, "spk_hint")? }
+            }
+            "blockchain.outpoint.get_status" => {
+                Request::OutpointStatus { op: a.outpoint()?, hint: a.hex_bytes(2, "spk_hint")? }
+            }
+            "blockchain.outpoint.unsubscribe" => Request::OutpointUnsubscribe(a.outpoint()?),
+            "blockchain.transaction.testmempoolaccept" => {
+                Request::TestMempoolAccept { raws: a.raw_txs(0, MAX_TEST_TXS)? }
+            }
+            "mempool.recent" => Request::MempoolRecent,
             "blockchain.transaction.broadcast" => {
                 let raw = a.str(0, "raw_tx")?;
                 if raw.is_empty() || hex::decode(raw).is_err() {
@@ -190,15 +285,7 @@ impl Request {
                 Request::Broadcast { raw: raw.to_string() }
             }
             "blockchain.transaction.broadcast_package" => {
-                let raws = match a.get(0) {
-                    Some(Value::Array(items)) if !items.is_empty() => items
-                        .iter()
-                        .map(|v| v.as_str().filter(|s| hex::decode(s).is_ok()).map(str::to_string))
-                        .collect::<Option<Vec<String>>>()
-                        .ok_or_else(|| RpcError::bad_request("raw_txs must be a list of hexadecimal transactions"))?,
-                    _ => return Err(RpcError::invalid_params("raw_txs must be a non-empty list")),
-                };
-                Request::BroadcastPackage { raws, verbose: a.bool_or(1, "verbose", false)? }
+                Request::BroadcastPackage { raws: a.raw_txs(0, usize::MAX)?, verbose: a.bool_or(1, "verbose", false)? }
             }
             "blockchain.transaction.get" => {
                 Request::TransactionGet { txid: Txid(a.hash(0, "tx_hash")?), verbose: a.bool_or(1, "verbose", false)? }
@@ -230,18 +317,29 @@ impl Request {
             Request::DonationAddress => "server.donation_address",
             Request::PeersSubscribe => "server.peers.subscribe",
             Request::AddPeer { .. } => "server.add_peer",
-            Request::Ping => "server.ping",
+            Request::Ping { .. } => "server.ping",
             Request::HeadersSubscribe => "blockchain.headers.subscribe",
             Request::BlockHeader { .. } => "blockchain.block.header",
             Request::BlockHeaders { .. } => "blockchain.block.headers",
             Request::EstimateFee { .. } => "blockchain.estimatefee",
             Request::RelayFee => "blockchain.relayfee",
+            Request::GetBalance(s) if s.by_spk => "blockchain.scriptpubkey.get_balance",
             Request::GetBalance(_) => "blockchain.scripthash.get_balance",
+            Request::GetHistory { sh, .. } if sh.by_spk => "blockchain.scriptpubkey.get_history",
             Request::GetHistory { .. } => "blockchain.scripthash.get_history",
+            Request::GetMempool(s) if s.by_spk => "blockchain.scriptpubkey.get_mempool",
             Request::GetMempool(_) => "blockchain.scripthash.get_mempool",
+            Request::ListUnspent(s) if s.by_spk => "blockchain.scriptpubkey.listunspent",
             Request::ListUnspent(_) => "blockchain.scripthash.listunspent",
+            Request::Subscribe(s) if s.by_spk => "blockchain.scriptpubkey.subscribe",
             Request::Subscribe(_) => "blockchain.scripthash.subscribe",
+            Request::Unsubscribe(s) if s.by_spk => "blockchain.scriptpubkey.unsubscribe",
             Request::Unsubscribe(_) => "blockchain.scripthash.unsubscribe",
+            Request::OutpointSubscribe { .. } => "blockchain.outpoint.subscribe",
+            Request::OutpointStatus { .. } => "blockchain.outpoint.get_status",
+            Request::OutpointUnsubscribe(_) => "blockchain.outpoint.unsubscribe",
+            Request::TestMempoolAccept { .. } => "blockchain.transaction.testmempoolaccept",
+            Request::MempoolRecent => "mempool.recent",
             Request::Broadcast { .. } => "blockchain.transaction.broadcast",
             Request::BroadcastPackage { .. } => "blockchain.transaction.broadcast_package",
             Request::TransactionGet { .. } => "blockchain.transaction.get",
@@ -275,7 +373,7 @@ impl Request {
         match self {
             Request::Version { .. } | Request::Banner => 0.5,
             Request::Features => 0.2,
-            Request::DonationAddress | Request::Ping => 0.1,
+            Request::DonationAddress | Request::Ping { .. } => 0.1,
             Request::PeersSubscribe => 1.0,
             Request::AddPeer { .. } => 100.0,
             Request::HeadersSubscribe => 0.25,
@@ -300,6 +398,11 @@ impl Request {
                 0.25 + raws.iter().map(String::len).sum::<usize>() as f64 / 5000.0
             }
             Request::GetMerkle { .. } | Request::IdFromPos { .. } => 0.0,
+            // A few point reads; the unspendable case may ask nothing more.
+            Request::OutpointSubscribe { .. } | Request::OutpointStatus { .. } => 0.2,
+            Request::OutpointUnsubscribe(_) => 0.1,
+            Request::TestMempoolAccept { raws } => 0.25 + raws.iter().map(String::len).sum::<usize>() as f64 / 5000.0,
+            Request::MempoolRecent => 1.0,
         }
     }
 }
@@ -406,6 +509,43 @@ impl Args {
         self.hash(i, "scripthash").map(ScriptHash)
     }
 
+    /// The script of a `scripthash.*` or `scriptpubkey.*` method.
+    fn script(&self, i: usize, method: &str) -> Result<Script, RpcError> {
+        if method.starts_with("blockchain.scriptpubkey.") {
+            let spk = self.hex_bytes(i, "scriptpubkey")?;
+            Ok(Script { sh: ScriptHash::of_script(&spk), by_spk: true })
+        } else {
+            Ok(Script { sh: self.scripthash(i)?, by_spk: false })
+        }
+    }
+
+    /// Bytes as even-length hexadecimal (the empty string is the empty script).
+    fn hex_bytes(&self, i: usize, name: &str) -> Result<Vec<u8>, RpcError> {
+        hex::decode(self.str(i, name)?)
+            .map_err(|_| RpcError::bad_request(format!("{name} must be a hexadecimal string")))
+    }
+
+    /// `tx_hash` and `txout_idx` of the outpoint methods.
+    fn outpoint(&self) -> Result<OutPoint, RpcError> {
+        let txid = Txid(self.hash(0, "tx_hash")?);
+        Ok(OutPoint { txid, vout: self.u32_or(1, "txout_idx", 0)? })
+    }
+
+    /// A non-empty list of at most `max` hexadecimal transactions.
+    fn raw_txs(&self, i: usize, max: usize) -> Result<Vec<String>, RpcError> {
+        match self.get(i) {
+            Some(Value::Array(items)) if !items.is_empty() && items.len() <= max => items
+                .iter()
+                .map(|v| v.as_str().filter(|s| !s.is_empty() && hex::decode(s).is_ok()).map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| RpcError::bad_request("raw_txs must be a list of hexadecimal transactions")),
+            Some(Value::Array(items)) if items.len() > max => {
+                Err(RpcError::invalid_params(format!("raw_txs may hold at most {max} transactions")))
+            }
+            _ => Err(RpcError::invalid_params("raw_txs must be a non-empty list")),
+        }
+    }
+
     /// estimatefee's `mode` (1.6): one of bitcoind's estimate modes.
     fn fee_mode(&self, i: usize) -> Result<Option<String>, RpcError> {
         match self.get(i) {
@@ -488,5 +628,40 @@ mod tests {
         assert_eq!(parse("server.ping", json!("x"), V14).unwrap_err().code, INVALID_REQUEST);
         assert!(parse("blockchain.scripthash.subscribe", json!([sh]), V14).unwrap().answers_a_history());
         assert!(!parse("server.ping", json!([]), V14).unwrap().answers_a_history());
+        // 1.7: scriptpubkey methods replace scripthash ones; the script's hash is the key.
+        const V17: Option<Version> = Some(V1_7);
+        let spk = "0014751e76e8199196d454941c45d1b3a323f1433bd6";
+        let by_spk = Script { sh: ScriptHash::of_script(&hex::decode(spk).unwrap()), by_spk: true };
+        assert_eq!(parse("blockchain.scriptpubkey.get_balance", json!([spk]), V17), Ok(Request::GetBalance(by_spk)));
+        assert_eq!(parse("blockchain.scriptpubkey.get_balance", json!([spk]), V16).unwrap_err().code, METHOD_NOT_FOUND);
+        assert_eq!(parse("blockchain.scripthash.get_balance", json!([sh]), V17).unwrap_err().code, METHOD_NOT_FOUND);
+        assert_eq!(parse("blockchain.scriptpubkey.subscribe", json!(["0z"]), V17).unwrap_err().code, BAD_REQUEST);
+        assert_eq!(parse("blockchain.scriptpubkey.subscribe", json!(["abc"]), V17).unwrap_err().code, BAD_REQUEST);
+        assert_eq!(
+            parse("blockchain.scriptpubkey.get_history", json!([spk]), V17).unwrap().name(),
+            "blockchain.scriptpubkey.get_history"
+        );
+        // Outpoints: spk_hint required on subscribe and get_status, not on unsubscribe.
+        let op = OutPoint { txid: Txid([0xab; 32]), vout: 3 };
+        assert_eq!(
+            parse("blockchain.outpoint.get_status", json!([sh, 3, "6a00"]), V17),
+            Ok(Request::OutpointStatus { op, hint: vec![0x6a, 0] })
+        );
+        assert_eq!(parse("blockchain.outpoint.get_status", json!([sh, 3]), V17).unwrap_err().code, INVALID_PARAMS);
+        assert_eq!(parse("blockchain.outpoint.subscribe", json!([sh, -1, ""]), V17).unwrap_err().code, INVALID_PARAMS);
+        assert_eq!(parse("blockchain.outpoint.subscribe", json!(["xy", 0, ""]), V17).unwrap_err().code, BAD_REQUEST);
+        assert_eq!(parse("blockchain.outpoint.unsubscribe", json!([sh, 3]), V17), Ok(Request::OutpointUnsubscribe(op)));
+        assert_eq!(parse("blockchain.outpoint.unsubscribe", json!([sh, 3]), V16).unwrap_err().code, METHOD_NOT_FOUND);
+        // Ping: pong_len and data as a request, data alone as a notification.
+        assert_eq!(parse("server.ping", json!([4, "00ff"]), V17), Ok(Request::Ping { pong_len: Some(4) }));
+        assert_eq!(parse("server.ping", json!(["0000"]), V17), Ok(Request::Ping { pong_len: Some(0) }));
+        assert_eq!(parse("server.ping", json!([4, "zz"]), V17).unwrap_err().code, BAD_REQUEST);
+        assert_eq!(parse("server.ping", json!([]), V16), Ok(Request::Ping { pong_len: None }));
+        let many: Vec<String> = vec!["00".into(); MAX_TEST_TXS + 1];
+        assert_eq!(
+            parse("blockchain.transaction.testmempoolaccept", json!([many]), V17).unwrap_err().code,
+            INVALID_PARAMS
+        );
+        assert_eq!(parse("mempool.recent", json!([]), V17), Ok(Request::MempoolRecent));
     }
 }

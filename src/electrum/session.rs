@@ -97,7 +97,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 };
                 if !n.texts.is_empty() {
                     notified(stats, &n);
-                    notice_since = Some((n.headers, n.texts.len() - n.headers, n.since));
+                    notice_since = Some((n.headers, n.texts.len() - n.headers - n.pings, n.since));
                 }
                 out = n.texts;
             }
@@ -147,7 +147,7 @@ fn sent(ctx: &Ctx, stats: &SessionStats, messages: usize, bytes: usize) {
 
 /// Notifications cost what computing their statuses would.
 fn notified(stats: &SessionStats, n: &Notifications) {
-    let statuses = n.texts.len() - n.headers;
+    let statuses = n.texts.len() - n.headers - n.pings;
     stats.cost.add(notification_cost(statuses, n.entries), Instant::now());
 }
 
@@ -426,9 +426,9 @@ async fn in_order(
             Ok(r) => r,
             Err(_) => Err(RpcError::new(SERVER_BUSY, "server busy - request timed out")),
         };
-    stats.subs.store(s.subs.scripts.len() as u64, Ordering::Relaxed);
+    stats.subs.store(s.subs.count() as u64, Ordering::Relaxed);
     stats.headers.store(s.subs.headers, Ordering::Relaxed);
-    stats.cost.set_subs(s.subs.scripts.len(), Instant::now());
+    stats.cost.set_subs(s.subs.count(), Instant::now());
     if let Some(v) = s.version {
         let mut client = stats.client.lock().expect("lock");
         if client.1.is_empty() {

@@ -7,16 +7,16 @@
 //! behind the broadcast recomputes its own subscriptions instead (`resync`), so nothing is lost
 //! and nothing grows without bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::index::{Index, IndexEvent};
+use crate::index::{Index, IndexEvent, OutpointStatus};
 use crate::jsonrpc::notification;
-use crate::types::{push_hex32, HashX, HexOrder, ScriptHash, StatusHash};
+use crate::types::{push_hex32, HashX, HexOrder, OutPoint, ScriptHash, StatusHash};
 
 /// Notifications queued per session before it must resynchronise its subscriptions.
 pub const EVENT_QUEUE: usize = 64;
@@ -32,8 +32,13 @@ pub enum Event {
         /// When the index reported the change (for the notification delay).
         at: Instant,
     },
-    /// New statuses of touched, subscribed script hashes, with the transactions each covers.
-    Statuses { statuses: HashMap<ScriptHash, (Option<StatusHash>, usize)>, at: Instant },
+    /// New statuses of touched, subscribed script hashes, with the transactions each covers,
+    /// and of subscribed outpoints that may have changed.
+    Statuses {
+        statuses: HashMap<ScriptHash, (Option<StatusHash>, usize)>,
+        outpoints: HashMap<OutPoint, OutpointStatus>,
+        at: Instant,
+    },
 }
 
 /// Notifications for one session, and the history entries they cover (for the cost model: a
@@ -42,8 +47,10 @@ pub enum Event {
 pub struct Notifications {
     pub texts: Vec<String>,
     pub entries: usize,
-    /// How many of `texts` are header notifications (the rest are statuses).
+    /// How many of `texts` are header notifications, and how many 1.7 pings (the rest are
+    /// statuses).
     pub headers: usize,
+    pub pings: usize,
     /// When the index reported the change they tell of (none after a resync).
     pub since: Option<Instant>,
 }
@@ -53,14 +60,44 @@ pub struct Notifications {
 pub struct SessionSubs {
     /// Subscribed script hashes and the status last sent for each.
     pub scripts: HashMap<ScriptHash, Option<StatusHash>>,
+    /// Subscribed outpoints (1.7): the script hash they are registered under (their spk_hint's)
+    /// and the status last sent.
+    pub outpoints: HashMap<OutPoint, (HashX, OutpointStatus)>,
     pub headers: bool,
     pub last_tip_sent: Option<[u8; 80]>,
+    /// Protocol 1.7: script notifications are named `blockchain.scriptpubkey.subscribe`, and
+    /// each block brings a `server.ping`, so traffic does not tell how many statuses changed.
+    pub v17: bool,
+}
+
+impl SessionSubs {
+    /// Subscriptions held, of either kind (MAX_SUBS_PER_SESSION counts both).
+    pub fn count(&self) -> usize {
+        self.scripts.len() + self.outpoints.len()
+    }
+}
+
+/// Every session's outpoint subscriptions: by the script hash a change would touch, and the
+/// status last computed for each (which decides whether a block may change it unseen).
+#[derive(Default)]
+struct OutpointRegistry {
+    by_hashx: HashMap<HashX, HashMap<OutPoint, u32>>,
+    entries: HashMap<OutPoint, OutpointEntry>,
+}
+
+#[derive(Default)]
+struct OutpointEntry {
+    sessions: u32,
+    /// A client's spk_hint said the script is unspendable (so the index does not keep it).
+    unspendable: bool,
+    last: OutpointStatus,
 }
 
 /// Every session's subscriptions by index key, with how many sessions want each; and the
 /// broadcast of changes.
 pub struct Subscriptions {
     registry: Mutex<HashMap<HashX, HashMap<ScriptHash, u32>>>,
+    outpoints: Mutex<OutpointRegistry>,
     events: broadcast::Sender<Arc<Event>>,
     index: Arc<Index>,
     /// The most confirmed history entries a status may cover (see `Ctx::history_limit`).
@@ -70,7 +107,13 @@ pub struct Subscriptions {
 impl Subscriptions {
     pub fn new(index: Arc<Index>, history_limit: usize) -> Arc<Subscriptions> {
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        Arc::new(Subscriptions { registry: Mutex::default(), events, index, history_limit })
+        Arc::new(Subscriptions {
+            registry: Mutex::default(),
+            outpoints: Mutex::default(),
+            events,
+            index,
+            history_limit,
+        })
     }
 
     pub fn events(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -97,6 +140,58 @@ impl Subscriptions {
                 reg.remove(&hashx);
             }
         }
+    }
+
+    /// Counts an outpoint subscription under the script hash its changes touch; call before
+    /// reading the status it answers.
+    pub fn register_outpoint(&self, op: &OutPoint, hashx: HashX, unspendable: bool) {
+        let mut reg = self.outpoints.lock().expect("lock");
+        *reg.by_hashx.entry(hashx).or_default().entry(*op).or_default() += 1;
+        let e = reg.entries.entry(*op).or_default();
+        e.sessions += 1;
+        e.unspendable |= unspendable;
+    }
+
+    /// Records the status just answered, so the next block knows whether to look again.
+    pub fn outpoint_answered(&self, op: &OutPoint, status: OutpointStatus) {
+        if let Some(e) = self.outpoints.lock().expect("lock").entries.get_mut(op) {
+            e.last = status;
+        }
+    }
+
+    pub fn unregister_outpoint(&self, op: &OutPoint, hashx: &HashX) {
+        let mut reg = self.outpoints.lock().expect("lock");
+        if let Some(m) = reg.by_hashx.get_mut(hashx) {
+            if let Some(c) = m.get_mut(op) {
+                *c -= 1;
+                if *c == 0 {
+                    m.remove(op);
+                }
+            }
+            if m.is_empty() {
+                reg.by_hashx.remove(hashx);
+            }
+        }
+        if let Some(e) = reg.entries.get_mut(op) {
+            e.sessions -= 1;
+            if e.sessions == 0 {
+                reg.entries.remove(op);
+            }
+        }
+    }
+
+    /// Subscribed outpoints an index change may have changed: those under a touched script
+    /// hash and, on a new block, those not known yet or not wholly confirmed (a mined parent
+    /// changes their heights without touching their script) and unindexed (OP_RETURN) ones.
+    fn outpoints_to_check(&self, touched: &HashSet<HashX>, new_tip: bool) -> Vec<(OutPoint, bool)> {
+        let reg = self.outpoints.lock().expect("lock");
+        let mut out: HashSet<OutPoint> =
+            touched.iter().filter_map(|h| reg.by_hashx.get(h)).flat_map(|m| m.keys().copied()).collect();
+        if new_tip {
+            let may_change = |e: &OutpointEntry| e.unspendable || e.last.may_change_with_a_block();
+            out.extend(reg.entries.iter().filter(|(_, e)| may_change(e)).map(|(op, _)| *op));
+        }
+        out.into_iter().map(|op| (op, reg.entries.get(&op).is_some_and(|e| e.unspendable))).collect()
     }
 
     /// Starts the notifier: index changes become broadcast events from now on.
@@ -127,14 +222,24 @@ impl Subscriptions {
                 let reg = self.registry.lock().expect("lock");
                 touched.iter().filter_map(|h| reg.get(h)).flat_map(|m| m.keys().copied()).collect()
             };
-            if wanted.is_empty() {
+            let ops = self.outpoints_to_check(&touched, new_tip);
+            if wanted.is_empty() && ops.is_empty() {
                 continue;
             }
             // In key order, each chunk's history seeks walk the memtables and files forward.
             wanted.sort_unstable_by_key(|sh| sh.hashx());
-            let n = wanted.len();
+            let n = wanted.len() + ops.len();
             let Some(statuses) = self.statuses(wanted).await else { continue };
-            let _ = self.events.send(Arc::new(Event::Statuses { statuses, at }));
+            let Some(outpoints) = self.outpoint_statuses(ops).await else { continue };
+            {
+                let mut reg = self.outpoints.lock().expect("lock");
+                for (op, st) in &outpoints {
+                    if let Some(e) = reg.entries.get_mut(op) {
+                        e.last = *st;
+                    }
+                }
+            }
+            let _ = self.events.send(Arc::new(Event::Statuses { statuses, outpoints, at }));
             tracing::debug!("computed {n} subscribed statuses in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         }
     }
@@ -145,6 +250,28 @@ impl Subscriptions {
         let limit = self.history_limit;
         let task = tokio::task::spawn_blocking(move || compute_statuses(&index, &wanted, limit));
         crate::join_logged(task.await, "computing subscribed statuses")
+    }
+
+    /// Statuses of outpoints, on the worker pool; those that cannot be read now (the spender
+    /// index still being built, or a read error, logged) are left out.
+    async fn outpoint_statuses(&self, ops: Vec<(OutPoint, bool)>) -> Option<HashMap<OutPoint, OutpointStatus>> {
+        if ops.is_empty() {
+            return Some(HashMap::new());
+        }
+        let index = self.index.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            ops.par_chunks(STATUS_CHUNK)
+                .flat_map_iter(|chunk| {
+                    let snap = index.snapshot();
+                    chunk
+                        .iter()
+                        .filter_map(|(op, unspendable)| snap.outpoint_status(op, *unspendable).ok().map(|st| (*op, st)))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        });
+        crate::join_logged(task.await, "computing subscribed outpoint statuses")
     }
 
     /// The notifications a broadcast event means for one session (updating what it was told).
@@ -158,8 +285,12 @@ impl Subscriptions {
                     out.headers += 1;
                     out.since = Some(*at);
                 }
+                if s.v17 {
+                    out.texts.push(ping_notification());
+                    out.pings += 1;
+                }
             }
-            Event::Statuses { statuses, at } => {
+            Event::Statuses { statuses, outpoints, at } => {
                 let mine: Vec<ScriptHash> = if statuses.len() < s.scripts.len() {
                     statuses.keys().filter(|k| s.scripts.contains_key(*k)).copied().collect()
                 } else {
@@ -171,6 +302,14 @@ impl Subscriptions {
                         out.texts.push(text);
                         out.entries += entries;
                         out.since = Some(*at);
+                    }
+                }
+                if !s.outpoints.is_empty() {
+                    for (op, st) in outpoints {
+                        if let Some(text) = outpoint_changed(s, op, *st) {
+                            out.texts.push(text);
+                            out.since = Some(*at);
+                        }
                     }
                 }
             }
@@ -197,6 +336,13 @@ impl Subscriptions {
                 out.entries += entries;
             }
         }
+        let ops: Vec<(OutPoint, bool)> = {
+            let reg = self.outpoints.lock().expect("lock");
+            s.outpoints.keys().map(|op| (*op, reg.entries.get(op).is_some_and(|e| e.unspendable))).collect()
+        };
+        for (op, st) in self.outpoint_statuses(ops).await.unwrap_or_default() {
+            out.texts.extend(outpoint_changed(s, &op, st));
+        }
         out
     }
 
@@ -205,15 +351,47 @@ impl Subscriptions {
         for (sh, _) in s.scripts.drain() {
             self.unregister(&sh);
         }
+        for (op, (hashx, _)) in s.outpoints.drain() {
+            self.unregister_outpoint(&op, &hashx);
+        }
     }
+}
+
+/// The notification for an outpoint if its status differs from what the session was told.
+fn outpoint_changed(s: &mut SessionSubs, op: &OutPoint, new: OutpointStatus) -> Option<String> {
+    let (_, last) = s.outpoints.get_mut(op)?;
+    (*last != new).then(|| {
+        *last = new;
+        notification("blockchain.outpoint.subscribe", json!([op.txid.to_string(), op.vout, outpoint_json(&new)]))
+    })
+}
+
+/// An outpoint status as 1.7 writes it: `{}`, `{funder_height}`, or with the spender too.
+pub fn outpoint_json(st: &OutpointStatus) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    if let Some(h) = st.funder {
+        m.insert("funder_height".into(), json!(h));
+        if let Some((txid, h)) = st.spender {
+            m.insert("spender_txhash".into(), json!(txid.to_string()));
+            m.insert("spender_height".into(), json!(h));
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The ping each block brings a 1.7 session, padded as ElectrumX pads its own (128 hex
+/// characters), which the protocol says the receiver ignores.
+pub fn ping_notification() -> String {
+    notification("server.ping", json!(["0".repeat(128)]))
 }
 
 /// The notification for `sh` if its status differs from what the session was last told.
 fn changed(s: &mut SessionSubs, sh: ScriptHash, new: Option<StatusHash>) -> Option<String> {
+    let v17 = s.v17;
     let last = s.scripts.get_mut(&sh)?;
     (*last != new).then(|| {
         *last = new;
-        status_notification(&sh, new)
+        status_notification(&sh, new, v17)
     })
 }
 
@@ -259,9 +437,15 @@ pub fn tip_notification(height: u32, header: &[u8; 80]) -> String {
 }
 
 /// Written directly, without intermediate strings: a block can make hundreds of thousands.
-pub fn status_notification(sh: &ScriptHash, status: Option<StatusHash>) -> String {
+/// At 1.7 the method is `blockchain.scriptpubkey.subscribe`, still with the script hash: the
+/// client maps it back to the script it subscribed.
+pub fn status_notification(sh: &ScriptHash, status: Option<StatusHash>, v17: bool) -> String {
     let mut out = String::with_capacity(220);
-    out.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"blockchain.scripthash.subscribe\",\"params\":[\"");
+    out.push_str(if v17 {
+        "{\"jsonrpc\":\"2.0\",\"method\":\"blockchain.scriptpubkey.subscribe\",\"params\":[\""
+    } else {
+        "{\"jsonrpc\":\"2.0\",\"method\":\"blockchain.scripthash.subscribe\",\"params\":[\""
+    });
     push_hex32(&mut out, &sh.0, HexOrder::Display);
     match status {
         Some(st) => {
@@ -277,14 +461,16 @@ pub fn status_notification(sh: &ScriptHash, status: Option<StatusHash>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Txid;
     use serde_json::Value;
 
     #[test]
     fn status_notifications_are_the_json_they_say() {
         let sh = ScriptHash([3u8; 32]);
-        for status in [Some(StatusHash([9u8; 32])), None] {
-            let parsed: Value = serde_json::from_str(&status_notification(&sh, status)).unwrap();
-            let expect = json!({"jsonrpc": "2.0", "method": "blockchain.scripthash.subscribe",
+        for (status, v17) in [(Some(StatusHash([9u8; 32])), false), (None, false), (None, true)] {
+            let parsed: Value = serde_json::from_str(&status_notification(&sh, status, v17)).unwrap();
+            let method = if v17 { "blockchain.scriptpubkey.subscribe" } else { "blockchain.scripthash.subscribe" };
+            let expect = json!({"jsonrpc": "2.0", "method": method,
                                 "params": [sh.to_string(), status.map(|s| s.to_string())]});
             assert_eq!(parsed, expect);
         }
@@ -300,5 +486,24 @@ mod tests {
         assert!(changed(&mut s, a, st).is_none(), "the same status is not told twice");
         assert!(changed(&mut s, b, st).is_none(), "not subscribed");
         assert!(changed(&mut s, a, None).is_some(), "back to no history");
+    }
+
+    #[test]
+    fn outpoint_statuses_have_zero_one_or_three_keys() {
+        let spender = Txid([5; 32]);
+        assert_eq!(outpoint_json(&OutpointStatus::default()), json!({}));
+        assert_eq!(outpoint_json(&OutpointStatus { funder: Some(-1), spender: None }), json!({"funder_height": -1}));
+        let spent = OutpointStatus { funder: Some(7), spender: Some((spender, 0)) };
+        assert_eq!(
+            outpoint_json(&spent),
+            json!({"funder_height": 7, "spender_txhash": spender.to_string(), "spender_height": 0})
+        );
+        let mut s = SessionSubs::default();
+        let op = OutPoint { txid: Txid([1; 32]), vout: 2 };
+        s.outpoints.insert(op, ([0; 11], OutpointStatus::default()));
+        let text = outpoint_changed(&mut s, &op, spent).expect("a change is told");
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["params"], json!([op.txid.to_string(), 2, outpoint_json(&spent)]));
+        assert!(outpoint_changed(&mut s, &op, spent).is_none(), "told once");
     }
 }

@@ -2,10 +2,11 @@
 
 /// Protocol versions ferrum speaks, oldest first (1.5 was skipped by the protocol).
 pub const VERSIONS: &[Version] =
-    &[Version(1, 4, 0), Version(1, 4, 1), Version(1, 4, 2), Version(1, 4, 3), Version(1, 6, 0)];
+    &[Version(1, 4, 0), Version(1, 4, 1), Version(1, 4, 2), Version(1, 4, 3), Version(1, 6, 0), Version(1, 7, 0)];
 pub const PROTOCOL_MIN: Version = VERSIONS[0];
 pub const PROTOCOL_MAX: Version = VERSIONS[VERSIONS.len() - 1];
 pub const V1_6: Version = Version(1, 6, 0);
+pub const V1_7: Version = Version(1, 7, 0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version(pub u32, pub u32, pub u32);
@@ -50,10 +51,13 @@ mod tests {
         assert_eq!(negotiate(v("1.4"), v("1.4")), Some(v("1.4")));
         assert_eq!(negotiate(v("1.2"), v("1.4.2")), Some(v("1.4.2")));
         assert_eq!(negotiate(v("1.4"), v("1.6")), Some(v("1.6")));
-        assert_eq!(negotiate(v("1.4"), v("1.7")), Some(v("1.6")));
+        assert_eq!(negotiate(v("1.4"), v("1.6.1")), Some(v("1.6")));
+        assert_eq!(negotiate(v("1.4"), v("1.7")), Some(v("1.7")));
+        assert_eq!(negotiate(v("1.4"), v("1.8")), Some(v("1.7")));
         assert_eq!(negotiate(v("1.4"), v("1.5")), Some(v("1.4.3")), "1.5 does not exist");
         assert_eq!(negotiate(v("1.0"), v("1.2")), None);
-        assert_eq!(negotiate(v("1.7"), v("1.8")), None);
+        assert_eq!(negotiate(v("1.7"), v("1.8")), Some(v("1.7")));
+        assert_eq!(negotiate(v("1.8"), v("1.9")), None);
         assert_eq!(v("1.4.2").to_string(), "1.4.2");
         assert_eq!(v("1.6").to_string(), "1.6");
         assert!(

@@ -7,7 +7,7 @@
 //! transactions in the same critical section that publishes a block, so no reader ever sees a
 //! transaction both confirmed and unconfirmed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::types::{HashX, OutPoint, TxNum, TxOut, Txid};
 
@@ -49,6 +49,9 @@ pub struct MempoolEntry {
     pub fee: u64,
 }
 
+/// Arrivals remembered for `recent`: enough that evictions rarely leave fewer than asked for.
+const ARRIVALS_KEPT: usize = 256;
+
 #[derive(Default)]
 pub struct Mempool {
     txs: HashMap<Txid, MempoolTx>,
@@ -57,6 +60,8 @@ pub struct Mempool {
     spends: HashMap<OutPoint, Txid>,
     /// Sum of the transactions' virtual sizes.
     vsize: u64,
+    /// The latest transactions to enter the mirror, newest last; some may have left since.
+    arrivals: VecDeque<Txid>,
     histogram: Vec<(f64, u64)>,
 }
 
@@ -140,6 +145,24 @@ impl Mempool {
         }
         out.sort_by(|a, b| display_order(&a.0, &b.0).then(a.1.cmp(&b.1)));
         out
+    }
+
+    /// A mempool transaction's height as the protocol tells it: 0 when every input is
+    /// confirmed, -1 when one spends another mempool transaction.
+    pub fn height_of(&self, txid: &Txid) -> Option<i32> {
+        let tx = self.txs.get(txid)?;
+        Some(if self.has_unconfirmed_input(tx) { -1 } else { 0 })
+    }
+
+    /// Up to `n` of the transactions that entered the mirror last and are still in it, newest
+    /// first (`mempool.recent`). Within one refresh, parents count as arriving before children.
+    pub fn recent(&self, n: usize) -> Vec<&MempoolTx> {
+        self.arrivals.iter().rev().filter_map(|t| self.txs.get(t)).take(n).collect()
+    }
+
+    /// The mempool transaction spending an output, if any.
+    pub fn spender(&self, op: &OutPoint) -> Option<Txid> {
+        self.spends.get(op).copied()
     }
 
     pub fn is_spent(&self, op: &OutPoint) -> bool {
@@ -239,6 +262,10 @@ impl Mempool {
         let removed = gone.iter().filter(|t| self.remove(t, &mut touched).is_some()).count();
         let n_added = added.len();
         for tx in added {
+            if self.arrivals.len() == ARRIVALS_KEPT {
+                self.arrivals.pop_front();
+            }
+            self.arrivals.push_back(tx.txid);
             // Its parents may have been removed just above (replaced): then it goes too, next time.
             self.insert(tx, &mut touched);
         }

@@ -14,6 +14,7 @@
 pub mod chain;
 mod mempool;
 pub mod merkle;
+mod outpoint;
 mod snapshot;
 
 use std::collections::HashSet;
@@ -24,9 +25,11 @@ use tokio::sync::mpsc::UnboundedSender;
 
 pub use chain::Chain;
 pub use mempool::{display_order, Mempool, MempoolEntry, MempoolTx, SpentInput};
+pub use outpoint::{OutpointStatus, SpendersIncomplete};
 pub use snapshot::{HistoryTooLarge, Snapshot, StatusHasher, Unspent};
 
 use crate::coins::Coin;
+use crate::store::schema::SpendBackfill;
 use crate::store::{Batch, Db, UtxoEntry};
 use crate::types::{HashX, OutPoint, Txid};
 
@@ -45,6 +48,8 @@ struct Live {
     mempool: Mempool,
     /// Blocks unwound since start: tx numbers looked up before an unwind may be stale.
     unwinds: u64,
+    /// The spends still missing from the spender index (an upgraded database), flushed state.
+    spend_backfill: Option<SpendBackfill>,
 }
 
 /// What changed, for the session layer: script hashes whose history may differ, and whether
@@ -69,11 +74,12 @@ impl Index {
     pub fn new(db: Arc<Db>, chain: Chain, coin: &'static Coin) -> (Arc<Index>, IndexWriter) {
         let tip =
             chain.height().zip(chain.tip_hash()).map(|(height, hash)| Tip { height, hash, tx_count: chain.tx_count() });
+        let spend_backfill = db.spend_backfill();
         let index = Arc::new(Index {
             db,
             chain: RwLock::new(chain),
             coin,
-            live: RwLock::new(Live { tip, ..Live::default() }),
+            live: RwLock::new(Live { tip, spend_backfill, ..Live::default() }),
             listener: OnceLock::new(),
         });
         (index.clone(), IndexWriter { index })
@@ -113,6 +119,17 @@ impl Index {
     /// daemon's chain forks from ours).
     pub fn applied_hash(&self, height: u32) -> Option<[u8; 32]> {
         self.chain.read().expect("lock").hash(height)
+    }
+
+    /// The spends still missing from the spender index (inner `None`: it is whole), unless a
+    /// writer holds the lock (outer `None`), as `mempool_size_now`.
+    pub fn spend_backfill_now(&self) -> Option<Option<SpendBackfill>> {
+        self.live.try_read().ok().map(|live| live.spend_backfill)
+    }
+
+    /// The spends still missing from the spender index (`None`: it is whole).
+    pub fn spend_backfill(&self) -> Option<SpendBackfill> {
+        self.live.read().expect("lock").spend_backfill
     }
 
     /// Mempool size and virtual size, unless a writer holds the lock (a large initial-sync
@@ -181,12 +198,21 @@ impl IndexWriter {
 
     /// Makes the unwinding of the tip block visible: writes `batch`, pops the block off the
     /// chain and moves the tip back to `tip`.
-    pub fn commit_unwind(&self, batch: Batch, tip: Tip) -> Result<()> {
+    pub fn commit_unwind(&self, batch: Batch, tip: Tip, backfill: Option<SpendBackfill>) -> Result<()> {
         let mut live = self.index.live.write().expect("lock");
         self.index.db.write(batch)?;
         self.index.chain.write().expect("lock").pop();
         live.tip = Some(tip);
         live.unwinds += 1;
+        live.spend_backfill = backfill.filter(|b| !b.done());
+        Ok(())
+    }
+
+    /// Makes a step of the spender backfill visible (`batch` carries its rows and state).
+    pub fn commit_backfill(&self, batch: Batch, backfill: SpendBackfill) -> Result<()> {
+        let mut live = self.index.live.write().expect("lock");
+        self.index.db.write(batch)?;
+        live.spend_backfill = (!backfill.done()).then_some(backfill);
         Ok(())
     }
 

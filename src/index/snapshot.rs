@@ -26,9 +26,9 @@ pub struct Unspent {
 
 /// One consistent view for one answer. Holds read locks: build the answer and drop it.
 pub struct Snapshot<'a> {
-    live: RwLockReadGuard<'a, Live>,
-    chain: RwLockReadGuard<'a, Chain>,
-    db: &'a Db,
+    pub(super) live: RwLockReadGuard<'a, Live>,
+    pub(super) chain: RwLockReadGuard<'a, Chain>,
+    pub(super) db: &'a Db,
 }
 
 impl<'a> Snapshot<'a> {

@@ -70,7 +70,7 @@ impl Prefetcher {
             let tasks = hashes.into_iter().enumerate().map(|(i, hash)| {
                 let daemon = self.daemon.clone();
                 let height = first + i as u32;
-                tokio::spawn(async move { fetch_one(&daemon, coin, height, hash).await })
+                tokio::spawn(async move { fetch_block(&daemon, coin, height, hash).await })
             });
             let mut stream = futures::stream::iter(tasks).buffered(self.concurrency);
             while let Some(joined) = stream.next().await {
@@ -91,7 +91,7 @@ impl Prefetcher {
     }
 }
 
-async fn fetch_one(
+pub async fn fetch_block(
     daemon: &Daemon,
     coin: &'static Coin,
     height: u32,

@@ -30,6 +30,8 @@ pub struct Db {
     db: DB,
     txids: TxidFile,
     path: PathBuf,
+    /// The spender backfill due when the database was opened (see `spend_backfill`).
+    backfill_at_open: Option<SpendBackfill>,
 }
 
 /// The txid file's name inside DB_DIRECTORY (RocksDB leaves files it did not name alone).
@@ -74,7 +76,8 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
             table.set_bloom_filter(10.0, false);
             table.set_whole_key_filtering(false);
         }
-        None if name == CF_UTXO => {
+        // Point lookups by outpoint, most of them for outputs that are not there.
+        None if name == CF_UTXO || name == CF_SPEND => {
             opts.set_memtable_prefix_bloom_ratio(0.05);
             opts.set_memtable_whole_key_filtering(true);
             table.set_bloom_filter(10.0, false);
@@ -118,6 +121,37 @@ fn committed_tx_count(db: &DB) -> Result<u64> {
     }
 }
 
+fn read_backfill(db: &DB) -> Result<Option<SpendBackfill>> {
+    let cf = db.cf_handle(CF_META).expect("meta is opened");
+    match db.get_cf(cf, META_SPEND_BACKFILL).map_err(read_error)? {
+        None => Ok(None),
+        Some(v) => SpendBackfill::decode(&v).map(Some).ok_or_else(|| corrupt("unreadable spend backfill row")),
+    }
+}
+
+/// Format 2 → 3 in place: the `spend` table starts empty and every block indexed so far is
+/// marked for the backfill (`sync::backfill`), which fetches them again and writes their spends.
+/// One batch: a crash leaves either format 2 untouched or format 3 with the whole backfill due.
+fn upgrade_to_spend_index(db: &DB, path: &Path) -> Result<()> {
+    let cf = db.cf_handle(CF_META).expect("meta is opened");
+    let state = db.get_cf(cf, META_STATE).map_err(read_error)?;
+    let state =
+        state.map(|v| ChainState::decode(&v).ok_or_else(|| corrupt("unreadable chain state row"))).transpose()?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf, META_VERSION, DB_VERSION.to_be_bytes());
+    if let Some(state) = state {
+        batch.put_cf(cf, META_SPEND_BACKFILL, SpendBackfill { next: 0, end: state.height + 1 }.encode());
+    }
+    db.write(batch).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))?;
+    tracing::info!(
+        "upgraded the database at {} from format {DB_VERSION_BEFORE_SPEND} to {DB_VERSION} in place: the spender index \
+         for blocks 0..={} is built from the daemon's blocks while ferrum serves (no resync)",
+        path.display(),
+        state.map_or(0, |s| s.height)
+    );
+    Ok(())
+}
+
 impl Db {
     /// Opens (creating if needed) the index for `coin`, refusing a database of another format
     /// version or another coin/network.
@@ -146,7 +180,9 @@ impl Db {
             }
             Some(v) => {
                 let version = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
-                if version != DB_VERSION {
+                if version == DB_VERSION_BEFORE_SPEND && get(META_COIN)?.as_deref() == Some(coin_id.as_bytes()) {
+                    upgrade_to_spend_index(&db, path)?;
+                } else if version != DB_VERSION {
                     bail!(
                         "the database at {} has format version {version} but this ferrum uses version {DB_VERSION}; \
                          run the ferrum version that made it, or delete the directory to build a new index",
@@ -166,7 +202,8 @@ impl Db {
         }
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
-        Ok(Db { db, txids, path: path.to_path_buf() })
+        let backfill_at_open = read_backfill(&db)?;
+        Ok(Db { db, txids, path: path.to_path_buf(), backfill_at_open })
     }
 
     /// Opens an existing database without writing anything (for dumps and inspection).
@@ -174,7 +211,8 @@ impl Db {
         let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors_for(path), false)
             .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed_tx_count(&db)?, false)?;
-        Ok(Db { db, txids, path: path.to_path_buf() })
+        let backfill_at_open = read_backfill(&db)?;
+        Ok(Db { db, txids, path: path.to_path_buf(), backfill_at_open })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -261,6 +299,12 @@ impl Db {
     }
 
     /// Lowest height that still has undo data, if any.
+    /// What remained of the spender backfill of an upgraded database when it was opened
+    /// (`None`: the spender index is whole). The block processor keeps it from then on.
+    pub fn spend_backfill(&self) -> Option<SpendBackfill> {
+        self.backfill_at_open
+    }
+
     pub fn lowest_undo_height(&self) -> Result<Option<u32>> {
         match self.db.iterator_cf(self.cf(CF_UNDO), IteratorMode::Start).next() {
             None => Ok(None),

@@ -22,6 +22,38 @@ impl Db {
         Ok(out)
     }
 
+    /// The script hash of an unspent output, by its creating tx number.
+    pub fn utxo_at(&self, tx_num: TxNum, vout: u32) -> Result<Option<HashX>> {
+        match self.get(CF_UTXO, &utxo_key(tx_num, vout))? {
+            None => Ok(None),
+            Some(v) => v.as_slice().try_into().map(Some).map_err(|_| corrupt("a utxo row")),
+        }
+    }
+
+    /// The tx number that spent an output (from the spender index).
+    pub fn spender(&self, tx_num: TxNum, vout: u32) -> Result<Option<TxNum>> {
+        match self.get(CF_SPEND, &spend_key(tx_num, vout))? {
+            None => Ok(None),
+            Some(v) if v.len() == TXNUM_LEN => Ok(Some(decode_txnum(&v))),
+            Some(_) => Err(corrupt("a spend row")),
+        }
+    }
+
+    /// For each (txid, spender tx number): the newest stored transaction with that txid before
+    /// the spender, i.e. the one whose output it spends (the spender backfill's lookups).
+    pub fn funding_tx_nums(&self, wanted: &[(Txid, TxNum)]) -> Result<Vec<Option<TxNum>>> {
+        let mut finder = self.tx_num_finder();
+        let mut nums = Vec::new();
+        wanted
+            .iter()
+            .map(|(txid, spender)| {
+                nums.clear();
+                finder.find(txid, &mut nums)?;
+                Ok(nums.iter().rev().find(|n| *n < spender).copied())
+            })
+            .collect()
+    }
+
     /// A finder for many txid → tx number lookups in a row, sharing one iterator.
     fn tx_num_finder(&self) -> TxNumFinder<'_> {
         let mut opts = ReadOptions::default();

@@ -5,7 +5,9 @@
 use crate::types::{HashX, TxNum, Txid, HASHX_LEN};
 
 /// Format version stored under `meta/version`; a DB of another version is refused.
-pub const DB_VERSION: u32 = 2;
+pub const DB_VERSION: u32 = 3;
+/// The format before the spender index (`spend`); opened and upgraded in place (`Db::open`).
+pub const DB_VERSION_BEFORE_SPEND: u32 = 2;
 
 /// Column families.
 pub const CF_META: &str = "meta";
@@ -15,11 +17,14 @@ pub const CF_UTXO: &str = "utxo";
 pub const CF_HASHX_UTXO: &str = "hashx_utxo";
 pub const CF_HISTORY: &str = "history";
 pub const CF_UNDO: &str = "undo";
-pub const ALL_CFS: &[&str] = &[CF_META, CF_HEADER, CF_TXNUM, CF_UTXO, CF_HASHX_UTXO, CF_HISTORY, CF_UNDO];
+pub const CF_SPEND: &str = "spend";
+pub const ALL_CFS: &[&str] = &[CF_META, CF_HEADER, CF_TXNUM, CF_UTXO, CF_HASHX_UTXO, CF_HISTORY, CF_UNDO, CF_SPEND];
 
 pub const META_VERSION: &[u8] = b"version";
 pub const META_COIN: &[u8] = b"coin";
 pub const META_STATE: &[u8] = b"state";
+/// While the spender index of an upgraded database is being built: `SpendBackfill`.
+pub const META_SPEND_BACKFILL: &[u8] = b"spend_backfill";
 
 /// Transaction numbers take 5 bytes on disk: 2^40 transactions.
 pub const TXNUM_LEN: usize = 5;
@@ -123,6 +128,52 @@ pub fn decode_history_row(key: &[u8], value: &[u8], out: &mut Vec<TxNum>) -> Opt
     out.push(decode_txnum(&key[HASHX_LEN..]));
     out.extend(value.chunks_exact(TXNUM_LEN).map(decode_txnum));
     Some(())
+}
+
+/// `spend`: funding tx number ‖ output index → the spending tx number (5 bytes). Written for
+/// every spend in the flush that writes the spender, deleted by the unwind that restores the
+/// output. This is what `blockchain.outpoint.*` answers from, on any node.
+pub fn spend_key(tx_num: TxNum, vout: u32) -> [u8; TXNUM_LEN + 4] {
+    utxo_key(tx_num, vout)
+}
+
+/// A `spend` row as one array, key then value: rows sort by key, so a flush sorts these whole.
+pub const SPEND_ROW_LEN: usize = TXNUM_LEN + 4 + TXNUM_LEN;
+pub type SpendRow = [u8; SPEND_ROW_LEN];
+
+pub fn spend_row(tx_num: TxNum, vout: u32, spender: TxNum) -> SpendRow {
+    let mut r = [0u8; SPEND_ROW_LEN];
+    r[..TXNUM_LEN + 4].copy_from_slice(&spend_key(tx_num, vout));
+    r[TXNUM_LEN + 4..].copy_from_slice(&encode_txnum(spender));
+    r
+}
+
+/// The heights whose spends are still missing from the `spend` table of a database upgraded
+/// from format 2: blocks `next..end`. Blocks from `end` on were written with their spends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpendBackfill {
+    pub next: u32,
+    pub end: u32,
+}
+
+impl SpendBackfill {
+    pub fn encode(&self) -> [u8; 8] {
+        let mut v = [0u8; 8];
+        v[..4].copy_from_slice(&self.next.to_be_bytes());
+        v[4..].copy_from_slice(&self.end.to_be_bytes());
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Option<SpendBackfill> {
+        (v.len() == 8).then(|| SpendBackfill {
+            next: u32::from_be_bytes(v[..4].try_into().expect("4")),
+            end: u32::from_be_bytes(v[4..].try_into().expect("4")),
+        })
+    }
+
+    pub fn done(&self) -> bool {
+        self.next >= self.end
+    }
 }
 
 pub fn undo_key(height: u32) -> [u8; 4] {

@@ -44,6 +44,8 @@ pub struct FlushData<'a> {
     /// Headers with the cumulative tx count after each, of heights `first_height..`.
     pub headers: Vec<([u8; 80], u64)>,
     pub first_height: u32,
+    /// Every spend of the flushed blocks (`spend_row`), in any order; sorted here.
+    pub spends: &'a mut [SpendRow],
     /// Encoded undo records by height.
     pub undo: &'a [(u32, Vec<u8>)],
     /// Undo data below this height is never needed again.
@@ -60,6 +62,8 @@ pub struct UnwindData<'a> {
     pub txids: &'a [Txid],
     /// The state after the unwind (the previous block).
     pub state: ChainState,
+    /// The spender backfill's state after the unwind, if one is under way.
+    pub backfill: Option<SpendBackfill>,
 }
 
 impl Db {
@@ -71,6 +75,7 @@ impl Db {
             created,
             spent,
             history,
+            spends,
             txids,
             first_tx_num,
             headers,
@@ -94,7 +99,12 @@ impl Db {
             || {
                 rayon::join(
                     || rayon::join(|| utxo_dels.par_sort_unstable(), || hutxo_dels.par_sort_unstable()),
-                    || rayon::join(|| history.par_sort_unstable(), || txnum_rows.par_sort_unstable()),
+                    || {
+                        rayon::join(
+                            || rayon::join(|| history.par_sort_unstable(), || txnum_rows.par_sort_unstable()),
+                            || spends.par_sort_unstable(),
+                        )
+                    },
                 )
             },
         );
@@ -121,6 +131,7 @@ impl Db {
         for key in &txnum_rows {
             batch.put_cf(cf_txnum, key, []);
         }
+        put_spends(&mut batch, self.cf(CF_SPEND), spends);
         drop((utxo_rows, hutxo_rows, utxo_dels, hutxo_dels, txnum_rows));
         let cf_header = self.cf(CF_HEADER);
         for (i, (header, count)) in headers.iter().enumerate() {
@@ -147,6 +158,10 @@ impl Db {
             batch.put_cf(cf_utxo, utxo_key(s.tx_num, s.vout), s.hashx);
             batch.put_cf(cf_hutxo, hashx_utxo_key(&s.hashx, s.tx_num, s.vout), s.value.to_be_bytes());
         }
+        let cf_spend = self.cf(CF_SPEND);
+        for s in &u.undo.spent {
+            batch.delete_cf(cf_spend, spend_key(s.tx_num, s.vout));
+        }
         for c in &u.undo.created {
             batch.delete_cf(cf_utxo, utxo_key(c.tx_num, c.vout));
             batch.delete_cf(cf_hutxo, hashx_utxo_key(&c.hashx, c.tx_num, c.vout));
@@ -172,6 +187,33 @@ impl Db {
         batch.delete_cf(self.cf(CF_HEADER), header_key(u.height));
         batch.delete_cf(self.cf(CF_UNDO), undo_key(u.height));
         batch.put_cf(self.cf(CF_META), META_STATE, u.state.encode());
+        if let Some(b) = u.backfill {
+            put_backfill(&mut batch, self.cf(CF_META), b);
+        }
         Ok((Batch(batch), touched))
+    }
+
+    /// The spends of blocks the backfill fetched again, and how far that takes it.
+    pub fn backfill_batch(&self, spends: &mut [SpendRow], state: SpendBackfill) -> Batch {
+        spends.par_sort_unstable();
+        let mut batch = WriteBatch::default();
+        put_spends(&mut batch, self.cf(CF_SPEND), spends);
+        put_backfill(&mut batch, self.cf(CF_META), state);
+        Batch(batch)
+    }
+}
+
+fn put_spends(batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily, sorted: &[SpendRow]) {
+    for row in sorted {
+        batch.put_cf(cf, &row[..TXNUM_LEN + 4], &row[TXNUM_LEN + 4..]);
+    }
+}
+
+/// A finished backfill leaves no row: its absence means the spender index is whole.
+fn put_backfill(batch: &mut WriteBatch, meta: &rocksdb::ColumnFamily, state: SpendBackfill) {
+    if state.done() {
+        batch.delete_cf(meta, META_SPEND_BACKFILL);
+    } else {
+        batch.put_cf(meta, META_SPEND_BACKFILL, state.encode());
     }
 }

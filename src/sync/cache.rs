@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::store::schema::TXNUM_LEN;
+use crate::store::schema::{SpendRow, TXNUM_LEN};
 use crate::store::SpentOutput;
 use crate::types::{HashX, OutPoint, TxNum, Txid, HASHX_LEN};
 
@@ -45,6 +45,7 @@ pub struct CachedUtxo {
 const FLUSH_BYTES_PER_UTXO: usize = 24 + 32 + 2 * 40;
 const FLUSH_BYTES_PER_SPENT: usize = 16 + 24 + 2 * 30;
 const FLUSH_BYTES_PER_HISTORY: usize = 12;
+const FLUSH_BYTES_PER_SPEND: usize = 2 * 30;
 const FLUSH_BYTES_PER_TXID: usize = 16 + 24;
 
 /// Everything applied since the last flush.
@@ -56,6 +57,8 @@ pub struct Pending {
     pub spent_db: Vec<SpentOutput>,
     /// History keys (script hash, tx number), as `store::schema::history_key` lays them out.
     pub history: Vec<[u8; HASHX_LEN + TXNUM_LEN]>,
+    /// Every spend since the last flush, for the spender index.
+    pub spends: Vec<SpendRow>,
     /// Txids of tx numbers from the last flushed tx count on.
     pub txids: Vec<Txid>,
     /// Encoded undo records by height.
@@ -73,6 +76,7 @@ impl Pending {
         use std::mem::size_of;
         let held = self.utxos.capacity() * (size_of::<(OutPoint, CachedUtxo)>() + 1)
             + self.spent_db.capacity() * size_of::<SpentOutput>()
+            + self.spends.capacity() * size_of::<SpendRow>()
             + self.history.capacity() * (HASHX_LEN + TXNUM_LEN)
             + self.txids.capacity() * size_of::<Txid>()
             + self.undo_bytes
@@ -80,6 +84,7 @@ impl Pending {
         let flushing = self.utxos.len() * FLUSH_BYTES_PER_UTXO
             + self.spent_db.len() * FLUSH_BYTES_PER_SPENT
             + self.history.len() * FLUSH_BYTES_PER_HISTORY
+            + self.spends.len() * FLUSH_BYTES_PER_SPEND
             + self.txids.len() * FLUSH_BYTES_PER_TXID;
         held + flushing
     }

@@ -2,6 +2,7 @@
 //! apply new blocks, refresh the mempool between block rounds), the block processor thread it
 //! feeds, and the operator's forced reorg.
 
+mod backfill;
 pub mod cache;
 pub mod mempool;
 pub mod processor;
@@ -137,6 +138,14 @@ impl Syncer {
         };
         let prefetcher =
             Prefetcher::new(daemon.clone(), config.coin, config.prefetch_bytes, config.prefetch_concurrency);
+        tokio::spawn(backfill::run(
+            daemon.clone(),
+            writer.clone(),
+            config.coin,
+            config.prefetch_concurrency,
+            cmd_tx.clone(),
+            shutdown.clone(),
+        ));
         let block_wakeup = Arc::new(Notify::new());
         tokio::spawn(tip::watch_tip(daemon.clone(), block_wakeup.clone(), config.poll_interval_blocks, shutdown));
         let (tx, requests) = mpsc::channel(16);

@@ -21,7 +21,9 @@ use crate::index::{IndexEvent, IndexWriter, Tip};
 use crate::metrics::Metrics;
 use crate::node::block::ParsedBlock;
 use crate::node::prefetch::Fetched;
-use crate::store::schema::{history_key, ChainState, CreatedUndo, SpentUndo, UndoRecord, MAX_TX_NUM};
+use crate::store::schema::{
+    history_key, spend_row, ChainState, CreatedUndo, SpendBackfill, SpendRow, SpentUndo, UndoRecord, MAX_TX_NUM,
+};
 use crate::store::{CreatedOutput, Db, FlushData, SpentOutput, UnwindData, UtxoEntry};
 use crate::types::{hex_rev, HashX, OutPoint, Txid, HASHX_LEN};
 
@@ -62,6 +64,20 @@ pub enum Command {
     Unwind(u32, oneshot::Sender<Result<(), String>>),
     /// Flush and stop.
     Shutdown(oneshot::Sender<Result<(), String>>),
+    /// Write the spends of blocks `from..` (whose hashes the backfill fetched) to the spender
+    /// index, if those blocks are still ours and next in the backfill; answers the backfill's
+    /// state after it (`sync::backfill`).
+    Backfill { from: u32, hashes: Vec<[u8; 32]>, spends: Vec<SpendRow>, reply: oneshot::Sender<BackfillReply> },
+}
+
+/// What became of a backfill step.
+#[derive(Debug)]
+pub enum BackfillReply {
+    /// Written; what remains (`None`: the spender index is whole).
+    Written(Option<SpendBackfill>),
+    /// The chain or the backfill moved meanwhile; nothing written. Ask again from here.
+    Stale(Option<SpendBackfill>),
+    Failed(String),
 }
 
 /// Room kept free on DB_DIRECTORY beyond what a flush writes: RocksDB's own memtable flushes
@@ -80,6 +96,8 @@ pub struct BlockProcessor {
     metrics: Arc<Metrics>,
     progress: Progress,
     stop: Option<watch::Receiver<bool>>,
+    /// The spends still missing from the spender index of an upgraded database.
+    backfill: Option<SpendBackfill>,
 }
 
 impl BlockProcessor {
@@ -89,7 +107,6 @@ impl BlockProcessor {
         metrics.write_cache_limit_bytes.set(cache_limit as i64);
         BlockProcessor {
             writer,
-            db,
             coin,
             flushed_height: tip.map(|t| t.height),
             cache_limit,
@@ -98,6 +115,8 @@ impl BlockProcessor {
             metrics,
             progress: Progress::new(tip.map_or(0, |t| t.height), tip.map_or(0, |t| t.tx_count)),
             stop: None,
+            backfill: db.spend_backfill(),
+            db,
         }
     }
 
@@ -244,6 +263,7 @@ impl BlockProcessor {
                     .spend(prevout, keep_undo, &mut looked_up)
                     .with_context(|| format!("applying block {} at height {height}", hex_rev(&block.hash)))?;
                 touched.push(hashx);
+                self.pending.spends.push(spend_row(from_tx, prevout.vout, tx_num));
                 if keep_undo {
                     undo.spent.push(SpentUndo { hashx, tx_num: from_tx, vout: prevout.vout, value, spender: tx_num });
                 }
@@ -325,6 +345,7 @@ impl BlockProcessor {
             created,
             spent: &p.spent_db,
             history: &mut p.history,
+            spends: &mut p.spends,
             txids: &p.txids,
             first_tx_num,
             headers: self.writer.headers(first_height, tip.height),
@@ -404,14 +425,19 @@ impl BlockProcessor {
         let txids = self.db.txids_range(start, end)?;
         let prev = Tip { height: tip.height - 1, hash: prev_hash, tx_count: start };
         let state = ChainState { height: prev.height, tip: prev.hash, tx_count: prev.tx_count };
+        // Blocks from this height on will be applied again, with their spends: the backfill
+        // stops short of them.
+        let backfill = self.backfill.map(|b| SpendBackfill { next: b.next, end: b.end.min(tip.height) });
         let (batch, touched) = self.db.unwind_batch(UnwindData {
             height: tip.height,
             undo: &undo,
             first_tx_num: start,
             txids: &txids,
             state,
+            backfill,
         })?;
-        self.writer.commit_unwind(batch, prev)?;
+        self.writer.commit_unwind(batch, prev, backfill)?;
+        self.backfill = backfill.filter(|b| !b.done());
         if self.writer.serving() {
             self.writer.publish(IndexEvent { touched: touched.into_iter().collect(), new_tip: true });
         }
@@ -420,6 +446,21 @@ impl BlockProcessor {
         self.progress.restart(prev.height, prev.tx_count);
         tracing::info!("unwound block {} at height {} ({} transactions)", hex_rev(&tip.hash), tip.height, end - start);
         Ok(())
+    }
+
+    /// A step of the spender backfill: the spends of blocks `from..from + hashes.len()`.
+    fn backfill(&mut self, from: u32, hashes: &[[u8; 32]], mut spends: Vec<SpendRow>) -> Result<BackfillReply> {
+        let Some(b) = self.backfill else { return Ok(BackfillReply::Written(None)) };
+        let to = from + hashes.len() as u32;
+        let ours = |(i, hash): (usize, &[u8; 32])| self.writer.index().applied_hash(from + i as u32) == Some(*hash);
+        if from != b.next || to > b.end || !hashes.iter().enumerate().all(ours) {
+            return Ok(BackfillReply::Stale(self.backfill));
+        }
+        let next = SpendBackfill { next: to, end: b.end };
+        let batch = self.db.backfill_batch(&mut spends, next);
+        self.writer.commit_backfill(batch, next)?;
+        self.backfill = (!next.done()).then_some(next);
+        Ok(BackfillReply::Written(self.backfill))
     }
 
     /// The processor thread: applies commands until `Shutdown` or the channel closes. After a
@@ -459,6 +500,15 @@ impl BlockProcessor {
                     let r = match &fatal {
                         Some(e) => Err(e.clone()),
                         None => self.unwind_to(height).map_err(|e| format!("{e:#}")),
+                    };
+                    let _ = reply.send(r);
+                }
+                Command::Backfill { from, hashes, spends, reply } => {
+                    let r = match &fatal {
+                        Some(e) => BackfillReply::Failed(e.clone()),
+                        None => self
+                            .backfill(from, &hashes, spends)
+                            .unwrap_or_else(|e| BackfillReply::Failed(format!("{e:#}"))),
                     };
                     let _ = reply.send(r);
                 }

@@ -5,6 +5,7 @@
 //! - `nodes`: real Bitcoin Core and Bitcoin SV nodes, and signing with the `bitcoin` crate;
 //! - `electrum`: the real Electrum wallet, headless;
 //! - `electrumx`: ElectrumX 2.0.0's own admin client, `electrumx_rpc`;
+//! - `electrumx_server`: ElectrumX 2.0.0's server on a regtest Bitcoin Core, to compare answers;
 //! - `process`: ferrum itself as a child process, driven through its admin RPC;
 //! - `prometheus`: a real Prometheus scraping ferrum, and `promtool`;
 //! - `client`: a minimal Electrum protocol client;
@@ -16,8 +17,10 @@
 pub mod bench;
 pub mod chain;
 pub mod client;
+pub mod dumps;
 pub mod electrum;
 pub mod electrumx;
+pub mod electrumx_server;
 pub mod fuzz;
 pub mod nodes;
 pub mod process;

@@ -623,6 +623,10 @@ pub struct ChainView {
     pub scripts: HashMap<String, ScriptState>,
     /// tx hash → (height, position in block).
     pub positions: HashMap<String, (u64, usize)>,
+    /// Every output created: (tx hash, index) → (script hex, height).
+    pub outputs: HashMap<(String, u32), (String, u64)>,
+    /// Every output spent: (tx hash, index) → (spending tx hash, its height).
+    pub spenders: HashMap<(String, u32), (String, u64)>,
 }
 
 impl ChainView {
@@ -634,6 +638,7 @@ impl ChainView {
         let mut unspent: BTreeSet<(String, u32)> = BTreeSet::new();
         let mut history: HashMap<String, Vec<(String, u64)>> = HashMap::new();
         let mut positions = HashMap::new();
+        let mut spenders = HashMap::new();
         let mut hash = node.block_hash(0);
         for height in 0..=tip_height {
             let block = node.call("getblock", json!([hash, 2]));
@@ -650,6 +655,7 @@ impl ChainView {
                     let (script, _, _) = outputs.get(&prev).expect("input spends an unknown output");
                     touched.insert(script.clone());
                     assert!(unspent.remove(&prev), "double spend in chain?");
+                    spenders.insert(prev, (txid.clone(), height));
                 }
                 for vout in tx["vout"].as_array().unwrap() {
                     let n = vout["n"].as_u64().unwrap() as u32;
@@ -677,7 +683,8 @@ impl ChainView {
             let (script, height, value) = &outputs[&(txid.clone(), n)];
             scripts.entry(script.clone()).or_default().utxos.insert((txid, n, *height, *value));
         }
-        ChainView { tip_height, tip_hash, scripts, positions }
+        let outputs = outputs.into_iter().map(|(k, (script, height, _))| (k, (script, height))).collect();
+        ChainView { tip_height, tip_hash, scripts, positions, outputs, spenders }
     }
 
     pub fn state(&self, script: &ScriptBuf) -> ScriptState {

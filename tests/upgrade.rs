@@ -1,0 +1,160 @@
+//! The in-place upgrade from database format 2 (no spender index): ferrum keeps the database
+//! and its tip, fetches the indexed blocks again to build the spender index while it serves and
+//! follows new blocks and reorgs, resumes after kill -9, and ends with exactly the index a fresh
+//! sync builds.
+
+use ferrum_testkit as common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tempfile::TempDir;
+
+use common::chain::{ChainBuilder, ChainOptions};
+use common::client::Client;
+use common::dumps::{assert_same_index, dump, fresh_dump};
+use common::process::FerrumProcess;
+use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
+
+const WAIT: Duration = Duration::from_secs(120);
+const ENV: &[(&str, &str)] = &[("COIN", "Bitcoin"), ("NET", "regtest"), ("CACHE_MB", "16"), ("REORG_LIMIT", "10")];
+
+/// Turns a database of the current format into one of format 2, as ferrum before the spender
+/// index left it: no `spend` column family, version 2.
+fn make_format_2(db: &Path) {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, db).expect("list column families");
+    assert!(cfs.iter().any(|c| c == "spend"), "a current database has the spend table: {cfs:?}");
+    let mut d = rocksdb::DB::open_cf(&opts, db, &cfs).expect("open");
+    d.drop_cf("spend").expect("drop spend");
+    let meta = d.cf_handle("meta").expect("meta");
+    d.put_cf(meta, b"version", 2u32.to_be_bytes()).expect("version");
+}
+
+fn log(f: &FerrumProcess) -> String {
+    std::fs::read_to_string(&f.log_path).unwrap_or_default()
+}
+
+fn spender_index(f: &FerrumProcess) -> serde_json::Value {
+    f.getinfo().map(|i| i["spender_index"].clone()).unwrap_or_default()
+}
+
+#[test]
+fn a_format_2_database_is_upgraded_in_place_through_crashes_blocks_and_a_reorg() {
+    let mut chain =
+        ChainBuilder::with_options(1703, ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() });
+    chain.add_blocks(400);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let url = daemon.url();
+    let mut env = vec![("DAEMON_URL", url.as_str())];
+    env.extend_from_slice(ENV);
+    let mut f = FerrumProcess::start(&db, &env);
+    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
+    f.stop();
+    let whole = dump(&db);
+    make_format_2(&db);
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &db).unwrap();
+    assert!(whole.iter().any(|r| r.0 == "spend") && !cfs.iter().any(|c| c == "spend"), "the spend rows are gone");
+
+    // A slow node, so the backfill can be interrupted: kill -9 in the middle of a step, and
+    // again once a step is written.
+    daemon.set_response_delay(Duration::from_millis(3));
+    let mut rng = StdRng::seed_from_u64(17);
+    f.spawn();
+    std::thread::sleep(Duration::from_millis(rng.gen_range(100..400)));
+    f.kill9();
+    f.spawn();
+    let start = Instant::now();
+    while spender_index(&f)["next_height"].as_u64().unwrap_or(0) == 0 {
+        assert!(start.elapsed() < WAIT, "no backfill step was written\n{}", f.log_tail());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f.kill9();
+    let resumed_from: Vec<String> = log(&f)
+        .lines()
+        .filter_map(|l| l.split("building the spender index for blocks ").nth(1))
+        .map(|rest| rest.split("..").next().unwrap_or("").to_string())
+        .collect();
+    assert!(log(&f).contains("from format 2 to 3 in place"), "the upgrade is logged\n{}", f.log_tail());
+
+    // While it builds: wallets are served from the kept tip (no resync), outpoint methods wait.
+    daemon.set_response_delay(Duration::from_millis(20));
+    let mut served = Vec::new();
+    let (mut g, ports) = FerrumProcess::start_serving(&db, &["tcp"], &env);
+    g.wait_port(ports["tcp"], WAIT);
+    let mut c = Client::tcp(ports["tcp"]);
+    c.version(json!("1.7"));
+    let tip = c.ok("blockchain.headers.subscribe", json!([]));
+    assert_eq!(tip["height"], json!(chain.height()), "the tip was kept");
+    let coin = chain.utxos()[0].clone();
+    let op = coin.outpoint;
+    let building = spender_index(&g);
+    assert_eq!(building["building"], json!(true), "{building}");
+    {
+        let e = c.call("blockchain.outpoint.get_status", json!([op.txid.to_string(), op.vout, ""]));
+        served.push(format!("{e:?}"));
+        assert!(
+            e.as_ref().is_err_and(|(code, msg)| *code == -102 && msg.contains("spender index")),
+            "outpoints wait for the backfill: {e:?}"
+        );
+    }
+
+    // New blocks, and a reorg of three of them, while the backfill runs.
+    let mut longer = chain.clone();
+    longer.add_blocks(5);
+    daemon.set_chain(longer.blocks().to_vec());
+    std::thread::sleep(Duration::from_millis(400));
+    let mut fork = longer.fork(longer.height() - 3);
+    fork.add_blocks(4);
+    daemon.set_chain(fork.blocks().to_vec());
+    g.wait_for_tip(fork.height() as u64, Some(&fork.tip_hash().to_string()), WAIT);
+    daemon.set_response_delay(Duration::ZERO);
+    let start = Instant::now();
+    while spender_index(&g) != json!("complete") {
+        assert!(start.elapsed() < WAIT, "the backfill never finished\n{}", g.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = c.ok("blockchain.outpoint.get_status", json!([op.txid.to_string(), op.vout, ""]));
+    assert_eq!(st, json!({"funder_height": coin.height}));
+    g.stop();
+    assert!(log(&g).contains("the spender index is complete"), "{}", g.log_tail());
+    eprintln!("backfill runs began at heights {resumed_from:?}; during it: {served:?}");
+    let again: Vec<String> = log(&g)
+        .lines()
+        .filter_map(|l| l.split("building the spender index for blocks ").nth(1))
+        .map(|rest| rest.split("..").next().unwrap_or("").to_string())
+        .collect();
+    assert!(again.iter().any(|h| h != "0"), "a crash resumed the backfill where it was: {resumed_from:?} {again:?}");
+    assert_eq!(served.len(), 1);
+    assert_same_index(&dump(&db), &fresh_dump(fork.blocks(), ENV), "after the upgrade");
+}
+
+#[test]
+fn a_database_of_another_format_is_refused_with_a_clear_message() {
+    let mut chain = ChainBuilder::new(1704);
+    chain.add_blocks(5);
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let url = daemon.url();
+    let mut env = vec![("DAEMON_URL", url.as_str())];
+    env.extend_from_slice(ENV);
+    let mut f = FerrumProcess::start(&db, &env);
+    f.wait_for_tip(chain.height() as u64, None, WAIT);
+    f.stop();
+    {
+        let opts = rocksdb::Options::default();
+        let cfs = rocksdb::DB::list_cf(&opts, &db).unwrap();
+        let d = rocksdb::DB::open_cf(&opts, &db, &cfs).unwrap();
+        d.put_cf(d.cf_handle("meta").unwrap(), b"version", 1u32.to_be_bytes()).unwrap();
+    }
+    f.spawn();
+    let status = f.wait_exit(WAIT);
+    assert!(!status.success());
+    assert!(log(&f).contains("has format version 1 but this ferrum uses version 3"), "{}", f.log_tail());
+}
