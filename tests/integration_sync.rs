@@ -6,8 +6,7 @@
 
 use ferrum_testkit as common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bitcoin::blockdata::constants::genesis_block;
