@@ -8,6 +8,12 @@
 //! the chain from an empty database; the clock stops when getinfo reports the chain's tip as
 //! flushed, i.e. durable and queryable. Prints wall time, blocks/s, txs/s, peak RSS, CPU
 //! seconds, DB size, flush time, and the sync/fetch ratio.
+//!
+//!   FERRUM_BENCH_ELECTRUMX=1 cargo bench --bench sync   # then ElectrumX 2.0.0 on the same chain
+//!
+//! runs ElectrumX 2.0.0 (PyPI `e-x`, from contrib/install-test-deps.sh) against the same
+//! scripted daemon afterwards, timed to the moment it serves clients (it opens its port once
+//! caught up), with its CPU, peak RSS and DB size.
 
 use ferrum_testkit as common;
 
@@ -127,4 +133,25 @@ fn main() {
         println!("longest flush: {}", line.split("flushed to height").nth(1).unwrap_or(line).trim());
     }
     assert!(flushes >= 1, "ferrum logged no flush:\n{}", f.log_tail());
+    if std::env::var("FERRUM_BENCH_ELECTRUMX").is_ok_and(|v| v == "1") {
+        electrumx_sync(&url, tip);
+    }
+}
+
+/// ElectrumX 2.0.0 syncing the same chain from the same daemon, with its default CACHE_MB.
+fn electrumx_sync(url: &str, tip: u32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let ex = common::electrumx_server::ElectrumX::start_with(url, dir.path(), &[]);
+    let wall = started.elapsed().as_secs_f64();
+    let stats = proc_stats(ex.pid().expect("running"));
+    assert_eq!(ex.height(), tip as u64, "ElectrumX serves the tip");
+    let size = dir_size(&dir.path().join("db"));
+    println!(
+        "electrumx: {} blocks in {wall:.2} s; peak RSS (VmHWM) {:.0} MB; CPU {:.1} s; DB {:.1} MB",
+        tip + 1,
+        stats.peak_rss_mb,
+        stats.cpu_s,
+        size as f64 / 1e6
+    );
 }

@@ -637,7 +637,27 @@ fn check_broadcasts(d: &mut Daemon, port: u16, errors: &mut Vec<String>) {
     if !before.is_null() {
         errors.push(format!("fresh destination has a status {before}"));
     }
+    // A 1.7 watcher of the coin the payment spends, and of the payment's first output.
+    let mut o = Client::tcp(port);
+    o.version(json!("1.7"));
+    let coin = tx.input[0].previous_output;
+    let prev = c.ok("blockchain.transaction.get", json!([coin.txid.to_string(), true]));
+    let coin_spk = prev["vout"][coin.vout as usize]["scriptPubKey"]["hex"].clone();
+    let coin_op = json!([coin.txid.to_string(), coin.vout, coin_spk]);
+    let out_op = json!([txid, 0, hex::encode(tx.output[0].script_pubkey.as_bytes())]);
+    let coin_before = o.ok("blockchain.outpoint.subscribe", coin_op.clone());
+    let funded_at = coin_before["funder_height"].clone();
+    if !funded_at.is_u64() || coin_before.get("spender_txhash").is_some() {
+        errors.push(format!("the coin a payment will spend: {coin_before}"));
+    }
+    let out_before = o.ok("blockchain.outpoint.subscribe", out_op.clone());
+    if out_before != json!({}) {
+        errors.push(format!("an output not yet broadcast: {out_before}"));
+    }
     let got = c.ok("blockchain.transaction.broadcast", json!([payment]));
+    let spent_in_mempool = json!({"funder_height": funded_at, "spender_txhash": txid, "spender_height": 0});
+    outpoint_note(&mut o, &coin_op, spent_in_mempool, "broadcast", errors);
+    outpoint_note(&mut o, &out_op, json!({"funder_height": 0}), "broadcast", errors);
     if got != json!(txid) || !d.node().mempool().contains(&txid) {
         errors.push(format!("broadcast answered {got}, node mempool {:?}", d.node().mempool()));
     }
@@ -676,6 +696,18 @@ fn check_broadcasts(d: &mut Daemon, port: u16, errors: &mut Vec<String>) {
     let want = status_of(&[(txid.clone(), height as i64)]);
     if c.wait_notification("blockchain.scripthash.subscribe", WAIT, |p| p[0] == json!(dest) && p[1] == want).is_none() {
         errors.push("no status notification for the payment's confirmation".into());
+    }
+    let spent_in_block = json!({"funder_height": funded_at, "spender_txhash": txid, "spender_height": height});
+    outpoint_note(&mut o, &coin_op, spent_in_block, "mined", errors);
+    outpoint_note(&mut o, &out_op, json!({"funder_height": height}), "mined", errors);
+}
+
+/// Waits for the notification of `op` (its subscribe params) reaching `want`.
+fn outpoint_note(o: &mut Client, op: &Value, want: Value, when: &str, errors: &mut Vec<String>) {
+    let n =
+        o.wait_notification("blockchain.outpoint.subscribe", WAIT, |p| p[0] == op[0] && p[1] == op[1] && p[2] == want);
+    if n.is_none() {
+        errors.push(format!("{when}: no outpoint notification of {op} reaching {want}"));
     }
 }
 

@@ -47,7 +47,12 @@ fn ferrum_answers_protocol_1_7_as_electrumx_does() {
     // Confirmed: payments to every kind of script, an OP_RETURN, a spend of a spend.
     let a = spend(
         &[coinbases.next().unwrap()],
-        vec![pay(&keys[1].p2wpkh(), 100_000_000), pay(&keys[2].p2tr(), 50_000_000), pay(&keys[3].p2pkh(), 20_000_000), op_return(b"diff-a-1")],
+        vec![
+            pay(&keys[1].p2wpkh(), 100_000_000),
+            pay(&keys[2].p2tr(), 50_000_000),
+            pay(&keys[3].p2pkh(), 20_000_000),
+            op_return(b"diff-a-1"),
+        ],
         &keys[4],
     );
     let b = spend(&[Coin::of(&a, 0, &keys[1])], vec![pay(&keys[2].p2wpkh(), 60_000_000)], &keys[1]);

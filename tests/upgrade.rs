@@ -34,6 +34,28 @@ fn make_format_2(db: &Path) {
     d.put_cf(meta, b"version", 2u32.to_be_bytes()).expect("version");
 }
 
+/// A database of the current format, synced to `chain` and stopped, with what made it.
+struct Synced {
+    daemon: ScriptedDaemon,
+    dir: TempDir,
+    db: std::path::PathBuf,
+    url: String,
+    f: FerrumProcess,
+}
+
+fn synced(chain: &ChainBuilder) -> Synced {
+    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let url = daemon.url();
+    let mut env = vec![("DAEMON_URL", url.as_str())];
+    env.extend_from_slice(ENV);
+    let mut f = FerrumProcess::start(&db, &env);
+    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
+    f.stop();
+    Synced { daemon, dir, db, url, f }
+}
+
 fn log(f: &FerrumProcess) -> String {
     std::fs::read_to_string(&f.log_path).unwrap_or_default()
 }
@@ -47,15 +69,9 @@ fn a_format_2_database_is_upgraded_in_place_through_crashes_blocks_and_a_reorg()
     let mut chain =
         ChainBuilder::with_options(1703, ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() });
     chain.add_blocks(400);
-    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
-    let dir = TempDir::new().unwrap();
-    let db = dir.path().join("db");
-    let url = daemon.url();
+    let Synced { daemon, dir: _dir, db, url, mut f } = synced(&chain);
     let mut env = vec![("DAEMON_URL", url.as_str())];
     env.extend_from_slice(ENV);
-    let mut f = FerrumProcess::start(&db, &env);
-    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
-    f.stop();
     let whole = dump(&db);
     make_format_2(&db);
     let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &db).unwrap();
@@ -138,15 +154,7 @@ fn a_format_2_database_is_upgraded_in_place_through_crashes_blocks_and_a_reorg()
 fn a_database_of_another_format_is_refused_with_a_clear_message() {
     let mut chain = ChainBuilder::new(1704);
     chain.add_blocks(5);
-    let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), DaemonOptions::default());
-    let dir = TempDir::new().unwrap();
-    let db = dir.path().join("db");
-    let url = daemon.url();
-    let mut env = vec![("DAEMON_URL", url.as_str())];
-    env.extend_from_slice(ENV);
-    let mut f = FerrumProcess::start(&db, &env);
-    f.wait_for_tip(chain.height() as u64, None, WAIT);
-    f.stop();
+    let Synced { daemon: _daemon, dir: _dir, db, url: _, mut f } = synced(&chain);
     {
         let opts = rocksdb::Options::default();
         let cfs = rocksdb::DB::list_cf(&opts, &db).unwrap();

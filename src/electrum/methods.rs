@@ -329,16 +329,23 @@ async fn listunspent(ctx: &Ctx, script: Script, acct: &mut Accounting) -> Result
     Ok(reply)
 }
 
-async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash, acct: &mut Accounting) -> RpcResult {
-    // Register before reading, so a change published meanwhile is not missed.
-    let new = !s.subs.scripts.contains_key(&sh);
-    // Each subscription holds memory for the session's life: bounded, however cheap each is.
-    if new && s.subs.count() >= ctx.config.max_session_subs {
+/// Each subscription holds memory for the session's life: bounded, however cheap each is.
+pub(super) fn room_for_a_subscription(ctx: &Ctx, s: &SessionState) -> Result<(), RpcError> {
+    if s.subs.count() >= ctx.config.max_session_subs {
         let max = ctx.config.max_session_subs;
         return Err(RpcError::new(
             EXCESSIVE_RESOURCE_USAGE,
             format!("too many subscriptions: MAX_SUBS_PER_SESSION={max}"),
         ));
+    }
+    Ok(())
+}
+
+async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash, acct: &mut Accounting) -> RpcResult {
+    // Register before reading, so a change published meanwhile is not missed.
+    let new = !s.subs.scripts.contains_key(&sh);
+    if new {
+        room_for_a_subscription(ctx, s)?;
     }
     if new {
         ctx.subs.register(&sh);

@@ -8,7 +8,7 @@ use super::methods::SessionState;
 use super::subscriptions::outpoint_json;
 use super::Ctx;
 use crate::index::{OutpointStatus, SpendersIncomplete};
-use crate::jsonrpc::{RpcError, EXCESSIVE_RESOURCE_USAGE, INTERNAL_ERROR, SERVER_BUSY};
+use crate::jsonrpc::{RpcError, INTERNAL_ERROR, SERVER_BUSY};
 use crate::types::{OutPoint, ScriptHash};
 
 /// The status of `op`; `hint` is the client's spk_hint, the output's script.
@@ -33,12 +33,8 @@ pub async fn get_status(ctx: &Ctx, op: OutPoint, hint: &[u8]) -> Result<Value, R
 /// Subscribes even to an outpoint nobody has created yet, as the protocol requires.
 pub async fn subscribe(ctx: &Ctx, s: &mut SessionState, op: OutPoint, hint: &[u8]) -> Result<Value, RpcError> {
     let new = !s.subs.outpoints.contains_key(&op);
-    if new && s.subs.count() >= ctx.config.max_session_subs {
-        let max = ctx.config.max_session_subs;
-        return Err(RpcError::new(
-            EXCESSIVE_RESOURCE_USAGE,
-            format!("too many subscriptions: MAX_SUBS_PER_SESSION={max}"),
-        ));
+    if new {
+        super::methods::room_for_a_subscription(ctx, s)?;
     }
     // Changes to an output touch its script's hash: registered under the hint's, before the
     // read, so a change published meanwhile is not missed.

@@ -104,6 +104,23 @@ pub enum Request {
     MempoolInfo,
 }
 
+/// A `blockchain.scripthash.*` or (1.7) `blockchain.scriptpubkey.*` request.
+fn script_request(a: &Args, method: &str) -> Result<Request, RpcError> {
+    let script = a.script(0, method)?;
+    Ok(match method.rsplit('.').next().unwrap_or_default() {
+        "get_balance" => Request::GetBalance(script),
+        "get_history" => {
+            let (from, to) = a.height_range(1, 2)?;
+            Request::GetHistory { sh: script, from, to }
+        }
+        "get_mempool" => Request::GetMempool(script),
+        "listunspent" => Request::ListUnspent(script),
+        "subscribe" => Request::Subscribe(script),
+        "unsubscribe" => Request::Unsubscribe(script),
+        _ => unreachable!("every script method with a signature is parsed here"),
+    })
+}
+
 /// Parameter names of each method, how many are required, at protocol `v`; `None` when the
 /// method does not exist at that version.
 fn signature(method: &str, v: Version) -> Option<(&'static [&'static str], usize)> {
@@ -224,16 +241,7 @@ impl Request {
             "server.peers.subscribe" => Request::PeersSubscribe,
             "server.add_peer" => Request::AddPeer { features: a.take(0).unwrap_or(Value::Null) },
             "server.ping" if version < V1_7 => Request::Ping { pong_len: None },
-            "server.ping" => {
-                let data = a.get(if ping_data { 0 } else { 1 });
-                if data.is_some_and(|d| {
-                    !d.is_null() && !d.as_str().is_some_and(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
-                }) {
-                    return Err(RpcError::bad_request("data must be a hexadecimal string"));
-                }
-                let pong_len = if ping_data { 0 } else { a.u32_or(0, "pong_len", 0)? as usize };
-                Request::Ping { pong_len: Some(pong_len) }
-            }
+            "server.ping" => a.ping(ping_data)?,
             "blockchain.headers.subscribe" => Request::HeadersSubscribe,
             "blockchain.block.header" => {
                 Request::BlockHeader { height: a.u32_or(0, "height", 0)?, cp_height: a.u32_or(1, "cp_height", 0)? }
@@ -247,24 +255,8 @@ impl Request {
                 Request::EstimateFee { number: a.u32_or(0, "number", 0)?, mode: a.fee_mode(1)? }
             }
             "blockchain.relayfee" => Request::RelayFee,
-            "blockchain.scripthash.get_balance" | "blockchain.scriptpubkey.get_balance" => {
-                Request::GetBalance(a.script(0, method)?)
-            }
-            "blockchain.scripthash.get_history" | "blockchain.scriptpubkey.get_history" => {
-                let (from, to) = a.height_range(1, 2)?;
-                Request::GetHistory { sh: a.script(0, method)?, from, to }
-            }
-            "blockchain.scripthash.get_mempool" | "blockchain.scriptpubkey.get_mempool" => {
-                Request::GetMempool(a.script(0, method)?)
-            }
-            "blockchain.scripthash.listunspent" | "blockchain.scriptpubkey.listunspent" => {
-                Request::ListUnspent(a.script(0, method)?)
-            }
-            "blockchain.scripthash.subscribe" | "blockchain.scriptpubkey.subscribe" => {
-                Request::Subscribe(a.script(0, method)?)
-            }
-            "blockchain.scripthash.unsubscribe" | "blockchain.scriptpubkey.unsubscribe" => {
-                Request::Unsubscribe(a.script(0, method)?)
+            m if m.starts_with("blockchain.scripthash.") || m.starts_with("blockchain.scriptpubkey.") => {
+                script_request(&a, method)?
             }
             "blockchain.outpoint.subscribe" => {
                 Request::OutpointSubscribe { op: a.outpoint()?, hint: a.hex_bytes(2, "spk_hint")? }
@@ -507,6 +499,17 @@ impl Args {
 
     fn scripthash(&self, i: usize) -> Result<ScriptHash, RpcError> {
         self.hash(i, "scripthash").map(ScriptHash)
+    }
+
+    /// 1.7's `server.ping`: `(pong_len, data)` as a request, `(data)` as a notification; the
+    /// padding must be hex and is otherwise ignored.
+    fn ping(&self, notification_form: bool) -> Result<Request, RpcError> {
+        let data = self.get(if notification_form { 0 } else { 1 });
+        if data.is_some_and(|d| !d.is_null() && !d.as_str().is_some_and(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))) {
+            return Err(RpcError::bad_request("data must be a hexadecimal string"));
+        }
+        let pong_len = if notification_form { 0 } else { self.u32_or(0, "pong_len", 0)? as usize };
+        Ok(Request::Ping { pong_len: Some(pong_len) })
     }
 
     /// The script of a `scripthash.*` or `scriptpubkey.*` method.

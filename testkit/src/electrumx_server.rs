@@ -137,8 +137,15 @@ impl ElectrumX {
         cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let mut ex = ElectrumX { child: Some(child), tcp_port, rpc_port, log_path, _tmp: None };
-        ex.wait_serving(Duration::from_secs(60));
+        // It opens its client port once caught up with the daemon: a benchmark's million
+        // transactions take it minutes; a fatal error still ends the wait at once.
+        ex.wait_serving(Duration::from_secs(1800));
         ex
+    }
+
+    /// The server process's id (for its CPU and memory accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Waits for the client port, then checks the protocol negotiates.
