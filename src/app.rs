@@ -12,6 +12,7 @@ use crate::electrum;
 use crate::index::{Chain, Index};
 use crate::metrics::Metrics;
 use crate::node::Daemon;
+use crate::peers::PeerManager;
 use crate::store::Db;
 use crate::sync::{Outcome, Syncer, Until};
 use crate::types::hex_rev;
@@ -63,8 +64,11 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         mempool_wakeup,
         shutdown_tx.subscribe(),
     )?;
+    let peers = PeerManager::new(config.clone(), index.clone());
+    server.ctx().set_peers(peers.clone());
     let admin = Arc::new(AdminContext {
         config: config.clone(),
+        peers: peers.clone(),
         metrics,
         index: index.clone(),
         electrum: server.ctx().clone(),
@@ -89,6 +93,8 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         }
         // As ElectrumX does: clients only once the index has caught up with the daemon.
         server.start().await?;
+        // Peers check us back at once: only now that we serve the tip.
+        tokio::spawn(peers.run(shutdown_tx.subscribe()));
         syncer.run(&mut shutdown, Until::Shutdown).await.map(|_| ())
     }
     .await;

@@ -67,10 +67,74 @@ pub struct Coin {
     pub net_subdir: &'static str,
     /// `OP_FALSE OP_RETURN` outputs are the data carrier on BSV; both forms are unspendable there.
     pub op_false_op_return_unspendable: bool,
+    /// Peer discovery's seeds, as ElectrumX lists them ("host [s[port]] [t[port]]").
+    pub peers: &'static [&'static str],
+    /// The network's default TCP and SSL ports, meant by a bare `t` or `s` in a peer's features.
+    pub peer_ports: (u16, u16),
+    /// Where ElectrumX's blacklist of known-bad peers is published for this network.
+    pub blacklist_url: Option<&'static str>,
 }
 
 const BTC_REGTEST_GENESIS: &str = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
 const BTC_MAINNET_GENESIS: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
+
+// Peer discovery seeds, from ElectrumX 2.0's coin table (its `PEERS`).
+const BTC_PEERS: &[&str] = &[
+    "electrum.vom-stausee.de s t",
+    "electrum.hsmiths.com s t",
+    "helicarrier.bauerj.eu s t",
+    "electrum.hodlister.co s",
+    "electrum3.hodlister.co s",
+    "btc.usebsv.com s50006",
+    "fortress.qtornado.com s443 t",
+    "ecdsa.net s110 t",
+    "e2.keff.org s t",
+    "electrum.jochen-hoenicke.de s50005 t50003",
+    "vps5.hsmiths.com s",
+    "electrum.emzy.de s",
+    "electrum1.cipig.net t10000 s20000",
+    "ulrichard.ch s",
+    "hodlers.beer s",
+    "5.9.83.108 s",
+    "v7gtzf7nua6hdmb2wtqaqioqmesdb4xrlly4zwr7bvayxv2bpg665pqd.onion t",
+    "qeqgdlw2ezf3uabook2ny3lztjxxzeyyoqw2k7cempzvqpknbmevhmyd.onion t",
+    "kciybn4d4vuqvobdl2kdp3r2rudqbqvsymqwg4jomzft6m6gaibaf6yd.onion t",
+    "explorerzydxu5ecjrkwceayqybizmpjjznk5izmitf2modhcusuqlid.onion t110",
+    "v7o2hkemnt677k3jxcbosmjjxw3p5khjyu7jwv7orfy6rwtkizbshwqd.onion t57001",
+    "nf365b5sbzk5j4jreimskffwnfpka7qtamyni5doohoom3g63o5tldad.onion t",
+];
+const BTC_TESTNET_PEERS: &[&str] = &[
+    "testnet.qtornado.com s t",
+    "blackie.c3-soft.com s57006 t57005",
+    "electrum.blockstream.info t60001 s60002",
+    "testnet.aranguren.org s t",
+    "v22019051929289916.bestsrv.de s50002 t50001",
+    "explorerzydxu5ecjrkwceayqybizmpjjznk5izmitf2modhcusuqlid.onion t143",
+    "gsw6sn27quwf6u3swgra6o7lrp5qau6kt3ymuyoxgkth6wntzm2bjwyd.onion s51002 t51001",
+    "3tc6nefii2fwoc66dqvrwcyj64dd3r35ihgxvp4u37itsopns5fjtead.onion s50002 t50001",
+];
+const BTC_TESTNET4_PEERS: &[&str] = &[
+    "blackie.c3-soft.com s57010 t57009",
+    "testnet4-electrumx.wakiyamap.dev",
+    "13.212.194.61 s60002 t50001",
+    "v22019051929289916.bestsrv.de s60002 t60001",
+    "fulcrum.theuplink.net s60002",
+    "134.199.227.217 s50002 t50001",
+    "bitcoin.stagemole.eu s5010 t5000",
+    "testnet4.qtornado.com s51012 t51011",
+    "gsw6sn27quwf6u3swgra6o7lrp5qau6kt3ymuyoxgkth6wntzm2bjwyd.onion s52002 t52001",
+];
+const BSV_PEERS: &[&str] =
+    &["electrumx.bitcoinsv.io s", "satoshi.vision.cash s", "sv.usebsv.com s t", "sv.jochen-hoenicke.de s t", "sv.satoshi.io s t"];
+const LTC_PEERS: &[&str] = &[
+    "ex.lug.gs s444",
+    "electrum-ltc.bysh.me s t",
+    "electrum-ltc.ddns.net s t",
+    "electrum-ltc.wilv.in s t",
+    "electrum.cryptomachine.com p1000 s t",
+    "electrum.ltc.xurious.com s t",
+];
+const LTC_TESTNET_PEERS: &[&str] = &["electrum-ltc.bysh.me s t", "electrum.ltc.xurious.com s t"];
 
 pub static COINS: &[Coin] = &[
     Coin {
@@ -87,6 +151,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "",
         op_false_op_return_unspendable: false,
+        peers: BTC_PEERS,
+        peer_ports: (50001, 50002),
+        blacklist_url: Some("https://electrum.org/blacklist.json"),
     },
     Coin {
         name: "Bitcoin",
@@ -102,6 +169,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "testnet3",
         op_false_op_return_unspendable: false,
+        peers: BTC_TESTNET_PEERS,
+        peer_ports: (51001, 51002),
+        blacklist_url: None,
     },
     Coin {
         name: "Bitcoin",
@@ -117,6 +187,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "testnet4",
         op_false_op_return_unspendable: false,
+        peers: BTC_TESTNET4_PEERS,
+        peer_ports: (51001, 51002),
+        blacklist_url: None,
     },
     Coin {
         name: "Bitcoin",
@@ -132,6 +205,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "signet",
         op_false_op_return_unspendable: false,
+        peers: &[],
+        peer_ports: (51001, 51002),
+        blacklist_url: None,
     },
     Coin {
         name: "Bitcoin",
@@ -147,6 +223,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "regtest",
         op_false_op_return_unspendable: false,
+        peers: &[],
+        peer_ports: (51001, 51002),
+        blacklist_url: None,
     },
     Coin {
         name: "BitcoinSV",
@@ -162,6 +241,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "",
         op_false_op_return_unspendable: true,
+        peers: BSV_PEERS,
+        peer_ports: (50001, 50002),
+        blacklist_url: None,
     },
     Coin {
         name: "BitcoinSV",
@@ -177,6 +259,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".bitcoin",
         net_subdir: "regtest",
         op_false_op_return_unspendable: true,
+        peers: &[],
+        peer_ports: (51001, 51002),
+        blacklist_url: None,
     },
     Coin {
         name: "Litecoin",
@@ -192,6 +277,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".litecoin",
         net_subdir: "",
         op_false_op_return_unspendable: false,
+        peers: LTC_PEERS,
+        peer_ports: (50001, 50002),
+        blacklist_url: None,
     },
     Coin {
         name: "Litecoin",
@@ -207,6 +295,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".litecoin",
         net_subdir: "testnet4",
         op_false_op_return_unspendable: false,
+        peers: LTC_TESTNET_PEERS,
+        peer_ports: (51001, 51002),
+        blacklist_url: None,
     },
     Coin {
         name: "Litecoin",
@@ -222,6 +313,9 @@ pub static COINS: &[Coin] = &[
         daemon_dir: ".litecoin",
         net_subdir: "regtest",
         op_false_op_return_unspendable: false,
+        peers: &[],
+        peer_ports: (51001, 51002),
+        blacklist_url: None,
     },
 ];
 

@@ -9,6 +9,7 @@
 //!  index    what readers see: chain, mempool mirror and tip under one lock (Snapshot)
 //!  sync     the writers: sync loop, block processor, mempool refresh
 //!  electrum serving wallets: listeners, sessions, requests, subscriptions
+//!  peers    peer discovery: other servers found, checked, listed, told about us
 //!  admin    the operator's RPC
 //!  app      wiring and shutdown
 //! ```
@@ -24,6 +25,7 @@ pub mod store;
 pub mod index;
 pub mod sync;
 pub mod electrum;
+pub mod peers;
 pub mod admin;
 pub mod app;
 

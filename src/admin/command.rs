@@ -46,6 +46,11 @@ pub enum AdminCommand {
         #[arg(default_value_t = 3)]
         count: u32,
     },
+    /// Known peer servers: host, status (good/stale/never/bad), ports, versions, last good and
+    /// last tried, tries, source, address (ElectrumX's table).
+    Peers,
+    /// Check a peer server now: "<host> [s<port>] [t<port>]".
+    AddPeer { real_name: String },
     /// Flush the index and shut ferrum down.
     Stop,
 }
@@ -75,12 +80,14 @@ fn strings(v: Option<&Value>, what: &str) -> Result<Vec<String>, RpcError> {
 
 impl AdminCommand {
     pub const NAMES: &'static [&'static str] = &[
+        "add_peer",
         "daemon_url",
         "disconnect",
         "getinfo",
         "groups",
         "inspect_session",
         "log",
+        "peers",
         "query",
         "query_json",
         "reorg",
@@ -94,6 +101,13 @@ impl AdminCommand {
             "sessions" => AdminCommand::Sessions,
             "groups" => AdminCommand::Groups,
             "stop" => AdminCommand::Stop,
+            "peers" => AdminCommand::Peers,
+            "add_peer" => AdminCommand::AddPeer {
+                real_name: param(params, 0, "real_name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| invalid("real_name must be \"<host> [s<port>] [t<port>]\""))?,
+            },
             "disconnect" => {
                 AdminCommand::Disconnect { session_ids: strings(param(params, 0, "session_ids"), "session IDs")? }
             }
@@ -147,6 +161,8 @@ impl AdminCommand {
             AdminCommand::Sessions => ("sessions", json!({})),
             AdminCommand::Groups => ("groups", json!({})),
             AdminCommand::Stop => ("stop", json!({})),
+            AdminCommand::Peers => ("peers", json!({})),
+            AdminCommand::AddPeer { real_name } => ("add_peer", json!({"real_name": real_name})),
             AdminCommand::Disconnect { session_ids } => ("disconnect", json!({"session_ids": session_ids})),
             AdminCommand::Log { session_ids } => ("log", json!({"session_ids": session_ids})),
             AdminCommand::DaemonUrl { daemon_url } => {
@@ -172,6 +188,8 @@ mod tests {
             AdminCommand::Sessions,
             AdminCommand::Groups,
             AdminCommand::Stop,
+            AdminCommand::Peers,
+            AdminCommand::AddPeer { real_name: "h.example s50002 t50001".into() },
             AdminCommand::Disconnect { session_ids: vec!["1".into(), "all".into()] },
             AdminCommand::Log { session_ids: vec!["new".into()] },
             AdminCommand::DaemonUrl { daemon_url: None },

@@ -43,6 +43,7 @@ pub struct AdminContext {
     pub daemon: Arc<Daemon>,
     pub sync: SyncHandle,
     pub shutdown: watch::Sender<bool>,
+    pub peers: Arc<crate::peers::PeerManager>,
 }
 
 pub async fn start(svc: &Service, ctx: Arc<AdminContext>) -> Result<()> {
@@ -147,6 +148,8 @@ async fn run(ctx: &AdminContext, command: AdminCommand) -> Result<Value, RpcErro
             Ok(json!("stopping"))
         }
         AdminCommand::Reorg { count } => ctx.sync.reorg(count).await.map_err(refused),
+        AdminCommand::Peers => Ok(Value::Array(ctx.peers.rows())),
+        AdminCommand::AddPeer { real_name } => ctx.peers.admin_add(&real_name).map(Value::from).map_err(refused),
         AdminCommand::Query { items, limit, json } => {
             let index = ctx.index.clone();
             let task = tokio::task::spawn_blocking(move || {
@@ -294,6 +297,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
         "db_directory": c.db_dir.display().to_string(),
         "db_size": ctx.index.db().size_estimate(),
         "spender_index": spender_index,
+        "peers": ctx.peers.counts(),
         "groups": electrum.sessions.groups.len(),
         "sessions": server::summary_json(electrum),
         "request counts": counts,

@@ -118,6 +118,45 @@ pub fn groups_lines(rows: &Value) -> Vec<String> {
     out
 }
 
+/// The `peers` table from its rows, as ElectrumX prints it.
+pub fn peers_lines(rows: &Value) -> Vec<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let ago = |v: &Value| v.as_f64().map_or("Never".to_string(), |t| formatted_time((now - t).max(0.0), " "));
+    let line = |f: [String; 13]| {
+        format!(
+            "{:<62} {:<6} {:>5} {:>5} {:<17} {:>4} {:>4} {:>8} {:>11} {:>11} {:>5} {:>20} {:<15}",
+            f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12]
+        )
+    };
+    let header = [
+        "Host", "Status", "TCP", "SSL", "Server", "Min", "Max", "Pruning", "Last Good", "Last Try", "Tries", "Source",
+        "IP Address",
+    ];
+    let mut out = vec![line(header.map(str::to_string))];
+    for r in rows.as_array().into_iter().flatten() {
+        let host = text(&r["host"]);
+        let f = &r["features"];
+        let port = |k: &str| f["hosts"][host.as_str()][k].as_u64().map_or(String::new(), |p| p.to_string());
+        let or = |v: &Value, d: &str| v.as_str().map_or(d.to_string(), str::to_string);
+        out.push(line([
+            host.chars().take(62).collect(),
+            text(&r["status"]),
+            port("tcp_port"),
+            port("ssl_port"),
+            or(&f["server_version"], "unknown"),
+            or(&f["protocol_min"], ""),
+            or(&f["protocol_max"], ""),
+            f["pruning"].as_u64().map_or(String::new(), |p| p.to_string()),
+            ago(&r["last_good"]),
+            ago(&r["last_try"]),
+            r["try_count"].to_string(),
+            text(&r["source"]).chars().take(20).collect(),
+            or(&r["ip_addr"], ""),
+        ]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             let lines = match (&args.command, &v) {
                 (AdminCommand::Sessions, _) => text::sessions_lines(&v),
                 (AdminCommand::Groups, _) => text::groups_lines(&v),
+                (AdminCommand::Peers, _) => text::peers_lines(&v),
                 (AdminCommand::Query { json: false, .. }, Value::Array(lines)) => {
                     lines.iter().map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_string)).collect()
                 }

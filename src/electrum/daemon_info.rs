@@ -135,9 +135,12 @@ impl DaemonInfo {
     }
 
     /// BANNER_FILE with ElectrumX's $-substitutions, or a default line.
-    pub async fn banner(&self, config: &Config) -> String {
+    /// BANNER_FILE, or TOR_BANNER_FILE for a session that came through our Tor proxy, with
+    /// ElectrumX's $-variables filled in.
+    pub async fn banner(&self, config: &Config, via_tor: bool) -> String {
         let default = format!("You are connected to a {} server.", crate::server_version());
-        let Some(path) = &config.banner_file else { return default };
+        let file = if via_tor { config.peers.tor_banner_file.as_ref().or(config.banner_file.as_ref()) } else { config.banner_file.as_ref() };
+        let Some(path) = file else { return default };
         let text = match tokio::fs::read_to_string(path).await {
             Ok(t) => t,
             Err(e) => {

@@ -19,6 +19,8 @@ type RpcResult = Result<Value, RpcError>;
 /// A session's protocol state: what the methods read and change.
 pub struct SessionState {
     pub id: u64,
+    /// The client's address (peer discovery checks who announces what).
+    pub peer: std::net::SocketAddr,
     pub version: Option<Version>,
     pub client: String,
     pub subs: SessionSubs,
@@ -113,23 +115,40 @@ pub async fn answer_session(
         }
         Request::OutpointSubscribe { op, hint } => super::outpoints::subscribe(ctx, s, op, &hint).await?,
         Request::OutpointUnsubscribe(op) => super::outpoints::unsubscribe(ctx, s, op),
-        other => return answer(ctx, s.version.unwrap_or(PROTOCOL_MAX), other, acct).await,
+        other => {
+            let caller = Caller { version: s.version.unwrap_or(PROTOCOL_MAX), ip: s.peer.ip() };
+            return answer(ctx, caller, other, acct).await;
+        }
     };
     Ok(Reply::Value(value))
 }
 
+/// Who asks: the session's negotiated version and its address.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub version: Version,
+    pub ip: std::net::IpAddr,
+}
+
 /// Answers a request that only reads (any but `Request::changes_session` ones), for a session
-/// that negotiated `version`: these may run several at a time.
-pub async fn answer(ctx: &Ctx, version: Version, request: Request, acct: &mut Accounting) -> Result<Reply, RpcError> {
+/// that negotiated `caller.version`: these may run several at a time.
+pub async fn answer(ctx: &Ctx, caller: Caller, request: Request, acct: &mut Accounting) -> Result<Reply, RpcError> {
+    let version = caller.version;
     let value = match request {
         Request::GetHistory { sh, from, to } => return history(ctx, sh, from, to, acct).await,
         Request::GetMempool(sh) => return mempool(ctx, sh, acct).await,
         Request::ListUnspent(sh) => return listunspent(ctx, sh, acct).await,
         Request::Features => features(&ctx.config, version),
-        Request::Banner => Value::String(ctx.daemon.banner(&ctx.config).await),
+        Request::Banner => {
+            let tor = ctx.peers().is_some_and(|p| p.via_tor(caller.ip));
+            Value::String(ctx.daemon.banner(&ctx.config, tor).await)
+        }
         Request::DonationAddress => Value::String(ctx.config.donation_address.clone()),
-        Request::PeersSubscribe => json!([]),
-        Request::AddPeer { .. } => Value::Bool(false),
+        Request::PeersSubscribe => ctx.peers().map_or(json!([]), |p| p.peers_subscribe(caller.ip)),
+        Request::AddPeer { features } => match ctx.peers() {
+            Some(p) => Value::Bool(p.add_peer(features, caller.ip).await),
+            None => Value::Bool(false),
+        },
         Request::Ping { pong_len: None } => Value::Null,
         Request::Ping { pong_len: Some(n) } => {
             if n > ctx.config.max_send {

@@ -36,6 +36,21 @@ use crate::node::Daemon;
 use daemon_info::DaemonInfo;
 use subscriptions::Subscriptions;
 
+/// What sessions ask of peer discovery, which comes after this layer (`peers`) and is
+/// plugged in by `app` once it runs; until then the lists are empty and add_peer is refused.
+pub trait PeerDirectory: Send + Sync {
+    /// `server.peers.subscribe` for a session from `caller`.
+    fn peers_subscribe(&self, caller: std::net::IpAddr) -> serde_json::Value;
+    /// `server.add_peer(features)` from `caller`: whether it was taken.
+    fn add_peer<'a>(
+        &'a self,
+        features: serde_json::Value,
+        caller: std::net::IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+    /// Whether `caller` is our Tor proxy (the session came over Tor).
+    fn via_tor(&self, caller: std::net::IpAddr) -> bool;
+}
+
 /// What every session shares: configuration, the index, the daemon, subscriptions, numbers.
 pub struct Ctx {
     pub config: Arc<Config>,
@@ -48,6 +63,7 @@ pub struct Ctx {
     shutdown: watch::Receiver<bool>,
     /// Each method's counters, resolved once (unknown methods count as "invalid method").
     method_metrics: HashMap<&'static str, MethodMetrics>,
+    peers: std::sync::OnceLock<Arc<dyn PeerDirectory>>,
 }
 
 impl Ctx {
@@ -66,6 +82,15 @@ impl Ctx {
     /// (each entry takes at least ~95 bytes of JSON).
     fn history_limit(&self) -> usize {
         history_limit(&self.config)
+    }
+
+    /// Plugs in peer discovery.
+    pub fn set_peers(&self, peers: Arc<dyn PeerDirectory>) {
+        let _ = self.peers.set(peers);
+    }
+
+    fn peers(&self) -> Option<&Arc<dyn PeerDirectory>> {
+        self.peers.get()
     }
 
     /// A broadcast went to the daemon: mirror its mempool now.
@@ -141,6 +166,7 @@ impl Server {
             mempool_wakeup,
             shutdown,
             method_metrics,
+            peers: std::sync::OnceLock::new(),
         };
         Ok(Server { ctx: Arc::new(ctx), tls })
     }

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 
 use super::cost::{notification_cost, ERROR_COST, PARSE_ERROR_COST};
-use super::methods::{answer, answer_session, history_too_large, Accounting, Reply, SessionState};
+use super::methods::{answer, answer_session, history_too_large, Accounting, Caller, Reply, SessionState};
 use super::request::Request;
 pub use super::stats::{Close, SessionStats};
 use super::subscriptions::{Notifications, SessionSubs};
@@ -52,7 +52,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stats: &SessionStats,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Close {
-    let mut s = SessionState { id: stats.id, version: None, client: String::new(), subs: SessionSubs::default() };
+    let mut s =
+        SessionState { id: stats.id, peer: stats.peer, version: None, client: String::new(), subs: SessionSubs::default() };
     let mut events = ctx.subs.events();
     let timeout = ctx.config.session_timeout;
     let mut deadline = tokio::time::Instant::now() + timeout;
@@ -343,7 +344,7 @@ async fn concurrent(
     let mut acct = Accounting { cost: request.base_cost(), ..Accounting::default() };
     let work = async {
         throttle_sleep(ctx, sleep).await;
-        answer(ctx, version, request, &mut acct).await
+        answer(ctx, Caller { version, ip: stats.peer.ip() }, request, &mut acct).await
     };
     let result = match tokio::time::timeout(ctx.config.request_timeout, work).await {
         Ok(r) => r,

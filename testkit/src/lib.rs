@@ -9,6 +9,8 @@
 //! - `process`: ferrum itself as a child process, driven through its admin RPC;
 //! - `prometheus`: a real Prometheus scraping ferrum, and `promtool`;
 //! - `client`: a minimal Electrum protocol client;
+//! - `fake_peer`: a scriptable fake Electrum server, a peer for the peer-discovery tests;
+//! - `fake_socks`: a fake SOCKS5 proxy standing in for Tor, recording what it is asked;
 //! - `fuzz`: the fuzz corpus and its mutations;
 //! - `served`: ferrum serving a small scripted chain, for tests that act as its clients;
 //! - `try_it`: ferrum on a private regtest chain with payments (`contrib/try.sh`);
@@ -21,6 +23,8 @@ pub mod dumps;
 pub mod electrum;
 pub mod electrumx;
 pub mod electrumx_server;
+pub mod fake_peer;
+pub mod fake_socks;
 pub mod fuzz;
 pub mod nodes;
 pub mod process;

@@ -200,41 +200,104 @@ impl Drop for FerrumProcess {
     }
 }
 
-/// A size-limited tmpfs at `dir`, seen only by the calling thread and the processes it starts
-/// afterwards: the thread moves to a mount namespace of its own first, so the machine's mounts
-/// are untouched. Needs root (CAP_SYS_ADMIN); the error says why not.
-pub fn private_tmpfs(dir: &Path, size_bytes: u64) -> std::io::Result<()> {
-    use std::ffi::CString;
-    let cstr = |s: &str| CString::new(s).expect("no NUL");
-    let check = |rc: libc::c_int, what: &str| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            let e = std::io::Error::last_os_error();
-            Err(std::io::Error::new(e.kind(), format!("{what}: {e}")))
-        }
-    };
-    std::fs::create_dir_all(dir)?;
-    let target = cstr(&dir.display().to_string());
+/// `rc` of a libc call as a Result, the error naming `what` failed.
+fn check_os(rc: libc::c_int, what: &str) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        let e = std::io::Error::last_os_error();
+        Err(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+    }
+}
+
+fn cstring(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).expect("no NUL")
+}
+
+/// Moves the calling thread to a mount namespace of its own whose mounts do not propagate back
+/// (everything made private), so what it mounts next is seen only by it and the processes it
+/// starts afterwards. Needs root (CAP_SYS_ADMIN).
+fn private_mount_namespace() -> std::io::Result<()> {
     // SAFETY: plain system calls on valid, NUL-terminated strings.
     unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS), "unshare the mount namespace")?;
-        check(
+        // CLONE_FS (implied anyway): the thread's root and cwd point into its mount namespace,
+        // so it stops sharing them with the process's other threads.
+        check_os(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS), "unshare the mount namespace")?;
+        check_os(
             libc::mount(
                 std::ptr::null(),
-                cstr("/").as_ptr(),
+                cstring("/").as_ptr(),
                 std::ptr::null(),
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ),
             "make mounts private",
-        )?;
-        let opts = cstr(&format!("size={size_bytes}"));
-        check(
-            libc::mount(cstr("tmpfs").as_ptr(), target.as_ptr(), cstr("tmpfs").as_ptr(), 0, opts.as_ptr().cast()),
-            "mount a tmpfs",
         )
     }
+}
+
+/// A size-limited tmpfs at `dir`, seen only by the calling thread and the processes it starts
+/// afterwards: the thread moves to a mount namespace of its own first, so the machine's mounts
+/// are untouched. Needs root (CAP_SYS_ADMIN); the error says why not.
+pub fn private_tmpfs(dir: &Path, size_bytes: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let target = cstring(&dir.display().to_string());
+    private_mount_namespace()?;
+    let opts = cstring(&format!("size={size_bytes}"));
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::mount(cstring("tmpfs").as_ptr(), target.as_ptr(), cstring("tmpfs").as_ptr(), 0, opts.as_ptr().cast())
+    };
+    check_os(rc, "mount a tmpfs")
+}
+
+/// The first line of the hosts files `private_etc_hosts` mounts, so a later call knows the
+/// /etc/hosts it sees is one of them.
+const PRIVATE_HOSTS_MARK: &str = "# private to a ferrum test thread (testkit private_etc_hosts)\n";
+
+/// Maps `names` to loopback addresses for the calling thread and the processes it starts
+/// afterwards: a private mount namespace with a temporary hosts file bind-mounted over
+/// /etc/hosts, so the machine's own file is untouched. Needs root.
+///
+/// The real file's lines (localhost etc.) are kept and the names appended; a second call adds
+/// to the first. Only that thread is affected (other threads, e.g. a `#[test]`'s siblings or a
+/// tokio runtime's workers, keep the machine's file): start the processes that must resolve
+/// the names (ferrum, ElectrumX) from the same thread, after the call.
+pub fn private_etc_hosts(names: &[(&str, std::net::Ipv4Addr)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut text = std::fs::read_to_string("/etc/hosts")?;
+    let again = text.starts_with(PRIVATE_HOSTS_MARK);
+    if !again {
+        text.insert_str(0, PRIVATE_HOSTS_MARK);
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for (name, ip) in names {
+        text.push_str(&format!("{ip} {name}\n"));
+    }
+    let mut file = tempfile::Builder::new().prefix("ferrum-hosts-").tempfile()?;
+    file.write_all(text.as_bytes())?;
+    file.flush()?;
+    // Readable by unprivileged processes too (a tempfile is 0600).
+    file.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    let source = cstring(&file.path().display().to_string());
+    let target = cstring("/etc/hosts");
+    private_mount_namespace()?;
+    // SAFETY: as above.
+    unsafe {
+        if again {
+            // The previous call's file is deleted, and nothing can be mounted on a deleted file
+            // (ENOENT): take it off first, in this new namespace only.
+            check_os(libc::umount2(target.as_ptr(), libc::MNT_DETACH), "unmount the previous private /etc/hosts")?;
+        }
+        check_os(
+            libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()),
+            "bind-mount a hosts file over /etc/hosts",
+        )?;
+    }
+    // Dropping `file` deletes it; the mount keeps its contents for as long as it exists.
+    Ok(())
 }
 
 /// Grows (or shrinks) a tmpfs made by `private_tmpfs`, from the same thread.

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use crate::coins::{self, Coin, Net};
 
+mod peers;
+pub use peers::{Discovery, PeerConfig};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
@@ -132,6 +135,8 @@ pub struct Config {
     pub anon_logs: bool,
     /// Where `/metrics` is served in Prometheus's format (METRICS_ADDR; none: not served).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Peer discovery (PEER_DISCOVERY, PEER_ANNOUNCE, the Tor proxy, ...).
+    pub peers: PeerConfig,
 }
 
 /// The cost model's settings, with ElectrumX's names and defaults (see `electrum::cost`).
@@ -272,6 +277,7 @@ impl Config {
         let cost = read_cost(&env)?;
         let log_sessions: u64 = env.integer("LOG_SESSIONS", 3600, "a number of seconds")?;
         let metrics_addr = env.get("METRICS_ADDR").map(parse_metrics_addr).transpose()?;
+        let peers = peers::read_peers(&env, coin)?;
         let drop_client = match env.get("DROP_CLIENT") {
             None => None,
             Some(re) => Some(
@@ -312,6 +318,7 @@ impl Config {
             log_sessions: Duration::from_secs(log_sessions),
             anon_logs: env.boolean("ANON_LOGS", false),
             metrics_addr,
+            peers,
         })
     }
 

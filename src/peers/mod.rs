@@ -1,0 +1,629 @@
+//! Peer discovery: finding other Electrum servers, checking them ourselves, telling wallets
+//! about the good ones (`server.peers.subscribe`) and telling servers about us
+//! (`server.add_peer`), over clearnet and through Tor.
+//!
+//! The peer table lives here (`PeerManager`), persisted in DB_DIRECTORY/peers.json; each
+//! check is `check::check` over `connect`; `peer` holds the naming and bucket rules. Sessions
+//! reach it through `electrum::PeerDirectory`, the operator through the admin RPC. Nothing
+//! here can stop the server: every failure is a peer's, logged and retried later.
+
+mod check;
+mod connect;
+pub mod peer;
+mod proxy;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::seq::SliceRandom;
+use serde_json::{json, Value};
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::config::{Config, Discovery, ServiceProtocol};
+use crate::electrum::PeerDirectory;
+use crate::index::Index;
+use check::{Outcome, Ours};
+use connect::Route;
+use peer::{is_onion, is_public_host, Peer};
+
+/// A peer is listed for this long after its last good check (ElectrumX's STALE_SECS).
+const STALE_SECS: u64 = 3 * 3600;
+/// Back-off base: the n-th failure in a row waits this × 2^n.
+const RETRY_SECS: u64 = 300;
+/// One add_peer per registrable domain per this long.
+const ADD_PEER_SECS: u64 = 600;
+/// Onion add_peers: one per random window of up to this long.
+const ONION_ADD_SECS: u64 = 1200;
+/// The blacklist is read again this often.
+const BLACKLIST_SECS: u64 = 600;
+/// Checks at once, and the gap between new outgoing connections: discovery is never a scan.
+const CONCURRENT_CHECKS: usize = 8;
+const CONNECT_GAP: Duration = Duration::from_millis(100);
+/// New peers taken from one peer's list per check (seeds and the operator's are not limited).
+const NEW_PER_LIST: usize = 2;
+/// Per-request timeout of a check, and through Tor.
+const TIMEOUT: Duration = Duration::from_secs(30);
+const TOR_TIMEOUT: Duration = Duration::from_secs(120);
+
+const PEERS_FILE: &str = "peers.json";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Default)]
+struct Table {
+    peers: HashMap<String, Peer>,
+    /// Checks under way (their peers are not due again meanwhile).
+    checking: HashSet<String>,
+    /// Last add_peer per bucket (`peer::add_peer_bucket`), in unix ms.
+    add_times: HashMap<String, u64>,
+    /// No onion add_peer is taken before this (unix ms).
+    onion_after: u64,
+    dirty: bool,
+}
+
+pub struct PeerManager {
+    config: Arc<Config>,
+    ours: Ours,
+    table: Mutex<Table>,
+    proxy: Arc<proxy::Proxy>,
+    blacklist: Mutex<HashSet<String>>,
+    path: PathBuf,
+    wake: Notify,
+}
+
+impl PeerManager {
+    pub fn new(config: Arc<Config>, index: Arc<Index>) -> Arc<PeerManager> {
+        let pc = &config.peers;
+        let identities: Vec<Peer> = own_identities(&config);
+        let first_clearnet = identities.iter().find(|i| !i.is_onion());
+        let announce = pc.announce && first_clearnet.is_some_and(|i| is_public_host(&i.host, pc.allow_private));
+        let ours = Ours {
+            index,
+            genesis_hash: config.coin.genesis_hash,
+            features: crate::electrum::features(&config, crate::electrum::version::V1_6),
+            identities,
+            announce,
+            default_ports: config.coin.peer_ports,
+            timeout: TIMEOUT,
+        };
+        Arc::new(PeerManager {
+            path: config.db_dir.join(PEERS_FILE),
+            proxy: Arc::new(proxy::Proxy::new(pc.tor_proxy_host.clone(), pc.tor_proxy_port, pc.interval(900))),
+            config,
+            ours,
+            table: Mutex::default(),
+            blacklist: Mutex::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    /// The table, even after a panic elsewhere poisoned its lock: a half-made change to a
+    /// peer list is no reason to stop answering wallets.
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ms(&self, secs: u64) -> u64 {
+        self.config.peers.interval(secs).as_millis() as u64
+    }
+
+    /// Loads the saved table, adds the seeds and, with discovery on, checks peers until
+    /// shutdown. Call once the index has caught up and the listeners are up (peers check us
+    /// back at once).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if self.config.peers.discovery != Discovery::On {
+            tracing::info!("peer discovery is {:?}: no outgoing connections", self.config.peers.discovery);
+            return;
+        }
+        self.load();
+        self.seed();
+        tokio::spawn(self.proxy.clone().detect_until_found(shutdown.clone()));
+        tokio::spawn(self.clone().refresh_blacklist(shutdown.clone()));
+        let permits = Arc::new(Semaphore::new(CONCURRENT_CHECKS));
+        loop {
+            for host in self.due(permits.available_permits()) {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.check_one(&host).await;
+                    drop(permit);
+                });
+                tokio::time::sleep(CONNECT_GAP.min(self.config.peers.interval(1))).await;
+            }
+            self.save();
+            let wait = Duration::from_millis(self.next_due_in().clamp(10, 1000));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = crate::stopped(&mut shutdown) => break,
+            }
+        }
+        self.save();
+    }
+
+    /// Seeds: the coin's list, PEER_SEEDS and our own identities (we check ourselves too:
+    /// that is what puts us in our own list).
+    fn seed(&self) {
+        let defaults = self.config.coin.peer_ports;
+        let coin = self.config.coin.peers.iter().map(|s| (*s, "coins"));
+        let env = self.config.peers.seeds.iter().map(|s| (s.as_str(), "env"));
+        let mut t = self.table();
+        for (name, source) in coin.chain(env) {
+            if let Some(n) = peer::parse_real_name(name, defaults) {
+                self.note(&mut t, Peer::new(&n.host, n.tcp, n.ssl, source), true);
+            }
+        }
+        for me in &self.ours.identities {
+            self.note(&mut t, me.clone(), true);
+        }
+    }
+
+    /// Adds a peer not yet known (valid, public unless PEER_ALLOW_PRIVATE, reachable); a known
+    /// one with other ports gets them to try. Returns whether it is new.
+    fn note(&self, t: &mut Table, p: Peer, allow_onion_without_proxy: bool) -> bool {
+        if !is_public_host(&p.host, self.config.peers.allow_private) {
+            return false;
+        }
+        if p.is_onion() && !allow_onion_without_proxy && self.proxy.address().is_none() {
+            return false;
+        }
+        match t.peers.get_mut(&p.host) {
+            Some(known) => {
+                if (known.tcp, known.ssl) != (p.tcp, p.ssl) && !known.other_ports.contains(&(p.tcp, p.ssl)) {
+                    known.other_ports.push((p.tcp, p.ssl));
+                    known.next_check = 0;
+                    t.dirty = true;
+                }
+                false
+            }
+            None => {
+                t.peers.insert(p.host.clone(), p);
+                t.dirty = true;
+                true
+            }
+        }
+    }
+
+    /// Up to `n` peers due for a check, earliest first, marked as being checked.
+    fn due(&self, n: usize) -> Vec<String> {
+        let now = now_ms();
+        let mut t = self.table();
+        let mut due: Vec<(u64, String)> = t
+            .peers
+            .values()
+            .filter(|p| p.next_check <= now && !t.checking.contains(&p.host))
+            .map(|p| (p.next_check, p.host.clone()))
+            .collect();
+        due.sort();
+        due.truncate(n);
+        for (_, h) in &due {
+            t.checking.insert(h.clone());
+        }
+        due.into_iter().map(|(_, h)| h).collect()
+    }
+
+    fn next_due_in(&self) -> u64 {
+        let now = now_ms();
+        let t = self.table();
+        t.peers.values().filter(|p| !t.checking.contains(&p.host)).map(|p| p.next_check.saturating_sub(now)).min().unwrap_or(1000)
+    }
+
+    async fn check_one(&self, host: &str) {
+        let peer = self.table().peers.get(host).cloned();
+        let Some(peer) = peer else { return };
+        let outcome = if peer.bad {
+            // A bad peer is not asked again: it only counts down to being forgotten.
+            Outcome::Failed("bad".into())
+        } else if self.blacklisted(&peer.host, peer.ip_addr) {
+            Outcome::Bad("blacklisted".into())
+        } else {
+            match self.route(&peer) {
+                Some((route, timeout)) => {
+                    let mut ours = self.ours_with_timeout(timeout);
+                    ours.announce &= !self.ours.is_self(host);
+                    check::check(&peer, &ours, &route).await
+                }
+                None => Outcome::Failed("no Tor proxy to reach it through".into()),
+            }
+        };
+        self.record(host, outcome);
+    }
+
+    fn ours_with_timeout(&self, timeout: Duration) -> Ours {
+        Ours {
+            index: self.ours.index.clone(),
+            genesis_hash: self.ours.genesis_hash,
+            features: self.ours.features.clone(),
+            identities: self.ours.identities.clone(),
+            announce: self.ours.announce,
+            default_ports: self.ours.default_ports,
+            timeout,
+        }
+    }
+
+    /// How to reach a peer: onion peers (and every peer with FORCE_PROXY) through the proxy,
+    /// others directly from our listen address. `None`: it needs a proxy there is not.
+    fn route(&self, p: &Peer) -> Option<(Route, Duration)> {
+        if p.is_onion() || self.config.peers.force_proxy {
+            return self.proxy.address().map(|a| (Route::Proxy(a), TOR_TIMEOUT));
+        }
+        let bind = self
+            .config
+            .services
+            .iter()
+            .filter(|s| matches!(s.protocol, ServiceProtocol::Tcp | ServiceProtocol::Ssl))
+            .find_map(|s| s.host.parse::<IpAddr>().ok());
+        Some((Route::Direct { bind, resolve: Arc::new(self.config.peers.resolve.clone()) }, TIMEOUT))
+    }
+
+    /// Records a check's outcome: the schedule, the peer's new facts, the peers it listed.
+    fn record(&self, host: &str, outcome: Outcome) {
+        let now = now_ms();
+        let mut t = self.table();
+        t.checking.remove(host);
+        t.dirty = true;
+        let Some(mut p) = t.peers.remove(host) else { return };
+        p.last_try = Some(now);
+        match outcome {
+            Outcome::Good(l) => {
+                if let Some(ip) = l.ip.filter(|ip| self.same_address_taken(&t, host, ip, now)) {
+                    tracing::info!("peer {host}: refused, another recently good peer is at {ip}");
+                    p.bad = true;
+                    p.try_count += 1;
+                    p.next_check = now + self.backoff(p.try_count);
+                    t.peers.insert(host.to_string(), p);
+                    return;
+                }
+                let first = p.last_good.is_none();
+                (p.ip_addr, p.tcp, p.ssl) = (l.ip.or(p.ip_addr), l.tcp, l.ssl);
+                p.other_ports.clear();
+                (p.protocol_min, p.protocol_max, p.server_version, p.pruning) =
+                    (l.protocol_min, l.protocol_max, l.server_version, l.pruning);
+                (p.last_good, p.try_count, p.source) = (Some(now), 0, "peer".into());
+                p.next_check = now + self.ms(STALE_SECS - 600);
+                if first {
+                    tracing::info!("peer {} verified ({}){}", p.real_name(), p.server_version.as_deref().unwrap_or("?"), if l.announced { "; told it about us" } else { "" });
+                }
+                // A host known by name and by its address: keep the name only.
+                if let Some(ip) = p.ip_addr {
+                    t.peers.remove(&ip.to_string());
+                }
+                let source = p.host.clone();
+                t.peers.insert(host.to_string(), p);
+                let mut new: Vec<Peer> = l
+                    .peers
+                    .into_iter()
+                    .filter(|n| !t.peers.contains_key(&n.host))
+                    .map(|n| Peer::new(&n.host, n.tcp, n.ssl, &source))
+                    .collect();
+                new.shuffle(&mut rand::thread_rng());
+                let mut taken = 0;
+                for n in new {
+                    if taken < NEW_PER_LIST && self.note(&mut t, n, false) {
+                        taken += 1;
+                    }
+                }
+            }
+            Outcome::Bad(why) => {
+                if !p.bad {
+                    tracing::info!("peer {host} is bad: {why}");
+                }
+                p.bad = true;
+                p.try_count += 1;
+                p.next_check = now + self.backoff(p.try_count);
+                self.keep_or_forget(&mut t, p);
+            }
+            Outcome::Failed(why) => {
+                tracing::debug!("peer {host}: check failed: {why}");
+                p.try_count += 1;
+                p.next_check = now + self.backoff(p.try_count);
+                self.keep_or_forget(&mut t, p);
+            }
+        }
+    }
+
+    fn backoff(&self, tries: u32) -> u64 {
+        self.ms(RETRY_SECS.saturating_mul(1 << tries.min(20)))
+    }
+
+    /// Forgets a peer after 3 failures in a row, 10 if it was ever good (and not bad).
+    fn keep_or_forget(&self, t: &mut Table, p: Peer) {
+        let limit = if p.last_good.is_some() && !p.bad { 10 } else { 3 };
+        if p.try_count >= limit {
+            tracing::debug!("forgetting peer {} after {} failed checks", p.host, p.try_count);
+        } else {
+            t.peers.insert(p.host.clone(), p);
+        }
+    }
+
+    /// Another recently good peer at the same address (IPv4) or /64 (IPv6): one operator, one
+    /// entry.
+    fn same_address_taken(&self, t: &Table, host: &str, ip: &IpAddr, now: u64) -> bool {
+        let bucket = peer::sybil_bucket(ip);
+        t.peers.values().any(|o| {
+            o.host != host
+                && !o.bad
+                && o.host.parse::<IpAddr>().is_err()
+                && o.last_good.is_some_and(|g| now.saturating_sub(g) < self.ms(STALE_SECS))
+                && o.ip_addr.is_some_and(|oip| peer::sybil_bucket(&oip) == bucket)
+        })
+    }
+
+    fn blacklisted(&self, host: &str, ip: Option<IpAddr>) -> bool {
+        let b = self.blacklist.lock().expect("lock");
+        if b.is_empty() {
+            return false;
+        }
+        let labels: Vec<&str> = host.split('.').collect();
+        let wildcard = format!("*.{}", labels[labels.len().saturating_sub(2)..].join("."));
+        b.contains(host) || b.contains(&wildcard) || ip.is_some_and(|ip| b.contains(&ip.to_string()))
+    }
+
+    /// Reads BLACKLIST_URL (a URL or a file: a JSON list of hosts, `*.domain`s and addresses)
+    /// every 10 minutes; a failure keeps the last list.
+    async fn refresh_blacklist(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(source) = self.config.peers.blacklist.clone() else { return };
+        loop {
+            match read_blacklist(&source).await {
+                Ok(list) => *self.blacklist.lock().expect("lock") = list,
+                Err(e) => tracing::warn!("cannot read the peer blacklist {source}: {e}; keeping the last one"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.peers.interval(BLACKLIST_SECS)) => {}
+                _ = crate::stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    fn load(&self) {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => return tracing::warn!("cannot read {}: {e}; starting from the seeds", self.path.display()),
+        };
+        let peers: Vec<Peer> = match serde_json::from_str(&text) {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!("{} is not a peer list ({e}); starting from the seeds", self.path.display()),
+        };
+        let mut t = self.table();
+        for mut p in peers {
+            p.next_check = 0;
+            t.peers.insert(p.host.clone(), p);
+        }
+        tracing::info!("peer discovery: {} known peers from {}", t.peers.len(), self.path.display());
+    }
+
+    /// Writes the table (to a temporary file, then renamed: a crash never leaves half a list).
+    fn save(&self) {
+        let text = {
+            let mut t = self.table();
+            if !std::mem::take(&mut t.dirty) {
+                return;
+            }
+            let mut peers: Vec<&Peer> = t.peers.values().collect();
+            peers.sort_by(|a, b| a.host.cmp(&b.host));
+            serde_json::to_string_pretty(&peers).unwrap_or_default()
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.path)) {
+            tracing::warn!("cannot save the peer list to {}: {e}", self.path.display());
+        }
+    }
+
+    /// The verified, recent, good peers a wallet is told of: at most two per IPv4 /16 (IPv6
+    /// /56), onion peers capped (more for callers that come through our Tor proxy).
+    fn listed(&self, caller: IpAddr) -> Value {
+        let pc = &self.config.peers;
+        match pc.discovery {
+            Discovery::Off => return json!([]),
+            Discovery::SelfOnly => {
+                return Value::Array(
+                    self.ours.identities.iter().map(|p| json!([p.host, p.host, p.feature_strings()])).collect(),
+                )
+            }
+            Discovery::On => {}
+        }
+        let now = now_ms();
+        let stale = self.ms(STALE_SECS);
+        let t = self.table();
+        let fresh = |p: &&Peer| {
+            !p.bad
+                && p.last_good.is_some_and(|g| now.saturating_sub(g) < stale)
+                && is_public_host(&p.host, pc.allow_private)
+                && !self.blacklisted(&p.host, p.ip_addr)
+        };
+        let (onion, clear): (Vec<&Peer>, Vec<&Peer>) = t.peers.values().filter(fresh).partition(|p| p.is_onion());
+        let mut rng = rand::thread_rng();
+        let mut buckets: HashMap<String, Vec<&Peer>> = HashMap::new();
+        for p in clear {
+            buckets.entry(p.ip_addr.map(|ip| peer::list_bucket(&ip)).unwrap_or_default()).or_default().push(p);
+        }
+        let mut chosen: Vec<&Peer> = Vec::new();
+        for mut b in buckets.into_values() {
+            b.shuffle(&mut rng);
+            chosen.extend(b.into_iter().take(2));
+        }
+        let onion_cap = if self.via_tor(caller) { 50 } else { 10.max(chosen.len() / 4) };
+        let mut onion = onion;
+        onion.shuffle(&mut rng);
+        chosen.extend(onion.into_iter().take(onion_cap));
+        Value::Array(
+            chosen
+                .into_iter()
+                .map(|p| {
+                    let first = if p.is_onion() { p.host.clone() } else { p.ip_addr.map_or(p.host.clone(), |ip| ip.to_string()) };
+                    json!([first, p.host, p.feature_strings()])
+                })
+                .collect(),
+        )
+    }
+
+    /// `server.add_peer` from `caller`: taken (true) only with discovery on, well-formed
+    /// features, once per domain per 10 minutes, onions one per random window and only with a
+    /// proxy, and a clearnet host that resolves to the caller's address. The peer is listed
+    /// only after our own check.
+    async fn added(&self, features: Value, caller: IpAddr) -> bool {
+        if self.config.peers.discovery != Discovery::On {
+            return false;
+        }
+        let Some((host, entry)) = features.get("hosts").and_then(Value::as_object).and_then(|h| h.iter().next()) else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        let port = |k: &str| entry.get(k).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
+        let (tcp, ssl) = (port("tcp_port"), port("ssl_port"));
+        if !is_public_host(&host, self.config.peers.allow_private) || (tcp.is_none() && ssl.is_none()) {
+            return false;
+        }
+        let now = now_ms();
+        {
+            let mut t = self.table();
+            let bucket = peer::add_peer_bucket(&host);
+            let last = t.add_times.insert(bucket, now);
+            if last.is_some_and(|l| now.saturating_sub(l) < self.ms(ADD_PEER_SECS)) {
+                return false;
+            }
+            if is_onion(&host) {
+                if now < t.onion_after || self.proxy.address().is_none() {
+                    return false;
+                }
+                t.onion_after = now + rand::random::<u64>() % self.ms(ONION_ADD_SECS).max(1);
+            }
+        }
+        if !is_onion(&host) {
+            let resolved = connect::resolve(&host, tcp.or(ssl).unwrap_or(0), &self.config.peers.resolve).await;
+            if !resolved.is_ok_and(|addrs| addrs.iter().any(|a| a.ip() == caller)) {
+                tracing::debug!("add_peer {host} from {caller} refused: the name does not resolve to the caller");
+                return false;
+            }
+        }
+        let mut t = self.table();
+        let mut p = Peer::new(&host, tcp, ssl, &caller.to_string());
+        p.next_check = 0;
+        if !self.note(&mut t, p, false) {
+            if let Some(known) = t.peers.get_mut(&host) {
+                known.next_check = 0;
+            }
+        }
+        drop(t);
+        tracing::info!("add_peer from {caller}: checking {host}");
+        self.wake.notify_one();
+        true
+    }
+
+    /// Admin `add_peer "<host> s<port> t<port>"`: checked at once.
+    pub fn admin_add(&self, name: &str) -> Result<String, String> {
+        let n = peer::parse_real_name(name, self.config.coin.peer_ports)
+            .ok_or_else(|| format!("{name:?} is not \"host [s<port>] [t<port>]\""))?;
+        let mut t = self.table();
+        let mut p = Peer::new(&n.host, n.tcp, n.ssl, "RPC");
+        p.next_check = 0;
+        if !self.note(&mut t, p, true) {
+            match t.peers.get_mut(&n.host) {
+                Some(known) => known.next_check = 0,
+                None => return Err(format!("{} is not a public host", n.host)),
+            }
+        }
+        drop(t);
+        self.wake.notify_one();
+        Ok(format!("peer '{}' added", n.host))
+    }
+
+    /// Admin `peers`: every known peer, bad first, then the most recently good.
+    pub fn rows(&self) -> Vec<Value> {
+        let now = now_ms();
+        let t = self.table();
+        let mut peers: Vec<&Peer> = t.peers.values().collect();
+        peers.sort_by_key(|p| (!p.bad, std::cmp::Reverse(p.last_good)));
+        let secs = |ms: Option<u64>| ms.map(|m| m as f64 / 1000.0);
+        peers
+            .into_iter()
+            .map(|p| {
+                json!({
+                    "host": p.host,
+                    // In server.features' shape, as ElectrumX's admin answers (electrumx_rpc reads it so).
+                    "features": {
+                        "hosts": {p.host.as_str(): {"tcp_port": p.tcp, "ssl_port": p.ssl}},
+                        "server_version": p.server_version,
+                        "protocol_min": p.protocol_min, "protocol_max": p.protocol_max, "pruning": p.pruning,
+                    },
+                    "source": p.source,
+                    "ip_addr": p.ip_addr.map(|ip| ip.to_string()),
+                    "last_good": secs(p.last_good),
+                    "last_try": secs(p.last_try),
+                    "try_count": p.try_count,
+                    "status": p.status(now, self.ms(STALE_SECS)),
+                })
+            })
+            .collect()
+    }
+
+    /// getinfo's peer counts.
+    pub fn counts(&self) -> Value {
+        let now = now_ms();
+        let t = self.table();
+        let mut c: HashMap<&str, usize> = HashMap::new();
+        for p in t.peers.values() {
+            *c.entry(p.status(now, self.ms(STALE_SECS))).or_default() += 1;
+        }
+        json!({"bad": c.get("bad").unwrap_or(&0), "good": c.get("good").unwrap_or(&0),
+               "never": c.get("never").unwrap_or(&0), "stale": c.get("stale").unwrap_or(&0), "total": t.peers.len()})
+    }
+}
+
+impl PeerDirectory for PeerManager {
+    fn peers_subscribe(&self, caller: IpAddr) -> Value {
+        self.listed(caller)
+    }
+
+    fn add_peer<'a>(&'a self, features: Value, caller: IpAddr) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.added(features, caller))
+    }
+
+    fn via_tor(&self, caller: IpAddr) -> bool {
+        self.proxy.address().is_some_and(|a: SocketAddr| a.ip() == caller)
+    }
+}
+
+/// Our public identities: REPORT_SERVICES's hosts with their tcp and ssl ports.
+fn own_identities(config: &Config) -> Vec<Peer> {
+    let mut out: Vec<Peer> = Vec::new();
+    for s in &config.report_services {
+        let port = Some(s.port);
+        let i = match out.iter().position(|p| p.host.eq_ignore_ascii_case(&s.host)) {
+            Some(i) => i,
+            None => {
+                out.push(Peer::new(&s.host, None, None, "self"));
+                out.len() - 1
+            }
+        };
+        match s.protocol {
+            ServiceProtocol::Tcp => out[i].tcp = port,
+            ServiceProtocol::Ssl => out[i].ssl = port,
+            _ => {}
+        }
+    }
+    for p in &mut out {
+        p.protocol_max = Some(crate::electrum::version::PROTOCOL_MAX.to_string());
+    }
+    out.retain(|p| p.tcp.is_some() || p.ssl.is_some());
+    out
+}
+
+async fn read_blacklist(source: &str) -> anyhow::Result<HashSet<String>> {
+    let text = if source.starts_with("http://") || source.starts_with("https://") {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        client.get(source).send().await?.error_for_status()?.text().await?
+    } else {
+        tokio::fs::read_to_string(source.strip_prefix("file://").unwrap_or(source)).await?
+    };
+    let list: Vec<String> = serde_json::from_str(&text)?;
+    Ok(list.into_iter().map(|s| s.to_ascii_lowercase()).collect())
+}
