@@ -124,8 +124,13 @@ const BTC_TESTNET4_PEERS: &[&str] = &[
     "testnet4.qtornado.com s51012 t51011",
     "gsw6sn27quwf6u3swgra6o7lrp5qau6kt3ymuyoxgkth6wntzm2bjwyd.onion s52002 t52001",
 ];
-const BSV_PEERS: &[&str] =
-    &["electrumx.bitcoinsv.io s", "satoshi.vision.cash s", "sv.usebsv.com s t", "sv.jochen-hoenicke.de s t", "sv.satoshi.io s t"];
+const BSV_PEERS: &[&str] = &[
+    "electrumx.bitcoinsv.io s",
+    "satoshi.vision.cash s",
+    "sv.usebsv.com s t",
+    "sv.jochen-hoenicke.de s t",
+    "sv.satoshi.io s t",
+];
 const LTC_PEERS: &[&str] = &[
     "ex.lug.gs s444",
     "electrum-ltc.bysh.me s t",

@@ -6,8 +6,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The top-level modules, lowest first; each may use only those before it.
-const ORDER: &[&str] =
-    &["types", "coins", "config", "metrics", "jsonrpc", "node", "store", "index", "sync", "electrum", "peers", "admin", "app"];
+const ORDER: &[&str] = &[
+    "types", "coins", "config", "metrics", "jsonrpc", "node", "store", "index", "sync", "electrum", "peers", "admin",
+    "app",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -129,7 +129,18 @@ pub fn peers_lines(rows: &Value) -> Vec<String> {
         )
     };
     let header = [
-        "Host", "Status", "TCP", "SSL", "Server", "Min", "Max", "Pruning", "Last Good", "Last Try", "Tries", "Source",
+        "Host",
+        "Status",
+        "TCP",
+        "SSL",
+        "Server",
+        "Min",
+        "Max",
+        "Pruning",
+        "Last Good",
+        "Last Try",
+        "Tries",
+        "Source",
         "IP Address",
     ];
     let mut out = vec![line(header.map(str::to_string))];

@@ -139,7 +139,11 @@ impl DaemonInfo {
     /// ElectrumX's $-variables filled in.
     pub async fn banner(&self, config: &Config, via_tor: bool) -> String {
         let default = format!("You are connected to a {} server.", crate::server_version());
-        let file = if via_tor { config.peers.tor_banner_file.as_ref().or(config.banner_file.as_ref()) } else { config.banner_file.as_ref() };
+        let file = if via_tor {
+            config.peers.tor_banner_file.as_ref().or(config.banner_file.as_ref())
+        } else {
+            config.banner_file.as_ref()
+        };
         let Some(path) = file else { return default };
         let text = match tokio::fs::read_to_string(path).await {
             Ok(t) => t,

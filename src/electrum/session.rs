@@ -52,8 +52,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stats: &SessionStats,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Close {
-    let mut s =
-        SessionState { id: stats.id, peer: stats.peer, version: None, client: String::new(), subs: SessionSubs::default() };
+    let mut s = SessionState {
+        id: stats.id,
+        peer: stats.peer,
+        version: None,
+        client: String::new(),
+        subs: SessionSubs::default(),
+    };
     let mut events = ctx.subs.events();
     let timeout = ctx.config.session_timeout;
     let mut deadline = tokio::time::Instant::now() + timeout;

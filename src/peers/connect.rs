@@ -44,8 +44,11 @@ pub async fn resolve(host: &str, port: u16, overrides: &[(String, IpAddr)]) -> s
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    let mine: Vec<SocketAddr> =
-        overrides.iter().filter(|(n, _)| n.eq_ignore_ascii_case(host)).map(|(_, ip)| SocketAddr::new(*ip, port)).collect();
+    let mine: Vec<SocketAddr> = overrides
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(host))
+        .map(|(_, ip)| SocketAddr::new(*ip, port))
+        .collect();
     if !mine.is_empty() {
         return Ok(mine);
     }
@@ -195,7 +198,10 @@ impl PeerClient {
                     let text = e.get("message").and_then(Value::as_str).unwrap_or("").chars().take(200).collect();
                     return Err(CallError::Rpc(code, text));
                 }
-                return msg.get("result").cloned().ok_or_else(|| CallError::Garbage("a response without a result".into()));
+                return msg
+                    .get("result")
+                    .cloned()
+                    .ok_or_else(|| CallError::Garbage("a response without a result".into()));
             }
         };
         tokio::time::timeout(timeout, work).await.map_err(|_| CallError::Timeout(timeout))?
@@ -218,4 +224,3 @@ async fn read_line(reader: &mut BufReader<tokio::io::ReadHalf<Box<dyn Stream>>>)
     }
     serde_json::from_slice(&buf).map_err(|e| CallError::Garbage(format!("not JSON: {e}")))
 }
-

@@ -27,7 +27,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::config::{Config, Discovery, ServiceProtocol};
 use crate::electrum::PeerDirectory;
 use crate::index::Index;
-use check::{Outcome, Ours};
+use check::{Ours, Outcome};
 use connect::Route;
 use peer::{is_onion, is_public_host, Peer};
 
@@ -212,7 +212,12 @@ impl PeerManager {
     fn next_due_in(&self) -> u64 {
         let now = now_ms();
         let t = self.table();
-        t.peers.values().filter(|p| !t.checking.contains(&p.host)).map(|p| p.next_check.saturating_sub(now)).min().unwrap_or(1000)
+        t.peers
+            .values()
+            .filter(|p| !t.checking.contains(&p.host))
+            .map(|p| p.next_check.saturating_sub(now))
+            .min()
+            .unwrap_or(1000)
     }
 
     async fn check_one(&self, host: &str) {
@@ -236,6 +241,12 @@ impl PeerManager {
         self.record(host, outcome);
     }
 
+    /// A check's per-request timeout: 30 s (120 s through Tor), shortened with PEER_TIME_SCALE
+    /// but never below 2 s.
+    fn timeout(&self, base: Duration) -> Duration {
+        base.mul_f64(self.config.peers.time_scale).max(Duration::from_secs(2)).min(base)
+    }
+
     fn ours_with_timeout(&self, timeout: Duration) -> Ours {
         Ours {
             index: self.ours.index.clone(),
@@ -252,7 +263,7 @@ impl PeerManager {
     /// others directly from our listen address. `None`: it needs a proxy there is not.
     fn route(&self, p: &Peer) -> Option<(Route, Duration)> {
         if p.is_onion() || self.config.peers.force_proxy {
-            return self.proxy.address().map(|a| (Route::Proxy(a), TOR_TIMEOUT));
+            return self.proxy.address().map(|a| (Route::Proxy(a), self.timeout(TOR_TIMEOUT)));
         }
         let bind = self
             .config
@@ -260,7 +271,7 @@ impl PeerManager {
             .iter()
             .filter(|s| matches!(s.protocol, ServiceProtocol::Tcp | ServiceProtocol::Ssl))
             .find_map(|s| s.host.parse::<IpAddr>().ok());
-        Some((Route::Direct { bind, resolve: Arc::new(self.config.peers.resolve.clone()) }, TIMEOUT))
+        Some((Route::Direct { bind, resolve: Arc::new(self.config.peers.resolve.clone()) }, self.timeout(TIMEOUT)))
     }
 
     /// Records a check's outcome: the schedule, the peer's new facts, the peers it listed.
@@ -289,7 +300,12 @@ impl PeerManager {
                 (p.last_good, p.try_count, p.source) = (Some(now), 0, "peer".into());
                 p.next_check = now + self.ms(STALE_SECS - 600);
                 if first {
-                    tracing::info!("peer {} verified ({}){}", p.real_name(), p.server_version.as_deref().unwrap_or("?"), if l.announced { "; told it about us" } else { "" });
+                    tracing::info!(
+                        "peer {} verified ({}){}",
+                        p.real_name(),
+                        p.server_version.as_deref().unwrap_or("?"),
+                        if l.announced { "; told it about us" } else { "" }
+                    );
                 }
                 // A host known by name and by its address: keep the name only.
                 if let Some(ip) = p.ip_addr {
@@ -390,7 +406,9 @@ impl PeerManager {
         };
         let peers: Vec<Peer> = match serde_json::from_str(&text) {
             Ok(p) => p,
-            Err(e) => return tracing::warn!("{} is not a peer list ({e}); starting from the seeds", self.path.display()),
+            Err(e) => {
+                return tracing::warn!("{} is not a peer list ({e}); starting from the seeds", self.path.display())
+            }
         };
         let mut t = self.table();
         for mut p in peers {
@@ -458,7 +476,11 @@ impl PeerManager {
             chosen
                 .into_iter()
                 .map(|p| {
-                    let first = if p.is_onion() { p.host.clone() } else { p.ip_addr.map_or(p.host.clone(), |ip| ip.to_string()) };
+                    let first = if p.is_onion() {
+                        p.host.clone()
+                    } else {
+                        p.ip_addr.map_or(p.host.clone(), |ip| ip.to_string())
+                    };
                     json!([first, p.host, p.feature_strings()])
                 })
                 .collect(),
@@ -477,7 +499,8 @@ impl PeerManager {
             return false;
         };
         let host = host.to_ascii_lowercase();
-        let port = |k: &str| entry.get(k).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
+        let port =
+            |k: &str| entry.get(k).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
         let (tcp, ssl) = (port("tcp_port"), port("ssl_port"));
         if !is_public_host(&host, self.config.peers.allow_private) || (tcp.is_none() && ssl.is_none()) {
             return false;

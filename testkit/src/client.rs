@@ -47,6 +47,31 @@ impl Client {
         Client { stream: BufReader::new(boxed), tcp, next_id: 1, notifications: VecDeque::new() }
     }
 
+    /// A connection to any address (a server listening on another loopback address).
+    pub fn tcp_to(addr: std::net::SocketAddr) -> Client {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        tcp.set_nodelay(true).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let boxed: Box<dyn Stream> = Box::new(tcp.try_clone().unwrap());
+        Client { stream: BufReader::new(boxed), tcp, next_id: 1, notifications: VecDeque::new() }
+    }
+
+    /// A connection to `addr` from `source` (the address a server sees the client at).
+    pub fn tcp_from_to(addr: std::net::SocketAddr, source: std::net::Ipv4Addr) -> Client {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
+        socket
+            .connect_timeout(&addr.into(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let tcp: TcpStream = socket.into();
+        tcp.set_nodelay(true).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let boxed: Box<dyn Stream> = Box::new(tcp.try_clone().unwrap());
+        Client { stream: BufReader::new(boxed), tcp, next_id: 1, notifications: VecDeque::new() }
+    }
+
     /// A connection, or why there is none (e.g. refused while ferrum is at MAX_SESSIONS).
     pub fn try_tcp(port: u16) -> std::io::Result<Client> {
         let tcp = TcpStream::connect(("127.0.0.1", port))?;

@@ -91,12 +91,18 @@ impl ElectrumX {
 
     /// `start` with extra (or overriding) environment variables.
     pub fn start_with(daemon_url: &str, dir: &Path, extra_env: &[(&str, &str)]) -> ElectrumX {
+        Self::start_listening(daemon_url, dir, "127.0.0.1", extra_env)
+    }
+
+    /// `start_with`, its client port on `listen_host` (empty: every interface, which peer tests
+    /// use so its outgoing connections leave from 127.0.0.1 while names map it anywhere).
+    pub fn start_listening(daemon_url: &str, dir: &Path, listen_host: &str, extra_env: &[(&str, &str)]) -> ElectrumX {
         let bin = electrumx_server().expect("ElectrumX server not installed");
         let (tcp_port, rpc_port) = (free_port(), free_port());
         let db_dir = dir.join("db");
         std::fs::create_dir_all(&db_dir).unwrap();
         let db_dir = db_dir.display().to_string();
-        let services = format!("tcp://127.0.0.1:{tcp_port},rpc://127.0.0.1:{rpc_port}");
+        let services = format!("tcp://{listen_host}:{tcp_port},rpc://127.0.0.1:{rpc_port}");
         let mut env: Vec<(&str, &str)> = vec![
             ("COIN", "Bitcoin"),
             ("NET", "regtest"),
