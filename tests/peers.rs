@@ -215,12 +215,15 @@ fn a_good_peer_is_checked_ssl_first_listed_with_explicit_ports_and_told_about_us
     assert_eq!(tcp.methods().iter().filter(|m| *m == "server.add_peer").count(), before, "told again");
 }
 
+/// A fake peer's name, address, what is wrong with it, and what ferrum must make of it.
+type Case = (&'static str, u8, Box<dyn Fn(&FakePeer)>, &'static str);
+
 #[test]
 fn liars_and_broken_peers_are_bad_or_failed_and_ferrum_keeps_serving() {
     let n = net(1402);
     let tip = n.chain.height() as u64;
     // (name, address, what is wrong, bad or failed)
-    let cases: Vec<(&str, u8, Box<dyn Fn(&FakePeer)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("genesis.peer.test", 10, Box::new(|f| f.set(|p| p.features["genesis_hash"] = json!("00".repeat(32)))), "bad"),
         (
             "hosts.peer.test",
