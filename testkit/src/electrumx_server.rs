@@ -127,7 +127,11 @@ impl ElectrumX {
             // Its log must be complete when a test fails and prints the tail.
             ("PYTHONUNBUFFERED", "1"),
         ];
-        env.extend_from_slice(extra_env);
+        // "$TCP_PORT" in a value is the client port chosen here (e.g. for REPORT_SERVICES).
+        let port_text = tcp_port.to_string();
+        let extra: Vec<(String, String)> =
+            extra_env.iter().map(|(k, v)| (k.to_string(), v.replace("$TCP_PORT", &port_text))).collect();
+        env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let log_path = dir.join("electrumx.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let mut cmd = Command::new(&bin);
