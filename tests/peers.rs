@@ -192,6 +192,8 @@ fn a_good_peer_is_checked_ssl_first_listed_with_explicit_ports_and_told_about_us
     // From the peer's list of three unknown servers, two were taken.
     let learned: Vec<Value> = fe.peers().into_iter().filter(|p| p["source"] == "good.peer.test").collect();
     assert_eq!(learned.len(), 2, "{learned:?}");
+    // Private, loopback, multicast and localhost entries are never stored.
+    assert!(learned.iter().all(|p| p["host"].as_str().unwrap().starts_with("new-")), "{learned:?}");
     // The admin view: ElectrumX's columns; getinfo's counts.
     let row = fe.peers().into_iter().find(|p| p["host"] == "good.peer.test").unwrap();
     assert_eq!(row["ip_addr"], "127.0.0.5");
@@ -433,4 +435,136 @@ fn two_ferrums_find_each_other_and_remember_their_peers() {
         assert!(start.elapsed() < Duration::from_secs(10), "{:?}", a.peers());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn one_entry_per_address_two_per_bucket_and_names_over_addresses() {
+    let n = net(1406);
+    let named = good_fake(&n, ip(41), "n41.peer.test", false);
+    let twin = good_fake(&n, ip(41), "twin.peer.test", false);
+    let others: Vec<FakePeer> = [(42, "n42.peer.test"), (43, "n43.peer.test"), (44, "n44.peer.test")]
+        .iter()
+        .map(|(i, h)| good_fake(&n, ip(*i), h, false))
+        .collect();
+    // The bare address of n41 answers as n41 does (its hosts name it by its address too).
+    named.set(|p| {
+        p.features["hosts"]["127.0.0.41"] = json!({"tcp_port": p.features["hosts"]["n41.peer.test"]["tcp_port"]})
+    });
+    let mut seeds = vec![format!("n41.peer.test t{}", named.port())];
+    seeds.extend(others.iter().zip([42, 43, 44]).map(|(f, i)| format!("n{i}.peer.test t{}", f.port())));
+    let names = resolve(&[
+        ("n41.peer.test", ip(41)),
+        ("twin.peer.test", ip(41)),
+        ("n42.peer.test", ip(42)),
+        ("n43.peer.test", ip(43)),
+        ("n44.peer.test", ip(44)),
+    ]);
+    let fe = ferrum(
+        &n,
+        ip(40),
+        "n40.peer.test",
+        &[("PEER_SEEDS", &seeds.join(",")), ("PEER_RESOLVE", &names), ("PEER_ALLOW_PRIVATE", "1")],
+    );
+    for h in ["n41.peer.test", "n42.peer.test", "n43.peer.test", "n44.peer.test"] {
+        fe.wait_status(h, "good");
+    }
+    // A second name at an address a good peer already has: refused.
+    fe.f.call("add_peer", json!({"real_name": format!("twin.peer.test t{}", twin.port())})).unwrap();
+    fe.wait_status("twin.peer.test", "bad");
+    // Known by name, its bare address is not kept beside it.
+    fe.f.call("add_peer", json!({"real_name": format!("127.0.0.41 t{}", named.port())})).unwrap();
+    let start = Instant::now();
+    while named.connections() < 2 || fe.peers().iter().any(|p| p["host"] == "127.0.0.41" && p["last_try"].is_null()) {
+        assert!(start.elapsed() < WAIT, "the address was never checked: {:?}", fe.peers());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!fe.peers().iter().any(|p| p["host"] == "127.0.0.41"), "{:?}", fe.peers());
+    // All of them share 127.0/16: wallets get at most two.
+    let listed = fe.listed();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+}
+
+#[test]
+fn unreachable_peers_back_off_and_are_forgotten() {
+    let n = net(1407);
+    let closed = free_port();
+    let seeds = format!("gone.peer.test t{closed}");
+    let names = resolve(&[("gone.peer.test", ip(45))]);
+    let fe = ferrum(&n, ip(46), "n46.peer.test", &[("PEER_SEEDS", &seeds), ("PEER_RESOLVE", &names)]);
+    let row = || fe.peers().into_iter().find(|p| p["host"] == "gone.peer.test");
+    let mut tries: Vec<(u64, f64)> = Vec::new();
+    let start = Instant::now();
+    while let Some(r) = row() {
+        let (count, last) = (r["try_count"].as_u64().unwrap_or(0), r["last_try"].as_f64().unwrap_or(0.0));
+        if count > 0 && tries.last().is_none_or(|t| t.0 != count) {
+            tries.push((count, last));
+        }
+        assert!(start.elapsed() < WAIT, "never forgotten: {tries:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Forgotten after three failures; the waits double (0.6 s, then 1.2 s at PEER_TIME_SCALE).
+    assert_eq!(tries.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2], "{tries:?}");
+    let waited = tries[1].1 - tries[0].1;
+    assert!((0.5..3.0).contains(&waited), "the second try came {waited:.2} s after the first");
+}
+
+#[test]
+fn a_peer_that_moves_is_checked_on_its_new_ports() {
+    let n = net(1408);
+    let old = good_fake(&n, ip(47), "moving.peer.test", false);
+    let names = resolve(&[("moving.peer.test", ip(47))]);
+    let seeds = format!("moving.peer.test t{}", old.port());
+    let fe = ferrum(&n, ip(48), "n48.peer.test", &[("PEER_SEEDS", &seeds), ("PEER_RESOLVE", &names)]);
+    fe.wait_status("moving.peer.test", "good");
+    drop(old);
+    let new = good_fake(&n, ip(47), "moving.peer.test", false);
+    fe.f.call("add_peer", json!({"real_name": format!("moving.peer.test t{}", new.port())})).unwrap();
+    let start = Instant::now();
+    let port = || {
+        fe.peers()
+            .into_iter()
+            .find(|p| p["host"] == "moving.peer.test")
+            .map(|p| p["features"]["hosts"]["moving.peer.test"]["tcp_port"].clone())
+    };
+    while port() != Some(json!(new.port())) {
+        assert!(start.elapsed() < WAIT, "still {:?}", fe.peers());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fe.status("moving.peer.test").as_deref(), Some("good"));
+}
+
+#[test]
+fn force_proxy_sends_every_peer_through_tor_and_tor_sessions_get_their_banner() {
+    let n = net(1409);
+    let clear = good_fake(&n, ip(24), "clear.peer.test", false);
+    let socks = FakeSocks::start();
+    socks.route("clear.peer.test", clear.port(), clear.addr);
+    let dir = TempDir::new().unwrap();
+    let banner = dir.path().join("tor-banner.txt");
+    std::fs::write(&banner, "Welcome, onion visitor, to $SERVER_SUBVERSION").unwrap();
+    let (seeds, port, banner) =
+        (format!("clear.peer.test t{}", clear.port()), socks.port().to_string(), banner.display().to_string());
+    let fe = ferrum(
+        &n,
+        ip(25),
+        "n25.peer.test",
+        &[
+            ("PEER_SEEDS", &seeds),
+            ("FORCE_PROXY", "1"),
+            ("TOR_PROXY_HOST", "127.0.0.1"),
+            ("TOR_PROXY_PORT", &port),
+            ("TOR_BANNER_FILE", &banner),
+        ],
+    );
+    fe.wait_status("clear.peer.test", "good");
+    assert!(socks.requests().contains(&(3, "clear.peer.test".into(), clear.port())), "{:?}", socks.requests());
+    assert!(clear.sources().iter().all(|s| s.ip() == Ipv4Addr::LOCALHOST), "only the proxy connected");
+    // A session from the proxy's address came over Tor.
+    let mut tor = Client::tcp_from_to(fe.addr, Ipv4Addr::LOCALHOST);
+    tor.version(json!("1.6"));
+    assert!(tor.ok("server.banner", json!([])).as_str().unwrap().starts_with("Welcome, onion visitor, to ferrum"));
+    let mut direct = Client::tcp_from_to(fe.addr, ip(26));
+    direct.version(json!("1.6"));
+    assert!(!direct.ok("server.banner", json!([])).as_str().unwrap().contains("onion"));
 }

@@ -284,6 +284,15 @@ impl PeerManager {
         p.last_try = Some(now);
         match outcome {
             Outcome::Good(l) => {
+                // A host known by name and by its address: keep the name only.
+                let named_elsewhere = host.parse::<IpAddr>().is_ok()
+                    && t.peers.values().any(|o| {
+                        o.host.parse::<IpAddr>().is_err() && o.ip_addr.map(|i| i.to_string()).as_deref() == Some(host)
+                    });
+                if named_elsewhere {
+                    tracing::debug!("peer {host} is also known by name: keeping the name");
+                    return;
+                }
                 if let Some(ip) = l.ip.filter(|ip| self.same_address_taken(&t, host, ip, now)) {
                     tracing::info!("peer {host}: refused, another recently good peer is at {ip}");
                     p.bad = true;
@@ -307,7 +316,7 @@ impl PeerManager {
                         if l.announced { "; told it about us" } else { "" }
                     );
                 }
-                // A host known by name and by its address: keep the name only.
+                // The name replaces an entry of its bare address.
                 if let Some(ip) = p.ip_addr {
                     t.peers.remove(&ip.to_string());
                 }
@@ -349,10 +358,8 @@ impl PeerManager {
         self.ms(RETRY_SECS.saturating_mul(1 << tries.min(20)))
     }
 
-    /// Forgets a peer after 3 failures in a row, 10 if it was ever good (and not bad).
     fn keep_or_forget(&self, t: &mut Table, p: Peer) {
-        let limit = if p.last_good.is_some() && !p.bad { 10 } else { 3 };
-        if p.try_count >= limit {
+        if p.try_count >= forget_after(&p) {
             tracing::debug!("forgetting peer {} after {} failed checks", p.host, p.try_count);
         } else {
             t.peers.insert(p.host.clone(), p);
@@ -615,6 +622,16 @@ impl PeerDirectory for PeerManager {
     }
 }
 
+/// Failures in a row after which a peer is forgotten: 3, or 10 if it was ever good (and is not
+/// bad).
+fn forget_after(p: &Peer) -> u32 {
+    if p.last_good.is_some() && !p.bad {
+        10
+    } else {
+        3
+    }
+}
+
 /// Our public identities: REPORT_SERVICES's hosts with their tcp and ssl ports.
 fn own_identities(config: &Config) -> Vec<Peer> {
     let mut out: Vec<Peer> = Vec::new();
@@ -649,4 +666,19 @@ async fn read_blacklist(source: &str) -> anyhow::Result<HashSet<String>> {
     };
     let list: Vec<String> = serde_json::from_str(&text)?;
     Ok(list.into_iter().map(|s| s.to_ascii_lowercase()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_forgotten_after_3_failures_or_10_once_good() {
+        let mut p = Peer::new("a.example", Some(50001), None, "env");
+        assert_eq!(forget_after(&p), 3);
+        p.last_good = Some(1);
+        assert_eq!(forget_after(&p), 10);
+        p.bad = true;
+        assert_eq!(forget_after(&p), 3);
+    }
 }
