@@ -139,23 +139,14 @@ pub async fn answer(ctx: &Ctx, caller: Caller, request: Request, acct: &mut Acco
         Request::GetMempool(sh) => return mempool(ctx, sh, acct).await,
         Request::ListUnspent(sh) => return listunspent(ctx, sh, acct).await,
         Request::Features => features(&ctx.config, version),
-        Request::Banner => {
-            let tor = ctx.peers().is_some_and(|p| p.via_tor(caller.ip));
-            Value::String(ctx.daemon.banner(&ctx.config, tor).await)
-        }
+        Request::Banner => Value::String(ctx.daemon.banner(&ctx.config, ctx.via_tor(caller.ip)).await),
         Request::DonationAddress => Value::String(ctx.config.donation_address.clone()),
         Request::PeersSubscribe => ctx.peers().map_or(json!([]), |p| p.peers_subscribe(caller.ip)),
         Request::AddPeer { features } => match ctx.peers() {
             Some(p) => Value::Bool(p.add_peer(features, caller.ip).await),
             None => Value::Bool(false),
         },
-        Request::Ping { pong_len: None } => Value::Null,
-        Request::Ping { pong_len: Some(n) } => {
-            if n > ctx.config.max_send {
-                return Err(RpcError::bad_request(format!("pong_len may be at most MAX_SEND={}", ctx.config.max_send)));
-            }
-            json!({"data": "0".repeat(n)})
-        }
+        Request::Ping { pong_len } => ping(ctx, pong_len)?,
         Request::OutpointStatus { op, hint } => super::outpoints::get_status(ctx, op, &hint).await?,
         Request::TestMempoolAccept { raws } => super::broadcast::testmempoolaccept(ctx, raws).await?,
         Request::MempoolRecent => ctx.read(|snap| Ok(mempool_recent(snap))).await?,
@@ -383,6 +374,15 @@ async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash, acct: &mut A
             Err(e)
         }
     }
+}
+
+/// `server.ping`: null below 1.7; at 1.7 `pong_len` hex characters of padding, at most MAX_SEND.
+fn ping(ctx: &Ctx, pong_len: Option<usize>) -> RpcResult {
+    let Some(n) = pong_len else { return Ok(Value::Null) };
+    if n > ctx.config.max_send {
+        return Err(RpcError::bad_request(format!("pong_len may be at most MAX_SEND={}", ctx.config.max_send)));
+    }
+    Ok(json!({"data": "0".repeat(n)}))
 }
 
 /// The last transactions to enter the mempool (1.7), newest first, as mempool.space lists them.

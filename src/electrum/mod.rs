@@ -93,6 +93,11 @@ impl Ctx {
         self.peers.get()
     }
 
+    /// Whether a session from `ip` came through our Tor proxy.
+    fn via_tor(&self, ip: std::net::IpAddr) -> bool {
+        self.peers().is_some_and(|p| p.via_tor(ip))
+    }
+
     /// A broadcast went to the daemon: mirror its mempool now.
     fn wake_mempool(&self) {
         self.mempool_wakeup.notify_one();

@@ -9,27 +9,28 @@
 
 mod check;
 mod connect;
+mod listing;
 pub mod peer;
+mod persist;
 mod proxy;
+mod report;
+
+pub use connect::tls_client_config;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::seq::SliceRandom;
-use serde_json::{json, Value};
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::config::{Config, Discovery, ServiceProtocol};
-use crate::electrum::PeerDirectory;
 use crate::index::Index;
 use check::{Ours, Outcome};
 use connect::Route;
-use peer::{is_onion, is_public_host, Peer};
+use peer::{is_public_host, Peer};
 
 /// A peer is listed for this long after its last good check (ElectrumX's STALE_SECS).
 const STALE_SECS: u64 = 3 * 3600;
@@ -378,248 +379,6 @@ impl PeerManager {
                 && o.ip_addr.is_some_and(|oip| peer::sybil_bucket(&oip) == bucket)
         })
     }
-
-    fn blacklisted(&self, host: &str, ip: Option<IpAddr>) -> bool {
-        let b = self.blacklist.lock().expect("lock");
-        if b.is_empty() {
-            return false;
-        }
-        let labels: Vec<&str> = host.split('.').collect();
-        let wildcard = format!("*.{}", labels[labels.len().saturating_sub(2)..].join("."));
-        b.contains(host) || b.contains(&wildcard) || ip.is_some_and(|ip| b.contains(&ip.to_string()))
-    }
-
-    /// Reads BLACKLIST_URL (a URL or a file: a JSON list of hosts, `*.domain`s and addresses)
-    /// every 10 minutes; a failure keeps the last list.
-    async fn refresh_blacklist(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let Some(source) = self.config.peers.blacklist.clone() else { return };
-        loop {
-            match read_blacklist(&source).await {
-                Ok(list) => *self.blacklist.lock().expect("lock") = list,
-                Err(e) => tracing::warn!("cannot read the peer blacklist {source}: {e}; keeping the last one"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.peers.interval(BLACKLIST_SECS)) => {}
-                _ = crate::stopped(&mut shutdown) => return,
-            }
-        }
-    }
-
-    fn load(&self) {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => return tracing::warn!("cannot read {}: {e}; starting from the seeds", self.path.display()),
-        };
-        let peers: Vec<Peer> = match serde_json::from_str(&text) {
-            Ok(p) => p,
-            Err(e) => {
-                return tracing::warn!("{} is not a peer list ({e}); starting from the seeds", self.path.display())
-            }
-        };
-        let mut t = self.table();
-        for mut p in peers {
-            p.next_check = 0;
-            t.peers.insert(p.host.clone(), p);
-        }
-        tracing::info!("peer discovery: {} known peers from {}", t.peers.len(), self.path.display());
-    }
-
-    /// Writes the table (to a temporary file, then renamed: a crash never leaves half a list).
-    fn save(&self) {
-        let text = {
-            let mut t = self.table();
-            if !std::mem::take(&mut t.dirty) {
-                return;
-            }
-            let mut peers: Vec<&Peer> = t.peers.values().collect();
-            peers.sort_by(|a, b| a.host.cmp(&b.host));
-            serde_json::to_string_pretty(&peers).unwrap_or_default()
-        };
-        let tmp = self.path.with_extension("json.tmp");
-        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.path)) {
-            tracing::warn!("cannot save the peer list to {}: {e}", self.path.display());
-        }
-    }
-
-    /// The verified, recent, good peers a wallet is told of: at most two per IPv4 /16 (IPv6
-    /// /56), onion peers capped (more for callers that come through our Tor proxy).
-    fn listed(&self, caller: IpAddr) -> Value {
-        let pc = &self.config.peers;
-        match pc.discovery {
-            Discovery::Off => return json!([]),
-            Discovery::SelfOnly => {
-                return Value::Array(
-                    self.ours.identities.iter().map(|p| json!([p.host, p.host, p.feature_strings()])).collect(),
-                )
-            }
-            Discovery::On => {}
-        }
-        let now = now_ms();
-        let stale = self.ms(STALE_SECS);
-        let t = self.table();
-        let fresh = |p: &&Peer| {
-            !p.bad
-                && p.last_good.is_some_and(|g| now.saturating_sub(g) < stale)
-                && is_public_host(&p.host, pc.allow_private)
-                && !self.blacklisted(&p.host, p.ip_addr)
-        };
-        let (onion, clear): (Vec<&Peer>, Vec<&Peer>) = t.peers.values().filter(fresh).partition(|p| p.is_onion());
-        let mut rng = rand::thread_rng();
-        let mut buckets: HashMap<String, Vec<&Peer>> = HashMap::new();
-        for p in clear {
-            buckets.entry(p.ip_addr.map(|ip| peer::list_bucket(&ip)).unwrap_or_default()).or_default().push(p);
-        }
-        let mut chosen: Vec<&Peer> = Vec::new();
-        for mut b in buckets.into_values() {
-            b.shuffle(&mut rng);
-            chosen.extend(b.into_iter().take(2));
-        }
-        let onion_cap = if self.via_tor(caller) { 50 } else { 10.max(chosen.len() / 4) };
-        let mut onion = onion;
-        onion.shuffle(&mut rng);
-        chosen.extend(onion.into_iter().take(onion_cap));
-        Value::Array(
-            chosen
-                .into_iter()
-                .map(|p| {
-                    let first = if p.is_onion() {
-                        p.host.clone()
-                    } else {
-                        p.ip_addr.map_or(p.host.clone(), |ip| ip.to_string())
-                    };
-                    json!([first, p.host, p.feature_strings()])
-                })
-                .collect(),
-        )
-    }
-
-    /// `server.add_peer` from `caller`: taken (true) only with discovery on, well-formed
-    /// features, once per domain per 10 minutes, onions one per random window and only with a
-    /// proxy, and a clearnet host that resolves to the caller's address. The peer is listed
-    /// only after our own check.
-    async fn added(&self, features: Value, caller: IpAddr) -> bool {
-        if self.config.peers.discovery != Discovery::On {
-            return false;
-        }
-        let Some((host, entry)) = features.get("hosts").and_then(Value::as_object).and_then(|h| h.iter().next()) else {
-            return false;
-        };
-        let host = host.to_ascii_lowercase();
-        let port =
-            |k: &str| entry.get(k).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
-        let (tcp, ssl) = (port("tcp_port"), port("ssl_port"));
-        if !is_public_host(&host, self.config.peers.allow_private) || (tcp.is_none() && ssl.is_none()) {
-            return false;
-        }
-        let now = now_ms();
-        {
-            let mut t = self.table();
-            let bucket = peer::add_peer_bucket(&host);
-            let last = t.add_times.insert(bucket, now);
-            if last.is_some_and(|l| now.saturating_sub(l) < self.ms(ADD_PEER_SECS)) {
-                return false;
-            }
-            if is_onion(&host) {
-                if now < t.onion_after || self.proxy.address().is_none() {
-                    return false;
-                }
-                t.onion_after = now + rand::random::<u64>() % self.ms(ONION_ADD_SECS).max(1);
-            }
-        }
-        if !is_onion(&host) {
-            let resolved = connect::resolve(&host, tcp.or(ssl).unwrap_or(0), &self.config.peers.resolve).await;
-            if !resolved.is_ok_and(|addrs| addrs.iter().any(|a| a.ip() == caller)) {
-                tracing::debug!("add_peer {host} from {caller} refused: the name does not resolve to the caller");
-                return false;
-            }
-        }
-        let mut t = self.table();
-        let mut p = Peer::new(&host, tcp, ssl, &caller.to_string());
-        p.next_check = 0;
-        if !self.note(&mut t, p, false) {
-            if let Some(known) = t.peers.get_mut(&host) {
-                known.next_check = 0;
-            }
-        }
-        drop(t);
-        tracing::info!("add_peer from {caller}: checking {host}");
-        self.wake.notify_one();
-        true
-    }
-
-    /// Admin `add_peer "<host> s<port> t<port>"`: checked at once.
-    pub fn admin_add(&self, name: &str) -> Result<String, String> {
-        let n = peer::parse_real_name(name, self.config.coin.peer_ports)
-            .ok_or_else(|| format!("{name:?} is not \"host [s<port>] [t<port>]\""))?;
-        let mut t = self.table();
-        let mut p = Peer::new(&n.host, n.tcp, n.ssl, "RPC");
-        p.next_check = 0;
-        if !self.note(&mut t, p, true) {
-            match t.peers.get_mut(&n.host) {
-                Some(known) => known.next_check = 0,
-                None => return Err(format!("{} is not a public host", n.host)),
-            }
-        }
-        drop(t);
-        self.wake.notify_one();
-        Ok(format!("peer '{}' added", n.host))
-    }
-
-    /// Admin `peers`: every known peer, bad first, then the most recently good.
-    pub fn rows(&self) -> Vec<Value> {
-        let now = now_ms();
-        let t = self.table();
-        let mut peers: Vec<&Peer> = t.peers.values().collect();
-        peers.sort_by_key(|p| (!p.bad, std::cmp::Reverse(p.last_good)));
-        let secs = |ms: Option<u64>| ms.map(|m| m as f64 / 1000.0);
-        peers
-            .into_iter()
-            .map(|p| {
-                json!({
-                    "host": p.host,
-                    // In server.features' shape, as ElectrumX's admin answers (electrumx_rpc reads it so).
-                    "features": {
-                        "hosts": {p.host.as_str(): {"tcp_port": p.tcp, "ssl_port": p.ssl}},
-                        "server_version": p.server_version,
-                        "protocol_min": p.protocol_min, "protocol_max": p.protocol_max, "pruning": p.pruning,
-                    },
-                    "source": p.source,
-                    "ip_addr": p.ip_addr.map(|ip| ip.to_string()),
-                    "last_good": secs(p.last_good),
-                    "last_try": secs(p.last_try),
-                    "try_count": p.try_count,
-                    "status": p.status(now, self.ms(STALE_SECS)),
-                })
-            })
-            .collect()
-    }
-
-    /// getinfo's peer counts.
-    pub fn counts(&self) -> Value {
-        let now = now_ms();
-        let t = self.table();
-        let mut c: HashMap<&str, usize> = HashMap::new();
-        for p in t.peers.values() {
-            *c.entry(p.status(now, self.ms(STALE_SECS))).or_default() += 1;
-        }
-        json!({"bad": c.get("bad").unwrap_or(&0), "good": c.get("good").unwrap_or(&0),
-               "never": c.get("never").unwrap_or(&0), "stale": c.get("stale").unwrap_or(&0), "total": t.peers.len()})
-    }
-}
-
-impl PeerDirectory for PeerManager {
-    fn peers_subscribe(&self, caller: IpAddr) -> Value {
-        self.listed(caller)
-    }
-
-    fn add_peer<'a>(&'a self, features: Value, caller: IpAddr) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        Box::pin(self.added(features, caller))
-    }
-
-    fn via_tor(&self, caller: IpAddr) -> bool {
-        self.proxy.address().is_some_and(|a: SocketAddr| a.ip() == caller)
-    }
 }
 
 /// Failures in a row after which a peer is forgotten: 3, or 10 if it was ever good (and is not
@@ -655,17 +414,6 @@ fn own_identities(config: &Config) -> Vec<Peer> {
     }
     out.retain(|p| p.tcp.is_some() || p.ssl.is_some());
     out
-}
-
-async fn read_blacklist(source: &str) -> anyhow::Result<HashSet<String>> {
-    let text = if source.starts_with("http://") || source.starts_with("https://") {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        client.get(source).send().await?.error_for_status()?.text().await?
-    } else {
-        tokio::fs::read_to_string(source.strip_prefix("file://").unwrap_or(source)).await?
-    };
-    let list: Vec<String> = serde_json::from_str(&text)?;
-    Ok(list.into_iter().map(|s| s.to_ascii_lowercase()).collect())
 }
 
 #[cfg(test)]
