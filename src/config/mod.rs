@@ -137,6 +137,9 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Peer discovery (PEER_DISCOVERY, PEER_ANNOUNCE, the Tor proxy, ...).
     pub peers: PeerConfig,
+    /// ferrum: DAEMON_ZMQ, where the node announces new blocks: `None` (unset) asks the node,
+    /// `Some(None)` is off, `Some(Some(address))` a given address.
+    pub daemon_zmq: Option<Option<String>>,
 }
 
 /// The cost model's settings, with ElectrumX's names and defaults (see `electrum::cost`).
@@ -319,6 +322,7 @@ impl Config {
             anon_logs: env.boolean("ANON_LOGS", false),
             metrics_addr,
             peers,
+            daemon_zmq: crate::node::zmq::parse_setting(env.get("DAEMON_ZMQ")),
         })
     }
 

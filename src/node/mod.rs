@@ -7,5 +7,6 @@ pub mod capabilities;
 pub mod daemon;
 pub mod prefetch;
 pub mod transactions;
+pub mod zmq;
 
 pub use daemon::{Daemon, DaemonError};

@@ -147,6 +147,13 @@ impl Syncer {
             shutdown.clone(),
         ));
         let block_wakeup = Arc::new(Notify::new());
+        tokio::spawn(tip::watch_zmq(
+            daemon.clone(),
+            config.daemon_zmq.clone(),
+            block_wakeup.clone(),
+            mempool_wakeup.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(tip::watch_tip(daemon.clone(), block_wakeup.clone(), config.poll_interval_blocks, shutdown));
         let (tx, requests) = mpsc::channel(16);
         let syncer = Syncer {

@@ -206,6 +206,9 @@ struct State {
     tx_blockhash_arg: bool,
     /// Whether getrawtransaction finds confirmed transactions by txid alone (-txindex=1).
     txindex: bool,
+    /// What getzmqnotifications lists ((type, address)); empty: the call does not exist, as on
+    /// a node built without ZMQ.
+    zmq: Vec<(String, String)>,
 }
 
 struct Shared {
@@ -275,6 +278,7 @@ impl ScriptedDaemon {
                 fee_estimate: None,
                 tx_blockhash_arg: true,
                 txindex: false,
+                zmq: Vec::new(),
             }),
             auth: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
             getblock_calls: AtomicU64::new(0),
@@ -342,6 +346,12 @@ impl ScriptedDaemon {
 
     pub fn tip_height(&self) -> u64 {
         self.shared.state().chain.tip_height() as u64
+    }
+
+    /// Makes getzmqnotifications list `(type, address)` pairs (e.g. ("pubhashblock",
+    /// "tcp://127.0.0.1:28332")); the test publishes there itself.
+    pub fn set_zmq(&self, notifications: &[(&str, &str)]) {
+        self.shared.state().zmq = notifications.iter().map(|(t, a)| (t.to_string(), a.to_string())).collect();
     }
 
     pub fn set_rest(&self, enabled: bool) {
@@ -968,6 +978,11 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
             "warnings": "",
         })),
         "getblockcount" => Ok(json!(tip)),
+        "getzmqnotifications" if !shared.state().zmq.is_empty() => {
+            let list: Vec<Value> =
+                shared.state().zmq.iter().map(|(t, a)| json!({"type": t, "address": a, "hwm": 1000})).collect();
+            Ok(Value::Array(list))
+        }
         // ElectrumX 2 starts only against a node reporting these indexes (it asks the node for
         // outpoint spenders); the scripted daemon answers from its chain, as if it had them.
         "getindexinfo" => {
