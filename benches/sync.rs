@@ -103,8 +103,24 @@ fn main() {
     f.wait_for_tip(tip as u64, Some(&tip_hash), Duration::from_secs(if full { 3600 } else { 300 }));
     let wall = started.elapsed().as_secs_f64();
     let stats = proc_stats(pid);
+    // ferrum then writes the last batch to tables and compacts them, in the background while it
+    // serves: wait for that too, so the size below is the settled database.
+    let settle_started = Instant::now();
+    while !std::fs::read_to_string(&f.log_path).unwrap_or_default().contains("database compacted after the sync") {
+        if settle_started.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let settled = settle_started.elapsed().as_secs_f64();
+    let settled_stats = proc_stats(pid);
     f.stop();
+    println!(
+        "settled (memtables flushed, tables compacted) {settled:.1} s after reaching the tip; CPU then {:.1} s, peak RSS {:.0} MB",
+        settled_stats.cpu_s, settled_stats.peak_rss_mb
+    );
     let size = dir_size(&db);
+    println!("database files: {}", common::bench::db_breakdown(&db));
     let log = std::fs::read_to_string(&f.log_path).unwrap_or_default();
     // Each flush logs "flushed to height H in M ms: ..., S spent from disk, ...".
     let number_before =

@@ -45,6 +45,7 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         _ => tracing::info!("index is empty; starting initial sync from genesis"),
     }
     let (index, writer) = Index::new(db.clone(), chain, coin);
+    let db_for_settle = db.clone();
     let daemon = Arc::new(Daemon::new(&config, shutdown_tx.subscribe(), metrics.clone()));
     let mempool_wakeup = Arc::new(Notify::new());
     let server = electrum::Server::new(
@@ -91,6 +92,23 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         if syncer.run(&mut shutdown, Until::CaughtUp).await? == Outcome::Stopped {
             return Ok(());
         }
+        // The initial sync's last batch sits in memtables and the write-ahead log: write it to
+        // compressed tables and compact, in the background (minutes on mainnet), while serving.
+        let settling = db_for_settle.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match settling.flush_memtables() {
+                Ok(()) => {
+                    settling.compact();
+                    tracing::info!(
+                        "database compacted after the sync in {:.1} s: {} MB",
+                        started.elapsed().as_secs_f64(),
+                        settling.size_estimate() >> 20
+                    );
+                }
+                Err(e) => tracing::warn!("flushing the database after the sync failed: {e:#}"),
+            }
+        });
         // As ElectrumX does: clients only once the index has caught up with the daemon.
         server.start().await?;
         // Peers check us back at once: only now that we serve the tip.

@@ -315,6 +315,24 @@ impl Db {
         }
     }
 
+    /// Moves what the memtables hold into compressed table files, so the write-ahead log they
+    /// needed is deleted. After the initial sync's one large batch, the log alone is the size of
+    /// the batch (hundreds of MB, uncompressed) and the memtables hold it in memory.
+    pub fn flush_memtables(&self) -> Result<()> {
+        for cf in ALL_CFS {
+            self.db.flush_cf(self.cf(cf)).map_err(|e| anyhow!("database flush failed: {e}; {DISK_HINT}"))?;
+        }
+        Ok(())
+    }
+
+    /// Compacts every table into its bottom level: the initial sync leaves overlapping level-0
+    /// files (and, with small caches, rows rewritten and deleted), which cost space and lookups.
+    pub fn compact(&self) {
+        for cf in ALL_CFS {
+            self.db.compact_range_cf::<&[u8], &[u8]>(self.cf(cf), None, None);
+        }
+    }
+
     /// Approximate size of the live data in bytes.
     pub fn size_estimate(&self) -> u64 {
         self.table_sizes().iter().map(|(_, bytes)| bytes).sum()

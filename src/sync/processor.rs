@@ -513,7 +513,12 @@ impl BlockProcessor {
                     let _ = reply.send(r);
                 }
                 Command::Shutdown(reply) => {
-                    let r = if fatal.is_some() { Ok(()) } else { self.flush().map_err(|e| format!("{e:#}")) };
+                    let r = if fatal.is_some() {
+                        Ok(())
+                    } else {
+                        // Leave table files rather than a write-ahead log to replay at the next start.
+                        self.flush().and_then(|()| self.db.flush_memtables()).map_err(|e| format!("{e:#}"))
+                    };
                     let _ = reply.send(r);
                     return;
                 }

@@ -245,6 +245,26 @@ pub fn dir_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes of a database directory by kind of file: RocksDB's tables (`.sst`), its write-ahead
+/// log (`.log`), ferrum's txid file, and the rest (manifests, options, peers.json).
+pub fn db_breakdown(path: &Path) -> String {
+    let mut by: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let kind = if name.ends_with(".sst") {
+            "sst"
+        } else if name.ends_with(".log") && name != "LOG" {
+            "wal"
+        } else if name == "txids" {
+            "txids"
+        } else {
+            "other"
+        };
+        *by.entry(kind).or_default() += e.metadata().map_or(0, |m| m.len());
+    }
+    by.iter().map(|(k, v)| format!("{k} {:.1} MB", *v as f64 / 1e6)).collect::<Vec<_>>().join(", ")
+}
+
 /// Figures of a live process from /proc.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcStats {
