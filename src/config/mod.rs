@@ -322,7 +322,7 @@ impl Config {
             anon_logs: env.boolean("ANON_LOGS", false),
             metrics_addr,
             peers,
-            daemon_zmq: crate::node::zmq::parse_setting(env.get("DAEMON_ZMQ")),
+            daemon_zmq: parse_zmq(env.get("DAEMON_ZMQ")),
         })
     }
 
@@ -475,6 +475,15 @@ fn read_services(env: &Env) -> Result<(Vec<Service>, Vec<Service>), ConfigError>
         }
     }
     Ok((services, report_services))
+}
+
+/// DAEMON_ZMQ: `off`, an address, or (unset) ask the node.
+fn parse_zmq(v: Option<&str>) -> Option<Option<String>> {
+    match v.map(str::trim) {
+        None | Some("") => None,
+        Some(v) if v.eq_ignore_ascii_case("off") => Some(None),
+        Some(v) => Some(Some(v.to_string())),
+    }
 }
 
 fn default_cookie_path(coin: &Coin, home: Option<&str>) -> PathBuf {
@@ -736,6 +745,14 @@ mod tests {
         for bad in ["localhost:4224", "127.0.0.1", "1.2.3.4:99999", "x"] {
             assert!(parse(&[("METRICS_ADDR", bad)]).unwrap_err().0.contains("METRICS_ADDR"), "{bad}");
         }
+    }
+
+    #[test]
+    fn daemon_zmq() {
+        assert_eq!(parse(&[]).unwrap().daemon_zmq, None);
+        assert_eq!(parse(&[("DAEMON_ZMQ", "off")]).unwrap().daemon_zmq, Some(None));
+        let at = "tcp://127.0.0.1:28332";
+        assert_eq!(parse(&[("DAEMON_ZMQ", at)]).unwrap().daemon_zmq, Some(Some(at.to_string())));
     }
 
     #[test]

@@ -90,15 +90,6 @@ fn announcement(topic: Option<&[u8]>, body: Option<&[u8]>) -> Option<Announcemen
     }
 }
 
-/// DAEMON_ZMQ's value: `off`, an address, or (unset) ask the daemon.
-pub fn parse_setting(v: Option<&str>) -> Option<Option<String>> {
-    match v.map(str::trim) {
-        None | Some("") => None,
-        Some(v) if v.eq_ignore_ascii_case("off") => Some(None),
-        Some(v) => Some(Some(v.to_string())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,8 +107,5 @@ mod tests {
         assert_eq!(announcement(Some(b"sequence"), Some(&seq(b'A'))), Some(Announcement::Mempool));
         assert_eq!(announcement(Some(b"sequence"), Some(&[1, 2])), None);
         assert_eq!(announcement(Some(b"rawtx"), Some(&[0; 40])), None);
-        assert_eq!(parse_setting(Some("off")), Some(None));
-        assert_eq!(parse_setting(Some("tcp://127.0.0.1:28332")), Some(Some("tcp://127.0.0.1:28332".into())));
-        assert_eq!(parse_setting(None), None);
     }
 }
