@@ -92,23 +92,7 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         if syncer.run(&mut shutdown, Until::CaughtUp).await? == Outcome::Stopped {
             return Ok(());
         }
-        // The initial sync's last batch sits in memtables and the write-ahead log: write it to
-        // compressed tables and compact, in the background (minutes on mainnet), while serving.
-        let settling = db_for_settle.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            match settling.flush_memtables() {
-                Ok(()) => {
-                    settling.compact();
-                    tracing::info!(
-                        "database compacted after the sync in {:.1} s: {} MB",
-                        started.elapsed().as_secs_f64(),
-                        settling.size_estimate() >> 20
-                    );
-                }
-                Err(e) => tracing::warn!("flushing the database after the sync failed: {e:#}"),
-            }
-        });
+        settle_in_background(db_for_settle.clone());
         // As ElectrumX does: clients only once the index has caught up with the daemon.
         server.start().await?;
         // Peers check us back at once: only now that we serve the tip.
@@ -122,6 +106,25 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
         tracing::info!("shut down cleanly at height {}", index.applied_tip().map_or(-1, |t| t.height as i64));
     }
     result
+}
+
+/// The initial sync's last batch sits in memtables and the write-ahead log: writes it to
+/// compressed tables and compacts them, in the background (minutes on mainnet) while serving.
+fn settle_in_background(db: Arc<Db>) {
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match db.flush_memtables() {
+            Ok(()) => {
+                db.compact();
+                tracing::info!(
+                    "database compacted after the sync in {:.1} s: {} MB",
+                    started.elapsed().as_secs_f64(),
+                    db.size_estimate() >> 20
+                );
+            }
+            Err(e) => tracing::warn!("flushing the database after the sync failed: {e:#}"),
+        }
+    });
 }
 
 fn load_chain(db: &Db) -> Result<Chain> {
