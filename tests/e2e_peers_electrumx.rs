@@ -63,6 +63,12 @@ fn ferrum_and_electrumx_discover_and_list_each_other() {
 
     // ferrum checks ElectrumX and announces itself; ElectrumX checks ferrum back.
     let ferrum_addr = SocketAddr::from(([127, 0, 0, 2], port));
+    // Clients are served a moment after the index has caught up.
+    let start = Instant::now();
+    while std::net::TcpStream::connect_timeout(&ferrum_addr, Duration::from_secs(1)).is_err() {
+        assert!(start.elapsed() < WAIT, "ferrum never served {ferrum_addr}\n{}", f.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let ferrum_lists = || {
         let mut c = Client::tcp_to(ferrum_addr);
         c.version(json!("1.6"));

@@ -13,7 +13,7 @@ use super::{PeerManager, BLACKLIST_SECS};
 
 impl PeerManager {
     pub(super) fn blacklisted(&self, host: &str, ip: Option<IpAddr>) -> bool {
-        let b = self.blacklist.lock().expect("lock");
+        let b = self.blacklist.lock().unwrap_or_else(|e| e.into_inner());
         if b.is_empty() {
             return false;
         }
@@ -26,10 +26,26 @@ impl PeerManager {
     /// every 10 minutes; a failure keeps the last list.
     pub(super) async fn refresh_blacklist(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let Some(source) = self.config.peers.blacklist.clone() else { return };
+        // The same failure every 10 minutes is said once; a change (or recovery) is said again.
+        let mut last_error: Option<String> = None;
         loop {
             match read_blacklist(&source).await {
-                Ok(list) => *self.blacklist.lock().expect("lock") = list,
-                Err(e) => tracing::warn!("cannot read the peer blacklist {source}: {e}; keeping the last one"),
+                Ok(list) => {
+                    if last_error.take().is_some() {
+                        tracing::info!("the peer blacklist {source} is readable again ({} entries)", list.len());
+                    }
+                    *self.blacklist.lock().unwrap_or_else(|e| e.into_inner()) = list;
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    if last_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(
+                            "cannot read the peer blacklist {source}: {e}; keeping the last one (set BLACKLIST_URL to \
+                             an http URL or a file to change it)"
+                        );
+                    }
+                    last_error = Some(e);
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.peers.interval(BLACKLIST_SECS)) => {}
