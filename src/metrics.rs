@@ -152,6 +152,8 @@ pub struct Metrics {
     sessions_closed: Vec<IntCounter>,
     /// Sampled when scraped.
     pub session_groups: IntGauge,
+    /// Known peer servers by discovery's status (good, stale, never, bad).
+    pub peers: IntGaugeVec,
     pub sessions_throttled: IntGauge,
     pub requests_pending: IntGauge,
     pub subscriptions: IntGaugeVec,
@@ -277,6 +279,7 @@ impl Metrics {
             sessions_opened: each(&TRANSPORTS, |l| opened.with_label_values(l)),
             sessions_closed: each(&CLOSE_REASONS, |l| closed.with_label_values(l)),
             session_groups: r.gauge("session_groups", "subnet groups of sessions (with members or retained cost)"),
+            peers: r.gauges("peers", "known peer servers, by status (good: checked in the last 3 h)", &["status"]),
             sessions_throttled: r.gauge("sessions_throttled", "sessions allowed fewer than INITIAL_CONCURRENT"),
             requests_pending: r.gauge("requests_pending", "requests being answered"),
             subscriptions: r.gauges("subscriptions", "live subscriptions", &["kind"]),

@@ -79,6 +79,10 @@ fn metrics_follow_sync_and_requests() {
     assert_eq!(s[r#"ferrum_sessions{transport="tcp"}"#], 1.0);
     assert_eq!(s[r#"ferrum_subscriptions{kind="scripthash"}"#], 1.0);
     assert_eq!(s[r#"ferrum_subscriptions{kind="headers"}"#], 1.0);
+    // Peer discovery's table (empty on regtest without seeds), by status.
+    for status in ["good", "stale", "never", "bad"] {
+        assert_eq!(s[format!("ferrum_peers{{status=\"{status}\"}}").as_str()], 0.0, "{status}");
+    }
     assert!(s["ferrum_network_received_bytes_total"] > 100.0 && s["ferrum_network_sent_bytes_total"] > 100.0);
 
     // A block: notifications, and how long after the index changed they were written.

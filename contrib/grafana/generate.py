@@ -40,6 +40,9 @@ PANELS = [
         ("sum by (transport) (ferrum_sessions)", "{{transport}}"),
         ("ferrum_sessions_throttled", "throttled"),
     ]),
+    ("Peer servers, by status", "none", [
+        ("sum by (status) (ferrum_peers)", "{{status}}"),
+    ]),
     ("Sessions closed, by why", "ops", [
         ("sum by (reason) (rate(ferrum_sessions_closed_total[1m]))", "{{reason}}"),
     ]),

@@ -107,4 +107,8 @@ fn sample(ctx: &AdminContext) {
         .set(sessions.iter().map(|s| s.subs.load(Ordering::Relaxed) as i64).sum());
     m.subscriptions.with_label_values(&["headers"]).set(electrum.headers_subscribers() as i64);
     m.session_groups.set(electrum.sessions.groups.len() as i64);
+    let peers = ctx.peers.counts();
+    for status in ["good", "stale", "never", "bad"] {
+        m.peers.with_label_values(&[status]).set(peers[status].as_i64().unwrap_or(0));
+    }
 }
