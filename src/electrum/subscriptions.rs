@@ -185,6 +185,11 @@ impl Subscriptions {
     /// changes their heights without touching their script) and unindexed (OP_RETURN) ones.
     fn outpoints_to_check(&self, touched: &HashSet<HashX>, new_tip: bool) -> Vec<(OutPoint, bool)> {
         let reg = self.outpoints.lock().expect("lock");
+        // Every block touches thousands of script hashes; most servers have no outpoint
+        // subscription at all.
+        if reg.entries.is_empty() {
+            return Vec::new();
+        }
         let mut out: HashSet<OutPoint> =
             touched.iter().filter_map(|h| reg.by_hashx.get(h)).flat_map(|m| m.keys().copied()).collect();
         if new_tip {

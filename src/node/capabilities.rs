@@ -49,6 +49,12 @@ pub fn method_fallback(method: &str) -> &'static str {
         "getmempoolinfo" => "mempool.get_info takes the relay fee from getnetworkinfo",
         "getrawtransaction" => "transactions cannot be served (blockchain.transaction.get answers an error)",
         "decoderawtransaction" => "verbose blockchain.transaction.get of a confirmed transaction answers an error",
+        "getzmqnotifications" => {
+            "new blocks are noticed by long poll, or over ZMQ at DAEMON_ZMQ if the node publishes them"
+        }
+        "testmempoolaccept" => {
+            "blockchain.transaction.testmempoolaccept answers an error (nothing is broadcast to find out)"
+        }
         _ => "requests that need it get an error",
     }
 }

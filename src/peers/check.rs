@@ -32,7 +32,6 @@ pub struct Ours {
     pub announce: bool,
     /// The network's default ports (tcp, ssl) for bare feature letters.
     pub default_ports: (u16, u16),
-    pub timeout: Duration,
 }
 
 impl Ours {
@@ -78,8 +77,9 @@ impl From<CallError> for Attempt {
     }
 }
 
-/// Checks `peer` over each of its ports in turn (SSL first), reaching it by `route`.
-pub async fn check(peer: &Peer, ours: &Ours, route: &Route) -> Outcome {
+/// Checks `peer` over each of its ports in turn (SSL first), reaching it by `route`, each
+/// request within `timeout`.
+pub async fn check(peer: &Peer, ours: &Ours, route: &Route, timeout: Duration) -> Outcome {
     let mut tries: Vec<(bool, u16)> = Vec::new();
     let pairs = std::iter::once((peer.tcp, peer.ssl)).chain(peer.other_ports.iter().copied());
     for (tcp, ssl) in pairs {
@@ -91,7 +91,7 @@ pub async fn check(peer: &Peer, ours: &Ours, route: &Route) -> Outcome {
     }
     let mut last = "it offers no TCP or SSL port".to_string();
     for (tls, port) in tries {
-        match attempt(peer, tls, port, ours, route).await {
+        match attempt(peer, tls, port, ours, route, timeout).await {
             Ok(learned) => return Outcome::Good(learned),
             Err(Attempt::Bad(why)) => return Outcome::Bad(why),
             Err(Attempt::Failed(why)) => last = format!("{} port {port}: {why}", if tls { "SSL" } else { "TCP" }),
@@ -100,9 +100,16 @@ pub async fn check(peer: &Peer, ours: &Ours, route: &Route) -> Outcome {
     Outcome::Failed(last)
 }
 
-async fn attempt(peer: &Peer, tls: bool, port: u16, ours: &Ours, route: &Route) -> Result<Learned, Attempt> {
-    let (stream, ip) = connect(&peer.host, port, tls, route, ours.timeout).await?;
-    let mut c = PeerClient::new(stream, ours.timeout);
+async fn attempt(
+    peer: &Peer,
+    tls: bool,
+    port: u16,
+    ours: &Ours,
+    route: &Route,
+    timeout: Duration,
+) -> Result<Learned, Attempt> {
+    let (stream, ip) = connect(&peer.host, port, tls, route, timeout).await?;
+    let mut c = PeerClient::new(stream, timeout);
     let result = converse(&mut c, peer, ours).await;
     c.close().await;
     let (mut learned, (tcp, ssl)) = result?;

@@ -92,7 +92,6 @@ impl PeerManager {
             identities,
             announce,
             default_ports: config.coin.peer_ports,
-            timeout: TIMEOUT,
         };
         Arc::new(PeerManager {
             path: config.db_dir.join(PEERS_FILE),
@@ -231,11 +230,7 @@ impl PeerManager {
             Outcome::Bad("blacklisted".into())
         } else {
             match self.route(&peer) {
-                Some((route, timeout)) => {
-                    let mut ours = self.ours_with_timeout(timeout);
-                    ours.announce &= !self.ours.is_self(host);
-                    check::check(&peer, &ours, &route).await
-                }
+                Some((route, timeout)) => check::check(&peer, &self.ours, &route, timeout).await,
                 None => Outcome::Failed("no Tor proxy to reach it through".into()),
             }
         };
@@ -246,18 +241,6 @@ impl PeerManager {
     /// but never below 2 s.
     fn timeout(&self, base: Duration) -> Duration {
         base.mul_f64(self.config.peers.time_scale).max(Duration::from_secs(2)).min(base)
-    }
-
-    fn ours_with_timeout(&self, timeout: Duration) -> Ours {
-        Ours {
-            index: self.ours.index.clone(),
-            genesis_hash: self.ours.genesis_hash,
-            features: self.ours.features.clone(),
-            identities: self.ours.identities.clone(),
-            announce: self.ours.announce,
-            default_ports: self.ours.default_ports,
-            timeout,
-        }
     }
 
     /// How to reach a peer: onion peers (and every peer with FORCE_PROXY) through the proxy,

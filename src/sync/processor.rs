@@ -96,8 +96,6 @@ pub struct BlockProcessor {
     metrics: Arc<Metrics>,
     progress: Progress,
     stop: Option<watch::Receiver<bool>>,
-    /// The spends still missing from the spender index of an upgraded database.
-    backfill: Option<SpendBackfill>,
 }
 
 impl BlockProcessor {
@@ -115,7 +113,6 @@ impl BlockProcessor {
             metrics,
             progress: Progress::new(tip.map_or(0, |t| t.height), tip.map_or(0, |t| t.tx_count)),
             stop: None,
-            backfill: db.spend_backfill(),
             db,
         }
     }
@@ -427,7 +424,8 @@ impl BlockProcessor {
         let state = ChainState { height: prev.height, tip: prev.hash, tx_count: prev.tx_count };
         // Blocks from this height on will be applied again, with their spends: the backfill
         // stops short of them.
-        let backfill = self.backfill.map(|b| SpendBackfill { next: b.next, end: b.end.min(tip.height) });
+        let backfill =
+            self.writer.index().spend_backfill().map(|b| SpendBackfill { next: b.next, end: b.end.min(tip.height) });
         let (batch, touched) = self.db.unwind_batch(UnwindData {
             height: tip.height,
             undo: &undo,
@@ -437,7 +435,6 @@ impl BlockProcessor {
             backfill,
         })?;
         self.writer.commit_unwind(batch, prev, backfill)?;
-        self.backfill = backfill.filter(|b| !b.done());
         if self.writer.serving() {
             self.writer.publish(IndexEvent { touched: touched.into_iter().collect(), new_tip: true });
         }
@@ -450,17 +447,17 @@ impl BlockProcessor {
 
     /// A step of the spender backfill: the spends of blocks `from..from + hashes.len()`.
     fn backfill(&mut self, from: u32, hashes: &[[u8; 32]], mut spends: Vec<SpendRow>) -> Result<BackfillReply> {
-        let Some(b) = self.backfill else { return Ok(BackfillReply::Written(None)) };
+        // The index holds the backfill's state; only this thread changes it.
+        let Some(b) = self.writer.index().spend_backfill() else { return Ok(BackfillReply::Written(None)) };
         let to = from + hashes.len() as u32;
         let ours = |(i, hash): (usize, &[u8; 32])| self.writer.index().applied_hash(from + i as u32) == Some(*hash);
         if from != b.next || to > b.end || !hashes.iter().enumerate().all(ours) {
-            return Ok(BackfillReply::Stale(self.backfill));
+            return Ok(BackfillReply::Stale(Some(b)));
         }
         let next = SpendBackfill { next: to, end: b.end };
         let batch = self.db.backfill_batch(&mut spends, next);
         self.writer.commit_backfill(batch, next)?;
-        self.backfill = (!next.done()).then_some(next);
-        Ok(BackfillReply::Written(self.backfill))
+        Ok(BackfillReply::Written((!next.done()).then_some(next)))
     }
 
     /// The processor thread: applies commands until `Shutdown` or the channel closes. After a
