@@ -121,6 +121,12 @@ fn main() {
     );
     let size = dir_size(&db);
     println!("database files: {}", common::bench::db_breakdown(&db));
+    // Where the table bytes go, per column family (RocksDB's own count of its table files).
+    if let Ok(store) = ferrum::store::Db::open_read_only(&db) {
+        let tables: Vec<String> =
+            store.table_sizes().iter().map(|(t, b)| format!("{t} {:.1} MB", *b as f64 / 1e6)).collect();
+        println!("tables: {}", tables.join(", "));
+    }
     let log = std::fs::read_to_string(&f.log_path).unwrap_or_default();
     // Each flush logs "flushed to height H in M ms: ..., S spent from disk, ...".
     let number_before =
