@@ -17,48 +17,15 @@
 
 use ferrum_testkit as common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::bench::{dir_size, env_usize, full_run, proc_stats, ChainSpec};
 use common::process::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
-use futures::StreamExt;
 
-/// Pulls every block of heights 1..=tip as the prefetcher does (hash batches of 500, then
-/// `concurrency` raw-block requests in flight), without parsing. Returns (time, bytes).
-fn fetch_limit(url: &str, tip: u32, concurrency: usize) -> (Duration, usize) {
-    let vars: HashMap<String, String> =
-        [("DAEMON_URL", url), ("COIN", "Bitcoin"), ("NET", "regtest"), ("DB_DIRECTORY", "/nonexistent")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    let config = ferrum::config::Config::from_vars(vars).expect("config");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let daemon = Arc::new(ferrum::node::Daemon::new(&config, rx, Arc::new(ferrum::metrics::Metrics::new())));
-        let started = Instant::now();
-        let mut bytes = 0;
-        let mut from = 1;
-        while from <= tip {
-            let count = 500.min(tip - from + 1);
-            let hashes = daemon.block_hashes(from, count).await.expect("hashes");
-            let mut stream = futures::stream::iter(hashes)
-                .map(|h| {
-                    let d = daemon.clone();
-                    tokio::spawn(async move { d.raw_block(&h).await.expect("block").len() })
-                })
-                .buffered(concurrency);
-            while let Some(n) = stream.next().await {
-                bytes += n.expect("task");
-            }
-            from += count;
-        }
-        (started.elapsed(), bytes)
-    })
-}
+#[path = "support/fetch.rs"]
+mod fetch;
+use fetch::fetch_limit;
 
 fn main() {
     let full = full_run();
@@ -74,7 +41,7 @@ fn main() {
     let daemon = ScriptedDaemon::start(chain, DaemonOptions::default());
     let url = daemon.url();
 
-    let (fetch, bytes) = fetch_limit(&url, tip, concurrency);
+    let (fetch, bytes) = fetch_limit(&url, "Bitcoin", tip, concurrency);
     println!(
         "fetch limit: {tip} blocks, {:.1} MB in {:.2} s = {:.0} blocks/s, {:.0} MB/s (concurrency {concurrency})",
         bytes as f64 / 1e6,

@@ -21,7 +21,10 @@ use common::client::{scripthash, Client};
 use common::process::{private_tmpfs, resize_tmpfs, tmpfs_used, FerrumProcess};
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 
-const ENV: [(&str, &str); 4] = [("CACHE_MB", "1"), ("REORG_LIMIT", "20"), ("NET", "regtest"), ("COST_HARD_LIMIT", "0")];
+// BULK_FLUSH_ROWS=1: every flush of the initial sync goes in as table files (`store::bulk`), so
+// kills land in ingestions too; once serving, flushes are batches.
+const ENV: [(&str, &str); 5] =
+    [("CACHE_MB", "1"), ("REORG_LIMIT", "20"), ("NET", "regtest"), ("COST_HARD_LIMIT", "0"), ("BULK_FLUSH_ROWS", "1")];
 
 fn serve(db: &Path, daemon: &ScriptedDaemon) -> (FerrumProcess, u16) {
     let url = daemon.url();

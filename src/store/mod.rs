@@ -3,6 +3,7 @@
 //! (`write`). A kill at any instant leaves the last complete batch, so the database is always
 //! consistent. This is the only code that names RocksDB.
 
+mod bulk;
 mod dump;
 mod read;
 pub mod schema;
@@ -16,6 +17,7 @@ use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, IteratorMode, Options, SliceTransform, WriteBatch, WriteOptions, DB,
 };
 
+pub use bulk::INGEST_DIR;
 pub use dump::{dump_index, DumpRow};
 pub use read::{HistoryReader, UtxoEntry};
 pub use txid_file::TxidView;
@@ -200,6 +202,9 @@ impl Db {
                 }
             }
         }
+        // A flush a kill interrupted while ingesting its tables is completed before anything
+        // reads the chain state.
+        bulk::finish_ingest(&db, path)?;
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
         let backfill_at_open = read_backfill(&db)?;
@@ -237,9 +242,16 @@ impl Db {
     /// Applies a batch atomically and durably (fsync'd WAL): after this returns, a crash or
     /// power loss keeps it.
     pub fn write(&self, batch: Batch) -> Result<()> {
+        match batch.0 {
+            write::Changes::Rows(rows) => self.write_rows(rows),
+            write::Changes::Tables(tables) => self.ingest(tables),
+        }
+    }
+
+    fn write_rows(&self, batch: WriteBatch) -> Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db.write_opt(batch.0, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
+        self.db.write_opt(batch, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
     }
 
     pub fn state(&self) -> Result<Option<ChainState>> {

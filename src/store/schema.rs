@@ -23,6 +23,8 @@ pub const ALL_CFS: &[&str] = &[CF_META, CF_HEADER, CF_TXNUM, CF_UTXO, CF_HASHX_U
 pub const META_VERSION: &[u8] = b"version";
 pub const META_COIN: &[u8] = b"coin";
 pub const META_STATE: &[u8] = b"state";
+/// While a flush's table files are being ingested: the chain state they lead to (`bulk`).
+pub const META_INGEST: &[u8] = b"ingest";
 /// While the spender index of an upgraded database is being built: `SpendBackfill`.
 pub const META_SPEND_BACKFILL: &[u8] = b"spend_backfill";
 

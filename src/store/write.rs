@@ -8,12 +8,26 @@ use anyhow::Result;
 use rayon::slice::ParallelSliceMut;
 use rocksdb::WriteBatch;
 
+use super::bulk::{Row, Tables};
 use super::schema::*;
 use super::Db;
 use crate::types::{HashX, TxNum, Txid, HASHX_LEN};
 
 /// A batch of changes, written with `Db::write`; opaque outside the store.
-pub struct Batch(pub(super) WriteBatch);
+pub struct Batch(pub(super) Changes);
+
+pub(super) enum Changes {
+    /// One atomic write batch.
+    Rows(WriteBatch),
+    /// A large flush as table files (`bulk`).
+    Tables(Tables),
+}
+
+impl From<WriteBatch> for Batch {
+    fn from(b: WriteBatch) -> Batch {
+        Batch(Changes::Rows(b))
+    }
+}
 
 /// An output created since the last flush and still unspent.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +65,22 @@ pub struct FlushData<'a> {
     /// Undo data below this height is never needed again.
     pub keep_undo_from: Option<u32>,
     pub state: ChainState,
+    /// Write the flush as table files (`bulk`) rather than as a batch: only while no client is
+    /// served, since readers could see its rows before its state.
+    pub as_tables: bool,
+}
+
+/// A flush's rows, each column family's sorted by key.
+struct SortedRows<'a> {
+    utxo: Vec<([u8; TXNUM_LEN + 4], HashX)>,
+    utxo_dels: Vec<[u8; TXNUM_LEN + 4]>,
+    hutxo: Vec<([u8; HASHX_LEN + TXNUM_LEN + 4], [u8; 8])>,
+    hutxo_dels: Vec<[u8; HASHX_LEN + TXNUM_LEN + 4]>,
+    history: &'a [[u8; HASHX_LEN + TXNUM_LEN]],
+    txnum: Vec<[u8; TXID_PREFIX_LEN + TXNUM_LEN]>,
+    spends: &'a [SpendRow],
+    headers: Vec<([u8; 4], [u8; 85])>,
+    undo: Vec<([u8; 4], &'a [u8])>,
 }
 
 /// What unwinding the tip block writes.
@@ -67,85 +97,33 @@ pub struct UnwindData<'a> {
 }
 
 impl Db {
-    /// A flush as one batch. Each column family's rows go in in key order: RocksDB's memtable
-    /// skiplist then finds every insert position next to the previous one, where random order
-    /// made each insert walk the list from the top (that was most of initial-sync time).
-    pub fn flush_batch(&self, f: FlushData) -> Batch {
-        let FlushData {
-            created,
-            spent,
-            history,
-            spends,
-            txids,
-            first_tx_num,
-            headers,
-            first_height,
-            undo,
-            keep_undo_from,
-            state,
-        } = f;
-        let mut utxo_rows: Vec<([u8; TXNUM_LEN + 4], HashX)> =
-            created.iter().map(|c| (utxo_key(c.tx_num, c.vout), c.hashx)).collect();
-        let mut hutxo_rows: Vec<([u8; HASHX_LEN + TXNUM_LEN + 4], u64)> =
-            created.iter().map(|c| (hashx_utxo_key(&c.hashx, c.tx_num, c.vout), c.value)).collect();
-        drop(created);
-        let mut utxo_dels: Vec<[u8; TXNUM_LEN + 4]> = spent.iter().map(|s| utxo_key(s.tx_num, s.vout)).collect();
-        let mut hutxo_dels: Vec<[u8; HASHX_LEN + TXNUM_LEN + 4]> =
-            spent.iter().map(|s| hashx_utxo_key(&s.hashx, s.tx_num, s.vout)).collect();
-        let mut txnum_rows: Vec<[u8; TXID_PREFIX_LEN + TXNUM_LEN]> =
-            txids.iter().enumerate().map(|(i, txid)| txnum_key(txid, first_tx_num + i as u64)).collect();
-        rayon::join(
-            || rayon::join(|| utxo_rows.par_sort_unstable(), || hutxo_rows.par_sort_unstable()),
-            || {
-                rayon::join(
-                    || rayon::join(|| utxo_dels.par_sort_unstable(), || hutxo_dels.par_sort_unstable()),
-                    || {
-                        rayon::join(
-                            || rayon::join(|| history.par_sort_unstable(), || txnum_rows.par_sort_unstable()),
-                            || spends.par_sort_unstable(),
-                        )
-                    },
-                )
-            },
-        );
+    /// A flush as one batch, or as table files when `as_tables`. Each column family's rows go
+    /// in in key order: RocksDB's memtable skiplist then finds every insert position next to
+    /// the previous one, where random order made each insert walk the list from the top (that
+    /// was most of initial-sync time); table files need that order anyway.
+    pub fn flush_batch(&self, f: FlushData) -> Result<Batch> {
+        let (as_tables, state, keep_undo_from) = (f.as_tables, f.state, f.keep_undo_from);
+        let rows = sorted_rows(f);
+        if as_tables {
+            let tables = self.build_tables(table_rows(&rows), (state, keep_undo_from))?;
+            return Ok(Batch(Changes::Tables(tables)));
+        }
         let mut batch = WriteBatch::default();
-        let (cf_utxo, cf_hutxo) = (self.cf(CF_UTXO), self.cf(CF_HASHX_UTXO));
-        for (key, hashx) in &utxo_rows {
-            batch.put_cf(cf_utxo, key, hashx);
-        }
-        for key in &utxo_dels {
-            batch.delete_cf(cf_utxo, key);
-        }
-        for (key, value) in &hutxo_rows {
-            batch.put_cf(cf_hutxo, key, value.to_be_bytes());
-        }
-        for key in &hutxo_dels {
-            batch.delete_cf(cf_hutxo, key);
-        }
-        // One row per script hash: its first tx number in the key, the rest in the value.
-        let cf_hist = self.cf(CF_HISTORY);
-        for group in history.chunk_by(|a, b| a[..HASHX_LEN] == b[..HASHX_LEN]) {
-            batch.put_cf(cf_hist, group[0], history_value(group[1..].iter().map(|k| decode_txnum(&k[HASHX_LEN..]))));
-        }
-        let cf_txnum = self.cf(CF_TXNUM);
-        for key in &txnum_rows {
-            batch.put_cf(cf_txnum, key, []);
-        }
-        put_spends(&mut batch, self.cf(CF_SPEND), spends);
-        drop((utxo_rows, hutxo_rows, utxo_dels, hutxo_dels, txnum_rows));
-        let cf_header = self.cf(CF_HEADER);
-        for (i, (header, count)) in headers.iter().enumerate() {
-            batch.put_cf(cf_header, header_key(first_height + i as u32), header_value(header, *count));
-        }
-        let cf_undo = self.cf(CF_UNDO);
-        for (h, blob) in undo {
-            batch.put_cf(cf_undo, undo_key(*h), blob);
+        for (cf, rows) in table_rows(&rows) {
+            let cf = self.cf(cf);
+            for row in rows {
+                match row {
+                    Row::Put(k, v) => batch.put_cf(cf, k, v),
+                    Row::Owned(k, v) => batch.put_cf(cf, k, v),
+                    Row::Delete(k) => batch.delete_cf(cf, k),
+                }
+            }
         }
         if let Some(keep_from) = keep_undo_from {
-            batch.delete_range_cf(cf_undo, undo_key(0), undo_key(keep_from));
+            batch.delete_range_cf(self.cf(CF_UNDO), undo_key(0), undo_key(keep_from));
         }
         batch.put_cf(self.cf(CF_META), META_STATE, state.encode());
-        Batch(batch)
+        Ok(batch.into())
     }
 
     /// Unwinding the tip block as one batch; also returns the script hashes it touched.
@@ -190,7 +168,7 @@ impl Db {
         if let Some(b) = u.backfill {
             put_backfill(&mut batch, self.cf(CF_META), b);
         }
-        Ok((Batch(batch), touched))
+        Ok((batch.into(), touched))
     }
 
     /// The spends of blocks the backfill fetched again, and how far that takes it.
@@ -199,8 +177,77 @@ impl Db {
         let mut batch = WriteBatch::default();
         put_spends(&mut batch, self.cf(CF_SPEND), spends);
         put_backfill(&mut batch, self.cf(CF_META), state);
-        Batch(batch)
+        batch.into()
     }
+}
+
+/// Sorts every column family's rows of a flush (in parallel).
+fn sorted_rows(f: FlushData) -> SortedRows {
+    let FlushData { created, spent, history, spends, txids, first_tx_num, headers, first_height, undo, .. } = f;
+    let mut utxo: Vec<_> = created.iter().map(|c| (utxo_key(c.tx_num, c.vout), c.hashx)).collect();
+    let mut hutxo: Vec<_> =
+        created.iter().map(|c| (hashx_utxo_key(&c.hashx, c.tx_num, c.vout), c.value.to_be_bytes())).collect();
+    drop(created);
+    let mut utxo_dels: Vec<_> = spent.iter().map(|s| utxo_key(s.tx_num, s.vout)).collect();
+    let mut hutxo_dels: Vec<_> = spent.iter().map(|s| hashx_utxo_key(&s.hashx, s.tx_num, s.vout)).collect();
+    let mut txnum: Vec<_> =
+        txids.iter().enumerate().map(|(i, txid)| txnum_key(txid, first_tx_num + i as u64)).collect();
+    rayon::join(
+        || rayon::join(|| utxo.par_sort_unstable(), || hutxo.par_sort_unstable()),
+        || {
+            rayon::join(
+                || rayon::join(|| utxo_dels.par_sort_unstable(), || hutxo_dels.par_sort_unstable()),
+                || {
+                    rayon::join(
+                        || rayon::join(|| history.par_sort_unstable(), || txnum.par_sort_unstable()),
+                        || spends.par_sort_unstable(),
+                    )
+                },
+            )
+        },
+    );
+    let headers = headers
+        .iter()
+        .enumerate()
+        .map(|(i, (header, count))| (header_key(first_height + i as u32), header_value(header, *count)))
+        .collect();
+    let undo = undo.iter().map(|(h, blob)| (undo_key(*h), blob.as_slice())).collect();
+    SortedRows { utxo, utxo_dels, hutxo, hutxo_dels, history, txnum, spends, headers, undo }
+}
+
+type RowIter<'a> = Box<dyn Iterator<Item = Row<'a>> + Send + 'a>;
+
+/// Each column family's rows in key order, puts and deletions merged (a flush never puts and
+/// deletes one key: an output created and spent since the last flush has no row at all).
+fn table_rows<'a>(r: &'a SortedRows) -> Vec<(&'static str, RowIter<'a>)> {
+    let utxo = merge(r.utxo.iter().map(|(k, v)| (&k[..], &v[..])), r.utxo_dels.iter().map(|k| &k[..]));
+    let hutxo = merge(r.hutxo.iter().map(|(k, v)| (&k[..], &v[..])), r.hutxo_dels.iter().map(|k| &k[..]));
+    // One row per script hash: its first tx number in the key, the rest in the value.
+    let history = r.history.chunk_by(|a, b| a[..HASHX_LEN] == b[..HASHX_LEN]).map(|group| {
+        Row::Owned(group[0].to_vec(), history_value(group[1..].iter().map(|k| decode_txnum(&k[HASHX_LEN..]))))
+    });
+    vec![
+        (CF_UTXO, Box::new(utxo) as RowIter),
+        (CF_HASHX_UTXO, Box::new(hutxo)),
+        (CF_HISTORY, Box::new(history)),
+        (CF_TXNUM, Box::new(r.txnum.iter().map(|k| Row::Put(&k[..], &[])))),
+        (CF_SPEND, Box::new(r.spends.iter().map(|row| Row::Put(&row[..TXNUM_LEN + 4], &row[TXNUM_LEN + 4..])))),
+        (CF_HEADER, Box::new(r.headers.iter().map(|(k, v)| Row::Put(&k[..], &v[..])))),
+        (CF_UNDO, Box::new(r.undo.iter().map(|(k, v)| Row::Put(&k[..], v)))),
+    ]
+}
+
+/// Puts and deletions, each sorted by key, as one sorted sequence.
+fn merge<'a>(
+    puts: impl Iterator<Item = (&'a [u8], &'a [u8])> + Send + 'a,
+    dels: impl Iterator<Item = &'a [u8]> + Send + 'a,
+) -> impl Iterator<Item = Row<'a>> + Send + 'a {
+    let (mut puts, mut dels) = (puts.peekable(), dels.peekable());
+    std::iter::from_fn(move || match (puts.peek(), dels.peek()) {
+        (Some((k, _)), Some(d)) if d < k => dels.next().map(Row::Delete),
+        (Some(_), _) => puts.next().map(|(k, v)| Row::Put(k, v)),
+        (None, _) => dels.next().map(Row::Delete),
+    })
 }
 
 fn put_spends(batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily, sorted: &[SpendRow]) {

@@ -131,7 +131,8 @@ impl Syncer {
         let failed = Arc::new(AtomicBool::new(false));
         let processor =
             BlockProcessor::new(writer.clone(), db, config.cache_bytes(), config.reorg_limit, metrics.clone())
-                .with_stop(shutdown.clone());
+                .with_stop(shutdown.clone())
+                .with_bulk_rows(config.bulk_flush_rows);
         let thread = {
             let failed = failed.clone();
             std::thread::Builder::new().name("block-processor".into()).spawn(move || processor.run(cmd_rx, failed))?

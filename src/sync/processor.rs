@@ -80,6 +80,9 @@ pub enum BackfillReply {
     Failed(String),
 }
 
+/// BULK_FLUSH_ROWS's default: below this, a batch costs less than building and ingesting files.
+pub const DEFAULT_BULK_FLUSH_ROWS: usize = 100_000;
+
 /// Room kept free on DB_DIRECTORY beyond what a flush writes: RocksDB's own memtable flushes
 /// and compactions need space too.
 const DISK_RESERVE: u64 = 64 << 20;
@@ -92,6 +95,8 @@ pub struct BlockProcessor {
     flushed_height: Option<u32>,
     cache_limit: usize,
     reorg_limit: u32,
+    /// Flushes of at least this many rows are written as table files while not serving (0: never).
+    bulk_rows: usize,
     pending: Pending,
     metrics: Arc<Metrics>,
     progress: Progress,
@@ -109,12 +114,20 @@ impl BlockProcessor {
             flushed_height: tip.map(|t| t.height),
             cache_limit,
             reorg_limit,
+            bulk_rows: DEFAULT_BULK_FLUSH_ROWS,
             pending: Pending::default(),
             metrics,
             progress: Progress::new(tip.map_or(0, |t| t.height), tip.map_or(0, |t| t.tx_count)),
             stop: None,
             db,
         }
+    }
+
+    /// Sets BULK_FLUSH_ROWS: flushes of at least this many rows are written as table files
+    /// while no client is served; 0 never.
+    pub fn with_bulk_rows(mut self, rows: usize) -> Self {
+        self.bulk_rows = rows;
+        self
     }
 
     /// Lets a wait for disk space end when ferrum is asked to stop.
@@ -209,11 +222,18 @@ impl BlockProcessor {
             self.metrics.spends_from_mempool.inc_by(known.len() as u64);
             found.extend(known);
         }
+        // Nothing flushed yet (a new index): every output a block spends is in the cache or the
+        // block itself, and checking that for millions of inputs cost a second of a 1M-tx sync.
+        if self.flushed_height.is_none() {
+            return Ok(found);
+        }
+        use rayon::prelude::*;
         let own: HashSet<&Txid> = block.txs.iter().map(|t| &t.txid).collect();
+        // In parallel: each check is a likely cache miss in a write cache of millions of outputs.
         let wanted: Vec<&OutPoint> = block
             .txs
-            .iter()
-            .flat_map(|t| &t.inputs)
+            .par_iter()
+            .flat_map_iter(|t| &t.inputs)
             .filter(|op| !own.contains(&op.txid) && !self.pending.utxos.contains_key(op) && !found.contains_key(op))
             .collect();
         let looked_up = self.db.find_utxos_parallel(&wanted, need_value)?;
@@ -307,6 +327,8 @@ impl BlockProcessor {
                 lookup_time.as_secs_f64() * 1e3
             );
         }
+        self.progress.stages.resolving += lookup_time;
+        self.progress.stages.applying += started.elapsed() - lookup_time;
         if caught_up || self.pending.bytes() >= self.cache_limit {
             self.flush()?;
         }
@@ -338,6 +360,10 @@ impl BlockProcessor {
             .iter()
             .map(|(op, c)| CreatedOutput { tx_num: c.tx_num, vout: op.vout, hashx: c.hashx, value: c.value })
             .collect();
+        // While no client is served, a large flush goes in as table files (`store::bulk`):
+        // RocksDB's one-thread memtable insert was most of a big flush's time.
+        let rows = n_utxos + n_spent + n_hist + p.spends.len() + n_txs;
+        let as_tables = self.bulk_rows > 0 && rows >= self.bulk_rows && !self.writer.serving();
         let batch = self.db.flush_batch(FlushData {
             created,
             spent: &p.spent_db,
@@ -351,7 +377,15 @@ impl BlockProcessor {
             // Undo data older than REORG_LIMIT blocks is never needed again.
             keep_undo_from: (tip.height + 1).checked_sub(self.reorg_limit),
             state: ChainState { height: tip.height, tip: tip.hash, tx_count: tip.tx_count },
+            as_tables,
         });
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                self.pending = p;
+                return Err(e);
+            }
+        };
         let built = started.elapsed();
         // Readers see the new blocks, and the mempool loses their transactions, at one instant.
         let mempool_touched = match self.writer.commit_flush(batch, tip, &p.txids, &p.spent_outpoints) {
@@ -368,6 +402,8 @@ impl BlockProcessor {
             self.writer.publish(IndexEvent { touched, new_tip: true });
         }
         let elapsed = started.elapsed();
+        self.progress.stages.building += built;
+        self.progress.stages.writing += elapsed - built;
         self.metrics.set_indexed(tip.height, tip.hash, tip.tx_count);
         self.metrics.flushes.inc();
         self.metrics.last_flush_ms.set(elapsed.as_millis() as i64);
@@ -375,9 +411,10 @@ impl BlockProcessor {
         self.metrics.write_cache_bytes.set(self.pending.bytes() as i64);
         tracing::debug!(
             "flushed to height {} in {:.0} ms: {n_txs} txs, {n_utxos} new UTXOs, {n_spent} spent from disk, {n_hist} history rows \
-             (batch built at {:.1} ms)",
+             ({} built at {:.1} ms)",
             tip.height,
             elapsed.as_secs_f64() * 1e3,
+            if as_tables { "table files" } else { "batch" },
             built.as_secs_f64() * 1e3,
         );
         Ok(())
@@ -467,7 +504,12 @@ impl BlockProcessor {
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>, failed: Arc<AtomicBool>) {
         let mut applied = Applied::All;
         let mut fatal: Option<String> = None;
-        while let Some(cmd) = rx.blocking_recv() {
+        loop {
+            let asked = Instant::now();
+            let Some(cmd) = rx.blocking_recv() else { break };
+            if !self.progress.caught_up() {
+                self.progress.stages.waiting += asked.elapsed();
+            }
             match cmd {
                 Command::Block { fetched, daemon_tip } => {
                     if fatal.is_some() || applied == Applied::ChainChanged {

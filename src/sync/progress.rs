@@ -1,7 +1,40 @@
 //! The initial sync's progress log: height, percent, rate, ETA and the write cache's fill, every
-//! 10 seconds; and the moment the index catches up with the daemon.
+//! 10 seconds; and the moment the index catches up with the daemon, with where the block
+//! processor's time went (its stages), so a slow sync says what held it back.
 
 use std::time::{Duration, Instant};
+
+/// The block processor's time by stage since it started (or last unwound). Stages run one after
+/// another on its thread, so they add up to its wall time; `waiting` large means the daemon or
+/// the prefetcher held the sync back, the others that the processor did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stages {
+    /// Waiting for the next block from the prefetcher.
+    pub waiting: Duration,
+    /// Looking up the outputs a block spends that only the database has.
+    pub resolving: Duration,
+    /// Applying blocks to the write cache.
+    pub applying: Duration,
+    /// Building flush batches (sorting rows, filling the batch) and writing them.
+    pub building: Duration,
+    pub writing: Duration,
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |d: Duration| d.as_secs_f64();
+        write!(
+            f,
+            "waiting for blocks {:.1} s, resolving spends from disk {:.1} s, applying {:.1} s, building batches {:.1} s, \
+             writing them {:.1} s",
+            s(self.waiting),
+            s(self.resolving),
+            s(self.applying),
+            s(self.building),
+            s(self.writing)
+        )
+    }
+}
 
 pub struct Progress {
     last: Instant,
@@ -9,11 +42,25 @@ pub struct Progress {
     last_txs: u64,
     /// Whether the last block reached the daemon's tip, to log the moment sync completes.
     caught_up: bool,
+    started: Instant,
+    pub stages: Stages,
 }
 
 impl Progress {
     pub fn new(height: u32, tx_count: u64) -> Progress {
-        Progress { last: Instant::now(), last_height: height, last_txs: tx_count, caught_up: false }
+        Progress {
+            last: Instant::now(),
+            last_height: height,
+            last_txs: tx_count,
+            caught_up: false,
+            started: Instant::now(),
+            stages: Stages::default(),
+        }
+    }
+
+    /// Whether the last block applied reached the daemon's tip.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
     }
 
     /// Starts counting again from `height` (after an unwind).
@@ -27,7 +74,11 @@ impl Progress {
         let elapsed = self.last.elapsed();
         let was_caught_up = std::mem::replace(&mut self.caught_up, caught_up);
         if caught_up && !was_caught_up {
-            tracing::info!("caught up with the daemon at height {height} ({tx_count} transactions indexed)");
+            tracing::info!(
+                "caught up with the daemon at height {height} ({tx_count} transactions indexed) after {:.1} s: {}",
+                self.started.elapsed().as_secs_f64(),
+                self.stages
+            );
         } else if caught_up {
             tracing::info!("indexed block {height}");
         } else if elapsed >= Duration::from_secs(10) {
@@ -39,9 +90,10 @@ impl Progress {
             let eta = if bps > 0.0 { format_duration(Duration::from_secs_f64(left / bps)) } else { "unknown".into() };
             let (bytes, limit) = cache;
             tracing::info!(
-                "sync: height {height}/{daemon_tip} ({pct:.2}%), {bps:.1} blocks/s, {tps:.0} tx/s, ETA {eta}, cache {:.0} MB ({:.0}% of CACHE_MB)",
+                "sync: height {height}/{daemon_tip} ({pct:.2}%), {bps:.1} blocks/s, {tps:.0} tx/s, ETA {eta}, cache {:.0} MB ({:.0}% of CACHE_MB); {}",
                 bytes as f64 / 1e6,
-                100.0 * bytes as f64 / limit.max(1) as f64
+                100.0 * bytes as f64 / limit.max(1) as f64,
+                self.stages
             );
         } else {
             return;

@@ -87,17 +87,17 @@ impl ChainSpec {
         ChainSpec { seed: 42, blocks, opts }
     }
 
-    /// File name: the parameters' digest, so a changed generator option never reuses a chain.
-    fn file(&self) -> PathBuf {
+    /// The chain's name: its size and the parameters' digest, so a changed generator option
+    /// never reuses a chain.
+    pub fn name(&self) -> String {
         // Bump when the generator's output for the same options changes.
         const GENERATOR_VERSION: u32 = 1;
         let digest = Sha256::digest(format!("{GENERATOR_VERSION} {self:?}"));
-        cache_dir().join("chains").join(format!(
-            "chain-{}x{}-{}.bin",
-            self.blocks,
-            self.opts.max_txs,
-            hex::encode(&digest[..8])
-        ))
+        format!("chain-{}x{}-{}", self.blocks, self.opts.max_txs, hex::encode(&digest[..8]))
+    }
+
+    fn file(&self) -> PathBuf {
+        cache_dir().join("chains").join(format!("{}.bin", self.name()))
     }
 
     /// A builder positioned at the chain's tip, ready to add more blocks.

@@ -80,6 +80,12 @@ pub struct ChainOptions {
     pub same_block_spend_probability: f64,
     /// Probability that a transaction is a batch payout of 20-50 outputs (exchanges, pools).
     pub batch_payout_probability: f64,
+    /// Blocks a real node accepts (`real_chain`): every output script is a unique
+    /// anyone-can-spend `<20 bytes> OP_DROP OP_TRUE` spent by an empty scriptSig (no signatures
+    /// to make, nothing for the node to verify at length), coinbases spent only once mature and
+    /// split into many outputs while the chain is young, BIP34 heights as Core encodes them, and
+    /// ground proof of work. Such chains are not forked or resumed.
+    pub node_valid: bool,
 }
 
 impl Default for ChainOptions {
@@ -95,9 +101,17 @@ impl Default for ChainOptions {
             op_return_probability: 0.1,
             same_block_spend_probability: 0.3,
             batch_payout_probability: 0.0,
+            node_valid: false,
         }
     }
 }
+
+/// A coinbase output is spendable this many blocks later (consensus).
+const COINBASE_MATURITY: u32 = 100;
+/// In node-valid chains the first coinbases are split this many ways, up to this height, so the
+/// blocks after maturity have coins to spend.
+const YOUNG_COINBASE_OUTPUTS: usize = 1000;
+const YOUNG_CHAIN_HEIGHT: u32 = 200;
 
 /// One unspent output of a branch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +170,8 @@ pub struct ChainBuilder {
     /// Outpoints the abandoned branch spent after the fork point; the new branch spends them
     /// first so that the same coins are double-spent across branches.
     priority_spends: Vec<OutPoint>,
+    /// Node-valid chains: coinbase outputs not yet mature, oldest first.
+    maturing: std::collections::VecDeque<Utxo>,
 }
 
 impl ChainBuilder {
@@ -173,7 +189,7 @@ impl ChainBuilder {
     pub fn from_genesis(seed: u64, opts: ChainOptions, genesis: Block) -> ChainBuilder {
         let mut rng = StdRng::seed_from_u64(seed);
         let hot = (0..opts.hot_scripts)
-            .map(|i| random_script(&mut rng, ScriptKind::ALL[i % ScriptKind::ALL.len()]))
+            .map(|i| new_script(&mut rng, ScriptKind::ALL[i % ScriptKind::ALL.len()], opts.node_valid))
             .collect();
         ChainBuilder {
             seed,
@@ -185,6 +201,7 @@ impl ChainBuilder {
             branch_tag: 0,
             forks_made: Cell::new(0),
             priority_spends: Vec::new(),
+            maturing: Default::default(),
         }
     }
 
@@ -345,6 +362,10 @@ impl ChainBuilder {
     /// random transactions.
     pub fn add_block_including(&mut self, include: Vec<Transaction>, ntx: usize) -> &Block {
         let height = self.height() + 1;
+        while self.maturing.front().is_some_and(|u| u.height + COINBASE_MATURITY <= height) {
+            let u = self.maturing.pop_front().expect("checked");
+            self.utxos.insert(u);
+        }
         let mut txs: Vec<Transaction> = Vec::with_capacity(ntx + 1);
         // Outputs created by this block that are still unspent: candidates for in-block spends.
         let mut fresh: Vec<OutPoint> = Vec::new();
@@ -385,7 +406,12 @@ impl ChainBuilder {
         // Coinbase: BIP34 height, branch tag and an extra nonce make it unique per branch.
         let extra_nonce: u32 = self.rng.gen();
         let mut script_sig = Vec::new();
-        push_data(&mut script_sig, &script_num(height as i64));
+        if self.opts.node_valid && height <= 16 {
+            // Core checks BIP34 heights byte for byte against `CScript() << height`: OP_1..OP_16.
+            script_sig.push(0x50 + height as u8);
+        } else {
+            push_data(&mut script_sig, &script_num(height as i64));
+        }
         push_data(&mut script_sig, &self.branch_tag.to_le_bytes());
         push_data(&mut script_sig, &extra_nonce.to_le_bytes());
         push_data(&mut script_sig, b"/ferrum-test/");
@@ -396,9 +422,17 @@ impl ChainBuilder {
         // Every so often the reward goes to a hot script so hot scripts see coinbase history.
         let reward_script = match self.hot.iter().find(|s| ScriptKind::of(s) == Some(kind)) {
             Some(hot) if self.rng.gen_bool(0.25) => hot.clone(),
-            _ => random_script(&mut self.rng, kind),
+            _ => new_script(&mut self.rng, kind, self.opts.node_valid),
         };
         let subsidy = (50 * COIN) >> (height / 150).min(63);
+        let reward = subsidy + fees;
+        let parts = if self.opts.node_valid && height <= YOUNG_CHAIN_HEIGHT { YOUNG_COINBASE_OUTPUTS } else { 1 };
+        let mut outputs = vec![TxOut { value: Amount::from_sat(reward / parts as u64), script_pubkey: reward_script }];
+        for _ in 1..parts {
+            let script = new_script(&mut self.rng, kind, true);
+            outputs.push(TxOut { value: Amount::from_sat(reward / parts as u64), script_pubkey: script });
+        }
+        outputs[0].value += Amount::from_sat(reward % parts as u64);
         let mut coinbase = Transaction {
             version: Version::TWO,
             lock_time: LockTime::ZERO,
@@ -408,7 +442,7 @@ impl ChainBuilder {
                 sequence: Sequence::MAX,
                 witness: Witness::new(),
             }],
-            output: vec![TxOut { value: Amount::from_sat(subsidy + fees), script_pubkey: reward_script }],
+            output: outputs,
         };
         let has_witness = txs.iter().any(|t| t.input.iter().any(|i| !i.witness.is_empty()));
         txs.insert(0, coinbase.clone());
@@ -442,15 +476,26 @@ impl ChainBuilder {
         block.header.merkle_root = bitcoin::merkle_tree::calculate_root(txids.iter().map(|t| t.to_raw_hash()))
             .map(TxMerkleNode::from_raw_hash)
             .expect("non-empty block");
+        if self.opts.node_valid {
+            let target = block.header.target();
+            while !target.is_met_by(block.header.block_hash()) {
+                block.header.nonce = block.header.nonce.wrapping_add(1);
+            }
+        }
 
         for (vout, o) in cb.output.iter().enumerate() {
             if !o.script_pubkey.is_op_return() {
-                self.utxos.insert(Utxo {
+                let utxo = Utxo {
                     outpoint: OutPoint::new(cb_txid, vout as u32),
                     script: o.script_pubkey.clone(),
                     value: o.value.to_sat(),
                     height,
-                });
+                };
+                if self.opts.node_valid {
+                    self.maturing.push_back(utxo);
+                } else {
+                    self.utxos.insert(utxo);
+                }
             }
         }
         self.blocks.push(block);
@@ -506,7 +551,7 @@ impl ChainBuilder {
                 self.hot[self.rng.gen_range(0..self.hot.len())].clone()
             } else {
                 let kind = ScriptKind::ALL[self.rng.gen_range(0..ScriptKind::ALL.len())];
-                random_script(&mut self.rng, kind)
+                new_script(&mut self.rng, kind, self.opts.node_valid)
             };
             output.push(TxOut { value: Amount::from_sat(value), script_pubkey: script });
         }
@@ -535,6 +580,15 @@ impl ChainBuilder {
 
     /// An input spending `u` with a scriptSig / witness of the shape its script type expects.
     fn dummy_input(&mut self, u: &Utxo) -> TxIn {
+        if self.opts.node_valid {
+            // `<20 bytes> OP_DROP OP_TRUE` needs nothing from the spender.
+            return TxIn {
+                previous_output: u.outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            };
+        }
         let rng = &mut self.rng;
         let mut script_sig = Vec::new();
         let mut witness = Witness::new();
@@ -621,6 +675,7 @@ impl ChainBuilder {
             branch_tag,
             forks_made: Cell::new(0),
             priority_spends: priority,
+            maturing: Default::default(),
         }
     }
 }
@@ -649,6 +704,17 @@ fn replay_utxos(blocks: &[Block]) -> UtxoSet {
         }
     }
     set
+}
+
+/// A fresh script: of the given kind, or for node-valid chains a unique anyone-can-spend one.
+fn new_script(rng: &mut impl Rng, kind: ScriptKind, node_valid: bool) -> ScriptBuf {
+    if node_valid {
+        let mut spk = vec![0x14];
+        spk.extend(random_bytes(rng, 20));
+        spk.extend([0x75, 0x51]); // OP_DROP OP_TRUE
+        return ScriptBuf::from_bytes(spk);
+    }
+    random_script(rng, kind)
 }
 
 /// A fresh random script of the given kind (random hashes / keys: nobody checks them).

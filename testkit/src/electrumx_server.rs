@@ -153,6 +153,11 @@ impl ElectrumX {
         ex
     }
 
+    /// Keeps `dir` (where the server's DB and log are) until the server is dropped.
+    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
+        self._tmp = Some(dir);
+    }
+
     /// The server process's id (for its CPU and memory accounting).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -14,7 +14,8 @@
 //! - `fuzz`: the fuzz corpus and its mutations;
 //! - `served`: ferrum serving a small scripted chain, for tests that act as its clients;
 //! - `try_it`: ferrum on a private regtest chain with payments (`contrib/try.sh`);
-//! - `bench`: cached benchmark chains and measuring helpers.
+//! - `bench`: cached benchmark chains and measuring helpers;
+//! - `real_chain`: benchmark chains on real Bitcoin Core and Bitcoin SV nodes, cached.
 
 pub mod bench;
 pub mod chain;
@@ -29,6 +30,7 @@ pub mod fuzz;
 pub mod nodes;
 pub mod process;
 pub mod prometheus;
+pub mod real_chain;
 pub mod scripted_daemon;
 pub mod served;
 pub mod try_it;

@@ -182,7 +182,18 @@ pub struct Node {
 
 impl Node {
     fn spawn(name: &'static str, bin: &Path, extra: &[&str]) -> Node {
+        Node::spawn_from(name, bin, extra, None)
+    }
+
+    /// Starts a node on a copy of `template` (a regtest directory a stopped node left, e.g. a
+    /// cached chain of `real_chain`), or on an empty datadir.
+    fn spawn_from(name: &'static str, bin: &Path, extra: &[&str], template: Option<&Path>) -> Node {
         let datadir = tempfile::Builder::new().prefix(&format!("ferrum-{name}-")).tempdir().unwrap();
+        if let Some(template) = template {
+            let status =
+                Command::new("cp").arg("-r").arg(template).arg(datadir.path().join("regtest")).status().expect("cp");
+            assert!(status.success(), "copying {} failed", template.display());
+        }
         let (rpc_port, p2p_port) = (free_port(), free_port());
         let mut args = vec![
             "-regtest".to_string(),
@@ -291,14 +302,13 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
+impl Node {
+    /// Stops the node (RPC `stop`, waiting up to 20 s for it to write its state, then SIGKILL);
+    /// the datadir stays until drop.
+    pub fn shutdown(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail());
-        }
         let _ = self.rpc("stop", json!([]));
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
@@ -309,6 +319,20 @@ impl Drop for Node {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// The node's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.is_some() && std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+        self.shutdown();
     }
 }
 
@@ -328,6 +352,14 @@ impl BitcoinCore {
         let mut args = vec!["-fallbackfee=0.0001"];
         args.extend_from_slice(extra);
         Some(BitcoinCore(Node::spawn("bitcoind", &bin, &args)))
+    }
+
+    /// `try_start_with` on a copy of a regtest directory a stopped node left.
+    pub fn try_start_from(template: &Path, extra: &[&str]) -> Option<BitcoinCore> {
+        let bin = locate("Bitcoin Core", "bitcoin-core/bin/bitcoind")?;
+        let mut args = vec!["-fallbackfee=0.0001"];
+        args.extend_from_slice(extra);
+        Some(BitcoinCore(Node::spawn_from("bitcoind", &bin, &args, Some(template))))
     }
 
     /// Starts a node; panics when the binary is missing.
@@ -396,6 +428,12 @@ impl Deref for BitcoinCore {
     }
 }
 
+impl std::ops::DerefMut for BitcoinCore {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.0
+    }
+}
+
 /// The Bitcoin SV node, with its own wallet.
 pub struct BitcoinSv(Node);
 
@@ -406,6 +444,10 @@ impl BitcoinSv {
 
     /// `try_start` with extra command-line options (e.g. `-txindex=1`).
     pub fn try_start_with(extra: &[&str]) -> Option<BitcoinSv> {
+        Self::start_sv(extra, None)
+    }
+
+    fn start_sv(extra: &[&str], template: Option<&Path>) -> Option<BitcoinSv> {
         let bin = locate("Bitcoin SV node", "bitcoin-sv/bin/bitcoind")?;
         // SV refuses to start without these three, even on regtest.
         let mut flags = vec![
@@ -414,7 +456,12 @@ impl BitcoinSv {
             "-minminingtxfee=0.00000500",
         ];
         flags.extend_from_slice(extra);
-        Some(BitcoinSv(Node::spawn("bitcoin-sv", &bin, &flags)))
+        Some(BitcoinSv(Node::spawn_from("bitcoin-sv", &bin, &flags, template)))
+    }
+
+    /// `try_start_with` on a copy of a regtest directory a stopped node left.
+    pub fn try_start_from(template: &Path, extra: &[&str]) -> Option<BitcoinSv> {
+        Self::start_sv(extra, Some(template))
     }
 
     pub fn start() -> BitcoinSv {
@@ -456,6 +503,12 @@ impl Deref for BitcoinSv {
     type Target = Node;
     fn deref(&self) -> &Node {
         &self.0
+    }
+}
+
+impl std::ops::DerefMut for BitcoinSv {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.0
     }
 }
 

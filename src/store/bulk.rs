@@ -1,0 +1,334 @@
+//! A large flush written as table files and ingested, rather than as one batch through the
+//! memtables.
+//!
+//! Why: RocksDB inserts a batch into its memtables on one thread, at about a microsecond a row;
+//! the initial sync's big flushes (millions of rows) spent most of their time there, held the
+//! batch twice in memory (the batch, then the memtables) and wrote it twice to disk (the log,
+//! then the tables). Here each column family's rows, already sorted, go straight into a table
+//! file, the files are built in parallel, and RocksDB adopts them whole (on an empty database
+//! at the bottom level: no compaction follows).
+//!
+//! Atomicity: RocksDB ingests one column family at a time, so a kill can fall between two. The
+//! files are complete and synced before anything else happens; then a marker row records the
+//! chain state they lead to; then the files are ingested one by one (copied, so each stays in
+//! place until the end); then one batch writes the chain state and removes the marker. Ingesting
+//! a file twice changes nothing (the same rows and deletions again), so a database opened with
+//! the marker present ingests every file again and finishes the flush (`finish_ingest`):
+//! the kill lands either before the marker (the old state, files discarded) or after it (the
+//! new state, completed). Only the block processor writes, and only while no client is served
+//! (a reader could see rows of a flush whose state is not yet written), see `sync::processor`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions, DB};
+
+use super::schema::*;
+use super::{cf_options, Db, DISK_HINT};
+
+/// The directory inside DB_DIRECTORY where a flush's table files wait to be ingested.
+pub const INGEST_DIR: &str = "ingest";
+
+/// One row of a table file: a value to put, or a deletion.
+pub(super) enum Row<'a> {
+    Put(&'a [u8], &'a [u8]),
+    /// A row made on the way (a history row's value is built from its group).
+    Owned(Vec<u8>, Vec<u8>),
+    Delete(&'a [u8]),
+}
+
+/// What the flush's last batch writes once every file is ingested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Finish {
+    pub state: ChainState,
+    /// Undo data below this height is dropped.
+    pub keep_undo_from: Option<u32>,
+}
+
+impl Finish {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.state.encode().to_vec();
+        if let Some(h) = self.keep_undo_from {
+            v.extend_from_slice(&h.to_be_bytes());
+        }
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Finish> {
+        let state = ChainState::decode(v.get(..44)?)?;
+        let keep_undo_from = match v.len() {
+            44 => None,
+            48 => Some(u32::from_be_bytes(v[44..].try_into().ok()?)),
+            _ => return None,
+        };
+        Some(Finish { state, keep_undo_from })
+    }
+
+    fn batch(&self, db: &DB) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        if let Some(keep_from) = self.keep_undo_from {
+            batch.delete_range_cf(cf(db, CF_UNDO), undo_key(0), undo_key(keep_from));
+        }
+        batch.put_cf(cf(db, CF_META), META_STATE, self.state.encode());
+        batch.delete_cf(cf(db, CF_META), META_INGEST);
+        batch
+    }
+}
+
+/// A flush as table files, one per column family that has rows.
+pub struct Tables {
+    files: Vec<(&'static str, PathBuf)>,
+    finish: Finish,
+}
+
+fn disk_error(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{what} failed: {e}; {DISK_HINT}")
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name).expect("every column family is opened")
+}
+
+fn write_synced(db: &DB, batch: WriteBatch) -> Result<()> {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts).map_err(|e| disk_error("database write", e))
+}
+
+fn ingest_files(db: &DB, files: &[(&'static str, PathBuf)]) -> Result<()> {
+    let mut opts = IngestExternalFileOptions::default();
+    // Copied, not moved: the file must stay for a repeat after a kill.
+    opts.set_move_files(false);
+    for (name, path) in files {
+        db.ingest_external_file_cf_opts(cf(db, name), &opts, vec![path])
+            .map_err(|e| disk_error(&format!("ingesting {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// At open, before anything reads the chain state: completes a flush a kill interrupted after
+/// its marker was written, or discards the files of one interrupted before.
+pub(super) fn finish_ingest(db: &DB, path: &Path) -> Result<()> {
+    let dir = path.join(INGEST_DIR);
+    let marker = db.get_cf(cf(db, CF_META), META_INGEST).map_err(|e| disk_error("database read", e))?;
+    let Some(marker) = marker else {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    };
+    let finish = Finish::decode(&marker).ok_or_else(|| super::corrupt("unreadable ingest marker"))?;
+    let files: Vec<(&'static str, PathBuf)> =
+        ALL_CFS.iter().map(|name| (*name, dir.join(format!("{name}.sst")))).filter(|(_, p)| p.is_file()).collect();
+    tracing::info!(
+        "completing the flush to height {} that was interrupted while its {} table files were ingested",
+        finish.state.height,
+        files.len()
+    );
+    ingest_files(db, &files)?;
+    write_synced(db, finish.batch(db))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+impl Db {
+    fn ingest_dir(&self) -> PathBuf {
+        self.path.join(INGEST_DIR)
+    }
+
+    /// Writes each column family's rows (sorted by key, no key twice) to its own table file,
+    /// in parallel, synced. Column families without rows get no file.
+    pub(super) fn build_tables<'a>(
+        &self,
+        rows: Vec<(&'static str, Box<dyn Iterator<Item = Row<'a>> + Send + 'a>)>,
+        finish: (ChainState, Option<u32>),
+    ) -> Result<Tables> {
+        let dir = self.ingest_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| disk_error("creating the ingest directory", e))?;
+        let built: Vec<Result<Option<(&'static str, PathBuf)>>> = std::thread::scope(|s| {
+            let workers: Vec<_> = rows
+                .into_iter()
+                .map(|(cf, rows)| {
+                    let path = dir.join(format!("{cf}.sst"));
+                    s.spawn(move || write_table(cf, &path, rows).map(|any| any.then_some((cf, path))))
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(anyhow!("a table writer panicked")))).collect()
+        });
+        let mut files = Vec::new();
+        for file in built {
+            files.extend(file?);
+        }
+        sync_dir(&dir)?;
+        Ok(Tables { files, finish: Finish { state: finish.0, keep_undo_from: finish.1 } })
+    }
+
+    /// Makes a flush built by `build_tables` part of the database (see the module's comment for
+    /// why a kill at any point leaves a whole flush or none).
+    pub(super) fn ingest(&self, tables: Tables) -> Result<()> {
+        let mut marker = WriteBatch::default();
+        marker.put_cf(self.cf(CF_META), META_INGEST, tables.finish.encode());
+        write_synced(&self.db, marker)?;
+        ingest_files(&self.db, &tables.files)?;
+        write_synced(&self.db, tables.finish.batch(&self.db))?;
+        let _ = std::fs::remove_dir_all(self.ingest_dir());
+        Ok(())
+    }
+}
+
+/// Writes `rows` to a table file at `path` with the column family's own options (compression,
+/// filters, prefix extractor); false if there were none (no file is left).
+fn write_table<'a>(cf: &str, path: &Path, rows: Box<dyn Iterator<Item = Row<'a>> + Send + 'a>) -> Result<bool> {
+    let opts = cf_options(cf, &rocksdb::Cache::new_lru_cache(1 << 20));
+    let mut writer = SstFileWriter::create(&opts);
+    let mut rows = rows.peekable();
+    if rows.peek().is_none() {
+        return Ok(false);
+    }
+    writer.open(path).map_err(|e| disk_error(&format!("creating {}", path.display()), e))?;
+    for row in rows {
+        match row {
+            Row::Put(k, v) => writer.put(k, v),
+            Row::Owned(k, v) => writer.put(k, v),
+            Row::Delete(k) => writer.delete(k),
+        }
+        .map_err(|e| disk_error(&format!("writing {}", path.display()), e))?;
+    }
+    writer.finish().map_err(|e| disk_error(&format!("finishing {}", path.display()), e))?;
+    Ok(true)
+}
+
+/// Makes the files' names durable, not only their contents.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| disk_error("syncing the ingest directory", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coins::{lookup, Net};
+    use crate::store::{dump_index, Batch, CreatedOutput, FlushData, SpentOutput};
+    use crate::types::{Txid, HASHX_LEN};
+
+    #[test]
+    fn the_marker_round_trips() {
+        let state = ChainState { height: 7, tip: [3; 32], tx_count: 99 };
+        for keep in [None, Some(5)] {
+            let f = Finish { state, keep_undo_from: keep };
+            assert_eq!(Finish::decode(&f.encode()), Some(f));
+        }
+        assert_eq!(Finish::decode(&[0; 45]), None);
+    }
+
+    fn open(path: &Path) -> Db {
+        Db::open(path, lookup("Bitcoin", Net::Regtest).unwrap()).unwrap()
+    }
+
+    fn hashx(n: u64) -> [u8; HASHX_LEN] {
+        let mut h = [0u8; HASHX_LEN];
+        h[..8].copy_from_slice(&(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes());
+        h
+    }
+
+    /// The second of two flushes spends outputs of the first, so it deletes rows as well as
+    /// adding them, and drops old undo data: `k` = 0 is the first (heights 0-2, txs 0..30), 1
+    /// the second (heights 3-4, txs 30..50). Its txids are written; the batch is returned.
+    fn flush(db: &Db, k: u32, as_tables: bool) -> Batch {
+        let (txs, heights, first_height) = if k == 0 { (0..30u64, 3, 0) } else { (30..50, 2, 3) };
+        let created =
+            txs.clone().flat_map(|t| (0..2).map(move |v| (t, v))).filter(|(t, v)| !(k == 1 && *t >= 45 && *v == 1));
+        let created: Vec<CreatedOutput> = created
+            .map(|(t, v)| CreatedOutput {
+                tx_num: t,
+                vout: v,
+                hashx: hashx(t * 2 + v as u64),
+                value: t * 1000 + v as u64,
+            })
+            .collect();
+        let spent: Vec<SpentOutput> = if k == 0 {
+            Vec::new()
+        } else {
+            (0..10).map(|t| SpentOutput { tx_num: t, vout: 0, hashx: hashx(t * 2) }).collect()
+        };
+        let mut history: Vec<_> = created.iter().map(|c| history_key(&c.hashx, c.tx_num)).collect();
+        history.extend(spent.iter().map(|s| history_key(&s.hashx, 30 + s.tx_num)));
+        let mut spends: Vec<SpendRow> = spent.iter().map(|s| spend_row(s.tx_num, s.vout, 30 + s.tx_num)).collect();
+        let txids: Vec<Txid> = txs.clone().map(|t| Txid([t as u8 + 1; 32])).collect();
+        db.write_txids(txs.start, &txids).unwrap();
+        let headers = (0..heights).map(|h| ([h as u8 + 10 * k as u8; 80], txs.start + 10 * (h + 1) as u64)).collect();
+        let undo: Vec<(u32, Vec<u8>)> = (0..heights).map(|h| (first_height + h, vec![k as u8; 40])).collect();
+        let tip = first_height + heights - 1;
+        db.flush_batch(FlushData {
+            created,
+            spent: &spent,
+            history: &mut history,
+            spends: &mut spends,
+            txids: &txids,
+            first_tx_num: txs.start,
+            headers,
+            first_height,
+            undo: &undo,
+            keep_undo_from: (k == 1).then_some(2),
+            state: ChainState { height: tip, tip: [tip as u8; 32], tx_count: txs.end },
+            as_tables,
+        })
+        .unwrap()
+    }
+
+    /// The index rows and the undo rows.
+    type Contents = (Vec<crate::store::DumpRow>, Vec<(Vec<u8>, Vec<u8>)>);
+
+    fn contents(path: &Path) -> Contents {
+        let undo = {
+            let db = Db::open_read_only(path).unwrap();
+            let rows = db.db.iterator_cf(db.cf(CF_UNDO), rocksdb::IteratorMode::Start);
+            rows.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().unwrap()
+        };
+        (dump_index(path).unwrap(), undo)
+    }
+
+    /// Writes flushes 0..=last of the reference, as batches, and lists the result.
+    fn reference(last: u32) -> Contents {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        for k in 0..=last {
+            db.write(flush(&db, k, false)).unwrap();
+        }
+        drop(db);
+        contents(dir.path())
+    }
+
+    #[test]
+    fn flushes_as_table_files_equal_batches_and_survive_a_kill_at_every_step() {
+        let (after_first, after_both) = (reference(0), reference(1));
+        assert_ne!(after_first, after_both);
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        db.write(flush(&db, 0, true)).unwrap();
+        db.write(flush(&db, 1, true)).unwrap();
+        assert!(!dir.path().join(INGEST_DIR).exists(), "the files are removed once ingested");
+        drop(db);
+        assert!(contents(dir.path()) == after_both, "two flushes as tables differ from the batches");
+
+        // Killed with the files built but no marker: the flush never happened. Killed after the
+        // marker, with 0..=all files ingested: the next open completes it.
+        let n_files = 7;
+        for ingested in [None].into_iter().chain((0..=n_files).map(Some)) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = open(dir.path());
+            db.write(flush(&db, 0, true)).unwrap();
+            let Batch(crate::store::write::Changes::Tables(tables)) = flush(&db, 1, true) else { panic!("tables") };
+            assert_eq!(tables.files.len(), n_files, "every column family has rows");
+            if let Some(n) = ingested {
+                let mut marker = WriteBatch::default();
+                marker.put_cf(db.cf(CF_META), META_INGEST, tables.finish.encode());
+                write_synced(&db.db, marker).unwrap();
+                ingest_files(&db.db, &tables.files[..n]).unwrap();
+            }
+            drop(db);
+            let want = if ingested.is_some() { &after_both } else { &after_first };
+            drop(open(dir.path()));
+            assert!(&contents(dir.path()) == want, "killed with {ingested:?} files ingested");
+            assert!(!dir.path().join(INGEST_DIR).exists());
+        }
+    }
+}
