@@ -19,7 +19,9 @@
 //! - agreement: history, balance and unspent outputs of 100 script hashes and the hot one,
 //!   asked of both servers: every answer must be the same.
 //!
-//! `cargo test` runs it on a 130-block chain as a smoke test.
+//! `cargo test` runs it on a 130-block chain as a smoke test. FERRUM_BENCH_ELECTRUMX=0 runs
+//! ferrum alone, e.g. to compare two builds (FERRUM_BIN=<another ferrum binary>);
+//! FERRUM_BENCH_SERVER_ENV="K=V,K=V" adds to ferrum's environment (e.g. CACHE_MB=300).
 
 use ferrum_testkit as common;
 
@@ -103,7 +105,9 @@ fn compare_on(kind: NodeKind, blocks: usize, txs: usize, full: bool) {
     let mut runs = Vec::new();
     let (ferrum_run, ferrum_port, ferrum) = run_ferrum(&node, kind, tip, &calls, secs);
     runs.push(ferrum_run);
-    if electrumx_server().is_some() {
+    // FERRUM_BENCH_ELECTRUMX=0: ferrum alone (e.g. to compare two ferrum binaries with FERRUM_BIN).
+    let with_electrumx = std::env::var("FERRUM_BENCH_ELECTRUMX").as_deref() != Ok("0");
+    if with_electrumx && electrumx_server().is_some() {
         let (run, ex) = run_electrumx(&node, kind, tip, &calls, secs);
         runs.push(run);
         let differ = disagreements(ferrum_port, ex.tcp_port, &samples);
@@ -140,19 +144,19 @@ fn run_ferrum(
     let node_cpu_before = node_cpu(node);
     let started = Instant::now();
     let url = node.url();
-    let (mut f, ports) = FerrumProcess::start_serving(
-        &db,
-        &["tcp"],
-        &[
-            ("DAEMON_URL", url.as_str()),
-            ("COIN", kind.coin()),
-            ("NET", "regtest"),
-            ("MAX_SEND", "100000000"),
-            ("COST_SOFT_LIMIT", "0"),
-            ("COST_HARD_LIMIT", "0"),
-            ("LOG_LEVEL", "info,ferrum=debug"),
-        ],
-    );
+    let mut env = vec![
+        ("DAEMON_URL", url.as_str()),
+        ("COIN", kind.coin()),
+        ("NET", "regtest"),
+        ("MAX_SEND", "100000000"),
+        ("COST_SOFT_LIMIT", "0"),
+        ("COST_HARD_LIMIT", "0"),
+        ("LOG_LEVEL", "info,ferrum=debug"),
+    ];
+    // FERRUM_BENCH_SERVER_ENV="K=V,K=V" adds to ferrum's environment (e.g. CACHE_MB=300).
+    let overrides = std::env::var("FERRUM_BENCH_SERVER_ENV").unwrap_or_default();
+    env.extend(overrides.split(',').filter_map(|kv| kv.split_once('=')));
+    let (mut f, ports) = FerrumProcess::start_serving(&db, &["tcp"], &env);
     let pid = f.child.as_ref().expect("running").id();
     f.wait_for_tip(tip as u64, Some(&node.best_hash()), Duration::from_secs(3600));
     let sync_s = started.elapsed().as_secs_f64();

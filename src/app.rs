@@ -31,8 +31,8 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
     let metrics = Arc::new(Metrics::new());
     let (min, max) = (electrum::version::PROTOCOL_MIN, electrum::version::PROTOCOL_MAX);
     metrics.set_build_info(coin.name, coin.net.name(), &min.to_string(), &max.to_string());
-    let db_path = config.db_dir.clone();
-    let db = Arc::new(tokio::task::spawn_blocking(move || Db::open(&db_path, coin)).await??);
+    let (db_path, block_cache) = (config.db_dir.clone(), config.db_cache_mb << 20);
+    let db = Arc::new(tokio::task::spawn_blocking(move || Db::open_with_cache(&db_path, coin, block_cache)).await??);
     let chain = {
         let db = db.clone();
         tokio::task::spawn_blocking(move || load_chain(&db)).await??

@@ -116,6 +116,8 @@ pub struct Config {
     /// ferrum-only: flushes of at least this many rows are written as table files while no
     /// client is served (BULK_FLUSH_ROWS; 0: never).
     pub bulk_flush_rows: usize,
+    /// ferrum-only: megabytes of RocksDB's block cache (DB_CACHE_MB).
+    pub db_cache_mb: usize,
     pub ssl_certfile: Option<PathBuf>,
     pub ssl_keyfile: Option<PathBuf>,
     pub max_sessions: usize,
@@ -280,6 +282,7 @@ impl Config {
             prefetch_concurrency: prefetch_concurrency.clamp(1, 64),
             daemon_rest: env.boolean("DAEMON_REST", true),
             bulk_flush_rows: env.integer("BULK_FLUSH_ROWS", 100_000, "a number of rows")?,
+            db_cache_mb: env.integer::<usize>("DB_CACHE_MB", 256, "a whole number of megabytes")?.clamp(1, 1 << 20),
             ssl_certfile: env.get("SSL_CERTFILE").map(PathBuf::from),
             ssl_keyfile: env.get("SSL_KEYFILE").map(PathBuf::from),
             max_sessions: max_sessions.max(1),
@@ -537,6 +540,17 @@ mod tests {
         assert_eq!(c.rpc_service().unwrap().bind_addr(), "127.0.0.1:8000");
         assert_eq!(c.poll_interval_blocks, Duration::from_secs(5));
         assert!(!c.allow_root);
+        assert_eq!((c.bulk_flush_rows, c.db_cache_mb), (100_000, 256));
+    }
+
+    #[test]
+    fn memory_and_flush_settings() {
+        let c = parse(&[("DB_CACHE_MB", "32"), ("BULK_FLUSH_ROWS", "0")]).unwrap();
+        assert_eq!((c.bulk_flush_rows, c.db_cache_mb), (0, 32));
+        for (var, bad) in [("DB_CACHE_MB", "lots"), ("BULK_FLUSH_ROWS", "-1")] {
+            let e = parse(&[(var, bad)]).unwrap_err();
+            assert!(e.0.contains(var), "{e}");
+        }
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Db {
     backfill_at_open: Option<SpendBackfill>,
 }
 
+/// RocksDB's block cache unless DB_CACHE_MB says otherwise.
+pub const DEFAULT_BLOCK_CACHE: usize = 256 << 20;
+
 /// The txid file's name inside DB_DIRECTORY (RocksDB leaves files it did not name alone).
 pub const TXID_FILE: &str = "txids";
 
@@ -103,8 +106,8 @@ fn db_options() -> Options {
 
 /// Our column families, plus any others an existing database has: a database of an older
 /// format must open far enough to be refused by its version, with a clear message.
-fn descriptors_for(path: &Path) -> Vec<ColumnFamilyDescriptor> {
-    let cache = rocksdb::Cache::new_lru_cache(256 << 20);
+fn descriptors_for(path: &Path, block_cache_bytes: usize) -> Vec<ColumnFamilyDescriptor> {
+    let cache = rocksdb::Cache::new_lru_cache(block_cache_bytes);
     let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
     let others = existing.into_iter().filter(|n| n != "default" && !ALL_CFS.contains(&n.as_str()));
     ALL_CFS
@@ -158,8 +161,15 @@ impl Db {
     /// Opens (creating if needed) the index for `coin`, refusing a database of another format
     /// version or another coin/network.
     pub fn open(path: &Path, coin: &Coin) -> Result<Db> {
+        Db::open_with_cache(path, coin, DEFAULT_BLOCK_CACHE)
+    }
+
+    /// `open` with RocksDB's block cache (decompressed table blocks, shared by every column
+    /// family) of the given size: DB_CACHE_MB.
+    pub fn open_with_cache(path: &Path, coin: &Coin, block_cache_bytes: usize) -> Result<Db> {
         std::fs::create_dir_all(path).with_context(|| format!("cannot create DB_DIRECTORY {}", path.display()))?;
-        let db = DB::open_cf_descriptors(&db_options(), path, descriptors_for(path)).map_err(|e| {
+        let descriptors = descriptors_for(path, block_cache_bytes);
+        let db = DB::open_cf_descriptors(&db_options(), path, descriptors).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") {
                 anyhow!("cannot open the database at {}: it is in use by another process (is another ferrum running on this DB_DIRECTORY?): {msg}", path.display())
@@ -213,7 +223,7 @@ impl Db {
 
     /// Opens an existing database without writing anything (for dumps and inspection).
     pub fn open_read_only(path: &Path) -> Result<Db> {
-        let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors_for(path), false)
+        let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors_for(path, 8 << 20), false)
             .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed_tx_count(&db)?, false)?;
         let backfill_at_open = read_backfill(&db)?;
