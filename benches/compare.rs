@@ -114,7 +114,14 @@ fn compare_on(kind: NodeKind, blocks: usize, txs: usize, full: bool) {
         println!("answers compared (history, balance, unspent of 101 script hashes): {differ} differ");
         assert_eq!(differ, 0, "ferrum and ElectrumX disagree");
     }
-    drop(ferrum);
+    let (mut f, dir) = ferrum;
+    f.stop();
+    // Where ferrum's bytes go: each column family's table files, and the txid file.
+    if let Ok(store) = ferrum::store::Db::open_read_only(&dir.path().join("db")) {
+        let tables: Vec<String> =
+            store.table_sizes().iter().map(|(t, b)| format!("{t} {:.1} MB", *b as f64 / 1e6)).collect();
+        println!("ferrum's tables: {}", tables.join(", "));
+    }
     report(&runs, fetch.as_secs_f64());
 }
 
