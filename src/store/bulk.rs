@@ -37,17 +37,21 @@ pub(super) enum Row<'a> {
     Delete(&'a [u8]),
 }
 
-/// What the flush's last batch writes once every file is ingested.
+/// What a flush as table files consists of, recorded in its marker: which column families have
+/// a file, and what the last batch writes once every file is ingested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Finish {
     pub state: ChainState,
     /// Undo data below this height is dropped.
     pub keep_undo_from: Option<u32>,
+    /// Bit i set: `ALL_CFS[i]` has a file.
+    files: u16,
 }
 
 impl Finish {
     fn encode(&self) -> Vec<u8> {
         let mut v = self.state.encode().to_vec();
+        v.extend_from_slice(&self.files.to_be_bytes());
         if let Some(h) = self.keep_undo_from {
             v.extend_from_slice(&h.to_be_bytes());
         }
@@ -56,12 +60,23 @@ impl Finish {
 
     fn decode(v: &[u8]) -> Option<Finish> {
         let state = ChainState::decode(v.get(..44)?)?;
+        let files = u16::from_be_bytes(v.get(44..46)?.try_into().ok()?);
         let keep_undo_from = match v.len() {
-            44 => None,
-            48 => Some(u32::from_be_bytes(v[44..].try_into().ok()?)),
+            46 => None,
+            50 => Some(u32::from_be_bytes(v[46..].try_into().ok()?)),
             _ => return None,
         };
-        Some(Finish { state, keep_undo_from })
+        Some(Finish { state, keep_undo_from, files })
+    }
+
+    /// The flush's files, in `dir`.
+    fn files(&self, dir: &Path) -> Vec<(&'static str, PathBuf)> {
+        ALL_CFS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.files & (1 << i) != 0)
+            .map(|(_, name)| (*name, dir.join(format!("{name}.sst"))))
+            .collect()
     }
 
     fn batch(&self, db: &DB) -> WriteBatch {
@@ -75,9 +90,8 @@ impl Finish {
     }
 }
 
-/// A flush as table files, one per column family that has rows.
+/// A flush as table files (in `DB_DIRECTORY/ingest`), one per column family that has rows.
 pub struct Tables {
-    files: Vec<(&'static str, PathBuf)>,
     finish: Finish,
 }
 
@@ -106,8 +120,9 @@ fn ingest_files(db: &DB, files: &[(&'static str, PathBuf)]) -> Result<()> {
     Ok(())
 }
 
-/// At open, before anything reads the chain state: completes a flush a kill interrupted after
-/// its marker was written, or discards the files of one interrupted before.
+/// At open, before anything reads the chain state (and before any write after a failed
+/// ingestion): completes a flush interrupted after its marker was written, or discards the
+/// files of one interrupted before.
 pub(super) fn finish_ingest(db: &DB, path: &Path) -> Result<()> {
     let dir = path.join(INGEST_DIR);
     let marker = db.get_cf(cf(db, CF_META), META_INGEST).map_err(|e| disk_error("database read", e))?;
@@ -116,8 +131,14 @@ pub(super) fn finish_ingest(db: &DB, path: &Path) -> Result<()> {
         return Ok(());
     };
     let finish = Finish::decode(&marker).ok_or_else(|| super::corrupt("unreadable ingest marker"))?;
-    let files: Vec<(&'static str, PathBuf)> =
-        ALL_CFS.iter().map(|name| (*name, dir.join(format!("{name}.sst")))).filter(|(_, p)| p.is_file()).collect();
+    let files = finish.files(&dir);
+    if let Some((_, missing)) = files.iter().find(|(_, p)| !p.is_file()) {
+        return Err(super::corrupt(&format!(
+            "an interrupted flush to height {} lacks its table file {}",
+            finish.state.height,
+            missing.display()
+        )));
+    }
     tracing::info!(
         "completing the flush to height {} that was interrupted while its {} table files were ingested",
         finish.state.height,
@@ -141,6 +162,8 @@ impl Db {
         rows: Vec<(&'static str, Box<dyn Iterator<Item = Row<'a>> + Send + 'a>)>,
         finish: (ChainState, Option<u32>),
     ) -> Result<Tables> {
+        // The directory may still hold an earlier flush whose ingestion failed: finish it first.
+        self.settle_ingest()?;
         let dir = self.ingest_dir();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| disk_error("creating the ingest directory", e))?;
@@ -154,12 +177,25 @@ impl Db {
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(anyhow!("a table writer panicked")))).collect()
         });
-        let mut files = Vec::new();
+        let mut files = 0u16;
         for file in built {
-            files.extend(file?);
+            if let Some((name, _)) = file? {
+                files |= 1 << ALL_CFS.iter().position(|c| *c == name).expect("one of ours");
+            }
         }
         sync_dir(&dir)?;
-        Ok(Tables { files, finish: Finish { state: finish.0, keep_undo_from: finish.1 } })
+        Ok(Tables { finish: Finish { state: finish.0, keep_undo_from: finish.1, files } })
+    }
+
+    /// Completes a flush whose ingestion failed part-way in this process (its marker is written,
+    /// so a restart would complete it): before anything else is written, or the marker would
+    /// later roll the state back under newer rows.
+    pub(super) fn settle_ingest(&self) -> Result<()> {
+        if self.ingest_pending.load(std::sync::atomic::Ordering::Acquire) {
+            finish_ingest(&self.db, &self.path)?;
+            self.ingest_pending.store(false, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Makes a flush built by `build_tables` part of the database (see the module's comment for
@@ -168,8 +204,10 @@ impl Db {
         let mut marker = WriteBatch::default();
         marker.put_cf(self.cf(CF_META), META_INGEST, tables.finish.encode());
         write_synced(&self.db, marker)?;
-        ingest_files(&self.db, &tables.files)?;
+        self.ingest_pending.store(true, std::sync::atomic::Ordering::Release);
+        ingest_files(&self.db, &tables.finish.files(&self.ingest_dir()))?;
         write_synced(&self.db, tables.finish.batch(&self.db))?;
+        self.ingest_pending.store(false, std::sync::atomic::Ordering::Release);
         let _ = std::fs::remove_dir_all(self.ingest_dir());
         Ok(())
     }
@@ -213,8 +251,9 @@ mod tests {
     fn the_marker_round_trips() {
         let state = ChainState { height: 7, tip: [3; 32], tx_count: 99 };
         for keep in [None, Some(5)] {
-            let f = Finish { state, keep_undo_from: keep };
+            let f = Finish { state, keep_undo_from: keep, files: 0b101 };
             assert_eq!(Finish::decode(&f.encode()), Some(f));
+            assert_eq!(f.files(Path::new("/d")).iter().map(|(c, _)| *c).collect::<Vec<_>>(), [ALL_CFS[0], ALL_CFS[2]]);
         }
         assert_eq!(Finish::decode(&[0; 45]), None);
     }
@@ -297,6 +336,45 @@ mod tests {
         contents(dir.path())
     }
 
+    /// An ingestion stopped after its marker and `n` files, as a kill or a failed write leaves it.
+    fn interrupt(db: &Db, tables: &Tables, n: usize) {
+        let mut marker = WriteBatch::default();
+        marker.put_cf(db.cf(CF_META), META_INGEST, tables.finish.encode());
+        write_synced(&db.db, marker).unwrap();
+        db.ingest_pending.store(true, std::sync::atomic::Ordering::Release);
+        ingest_files(&db.db, &tables.finish.files(&db.ingest_dir())[..n]).unwrap();
+    }
+
+    #[test]
+    fn a_failed_ingestion_is_completed_before_the_next_write() {
+        let want = reference(1);
+        // The processor keeps the flush's blocks after a failed write and flushes them again,
+        // as table files or (once serving) as a batch.
+        for retry_as_tables in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = open(dir.path());
+            db.write(flush(&db, 0, true)).unwrap();
+            let Batch(crate::store::write::Changes::Tables(tables)) = flush(&db, 1, true) else { panic!("tables") };
+            interrupt(&db, &tables, 3);
+            db.write(flush(&db, 1, retry_as_tables)).unwrap();
+            drop(db);
+            assert!(contents(dir.path()) == want, "retried as tables: {retry_as_tables}");
+        }
+    }
+
+    #[test]
+    fn a_missing_table_file_is_reported_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        db.write(flush(&db, 0, true)).unwrap();
+        let Batch(crate::store::write::Changes::Tables(tables)) = flush(&db, 1, true) else { panic!("tables") };
+        interrupt(&db, &tables, 1);
+        drop(db);
+        std::fs::remove_file(dir.path().join(INGEST_DIR).join(format!("{CF_HISTORY}.sst"))).unwrap();
+        let err = Db::open(dir.path(), lookup("Bitcoin", Net::Regtest).unwrap()).err().expect("refused").to_string();
+        assert!(err.contains("lacks its table file") && err.contains("corrupt"), "{err}");
+    }
+
     #[test]
     fn flushes_as_table_files_equal_batches_and_survive_a_kill_at_every_step() {
         let (after_first, after_both) = (reference(0), reference(1));
@@ -317,12 +395,10 @@ mod tests {
             let db = open(dir.path());
             db.write(flush(&db, 0, true)).unwrap();
             let Batch(crate::store::write::Changes::Tables(tables)) = flush(&db, 1, true) else { panic!("tables") };
-            assert_eq!(tables.files.len(), n_files, "every column family has rows");
+            let files = tables.finish.files(&dir.path().join(INGEST_DIR));
+            assert_eq!(files.len(), n_files, "every column family has rows");
             if let Some(n) = ingested {
-                let mut marker = WriteBatch::default();
-                marker.put_cf(db.cf(CF_META), META_INGEST, tables.finish.encode());
-                write_synced(&db.db, marker).unwrap();
-                ingest_files(&db.db, &tables.files[..n]).unwrap();
+                interrupt(&db, &tables, n);
             }
             drop(db);
             let want = if ingested.is_some() { &after_both } else { &after_first };

@@ -34,6 +34,8 @@ pub struct Db {
     path: PathBuf,
     /// The spender backfill due when the database was opened (see `spend_backfill`).
     backfill_at_open: Option<SpendBackfill>,
+    /// A bulk flush's marker is written and its ingestion has not finished (`bulk`).
+    ingest_pending: std::sync::atomic::AtomicBool,
 }
 
 /// RocksDB's block cache unless DB_CACHE_MB says otherwise.
@@ -218,16 +220,23 @@ impl Db {
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
         let backfill_at_open = read_backfill(&db)?;
-        Ok(Db { db, txids, path: path.to_path_buf(), backfill_at_open })
+        Ok(Db { db, txids, path: path.to_path_buf(), backfill_at_open, ingest_pending: Default::default() })
     }
 
     /// Opens an existing database without writing anything (for dumps and inspection).
     pub fn open_read_only(path: &Path) -> Result<Db> {
         let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors_for(path, 8 << 20), false)
             .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
+        // Its rows would not match its chain state until the flush is completed.
+        if db.get_cf(db.cf_handle(CF_META).expect("meta is opened"), META_INGEST).map_err(read_error)?.is_some() {
+            bail!(
+                "the database at {} has a flush to complete (a kill interrupted it); start ferrum on it once",
+                path.display()
+            );
+        }
         let txids = TxidFile::open(&path.join(TXID_FILE), committed_tx_count(&db)?, false)?;
         let backfill_at_open = read_backfill(&db)?;
-        Ok(Db { db, txids, path: path.to_path_buf(), backfill_at_open })
+        Ok(Db { db, txids, path: path.to_path_buf(), backfill_at_open, ingest_pending: Default::default() })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -252,6 +261,7 @@ impl Db {
     /// Applies a batch atomically and durably (fsync'd WAL): after this returns, a crash or
     /// power loss keeps it.
     pub fn write(&self, batch: Batch) -> Result<()> {
+        self.settle_ingest()?;
         match batch.0 {
             write::Changes::Rows(rows) => self.write_rows(rows),
             write::Changes::Tables(tables) => self.ingest(tables),
