@@ -35,8 +35,8 @@ use common::process::FerrumProcess;
 use common::real_chain::{NodeKind, RealChain, RealNode};
 use serde_json::{json, Value};
 
-#[path = "support/fetch.rs"]
-mod fetch;
+#[path = "support/measure.rs"]
+mod measure;
 
 /// What one server's run measured.
 struct Run {
@@ -94,7 +94,7 @@ fn compare_on(kind: NodeKind, blocks: usize, txs: usize, full: bool) {
     let total_txs: usize = chain_blocks.iter().map(|b| b.txdata.len()).sum::<usize>() + 1;
     println!("\n## {} node: {} blocks, {total_txs} transactions", kind.name(), tip + 1);
 
-    let (fetch, bytes) = fetch::fetch_limit(&node.url(), kind.coin(), tip, 8);
+    let (fetch, bytes) = measure::fetch_limit(&node.url(), kind.coin(), tip, 8);
     println!(
         "fetch limit (ferrum's daemon client, 8 in flight, nothing parsed): {:.1} MB in {:.2} s",
         bytes as f64 / 1e6,
@@ -117,10 +117,8 @@ fn compare_on(kind: NodeKind, blocks: usize, txs: usize, full: bool) {
     let (mut f, dir) = ferrum;
     f.stop();
     // Where ferrum's bytes go: each column family's table files, and the txid file.
-    if let Ok(store) = ferrum::store::Db::open_read_only(&dir.path().join("db")) {
-        let tables: Vec<String> =
-            store.table_sizes().iter().map(|(t, b)| format!("{t} {:.1} MB", *b as f64 / 1e6)).collect();
-        println!("ferrum's tables: {}", tables.join(", "));
+    if let Some(tables) = measure::tables(&dir.path().join("db")) {
+        println!("ferrum's tables: {tables}");
     }
     report(&runs, fetch.as_secs_f64());
 }
@@ -170,12 +168,7 @@ fn run_ferrum(
     let stats = proc_stats(pid);
     let node_cpu_s = node_cpu(node) - node_cpu_before;
     // The settled database: ferrum writes its last batch to tables and compacts after the sync.
-    let settle = Instant::now();
-    while !std::fs::read_to_string(&f.log_path).unwrap_or_default().contains("database compacted after the sync")
-        && settle.elapsed() < Duration::from_secs(600)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    measure::wait_settled(&f.log_path);
     wait_idle(pid, Duration::from_secs(120));
     let port = ports["tcp"];
     f.wait_port(port, Duration::from_secs(60));
@@ -337,9 +330,10 @@ fn report(runs: &[Run], fetch_s: f64) {
     }
     println!("\n| question (fresh connection each) | server | per second | p50 ms | p99 ms | server CPU µs each |");
     println!("|---|---|---|---|---|---|");
-    for (k, (name, _)) in runs[0].queries.iter().map(|q| (q.name, ())).enumerate() {
+    for k in 0..runs[0].queries.len() {
         for r in runs {
             let q = &r.queries[k];
+            let name = q.name;
             println!(
                 "| {name} | {} | {:.1} | {} | {} | {:.0} |",
                 r.name,

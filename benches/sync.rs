@@ -23,9 +23,9 @@ use common::bench::{dir_size, env_usize, full_run, proc_stats, ChainSpec};
 use common::process::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
 
-#[path = "support/fetch.rs"]
-mod fetch;
-use fetch::fetch_limit;
+#[path = "support/measure.rs"]
+mod measure;
+use measure::fetch_limit;
 
 fn main() {
     let full = full_run();
@@ -73,12 +73,7 @@ fn main() {
     // ferrum then writes the last batch to tables and compacts them, in the background while it
     // serves: wait for that too, so the size below is the settled database.
     let settle_started = Instant::now();
-    while !std::fs::read_to_string(&f.log_path).unwrap_or_default().contains("database compacted after the sync") {
-        if settle_started.elapsed() > Duration::from_secs(600) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    measure::wait_settled(&f.log_path);
     let settled = settle_started.elapsed().as_secs_f64();
     let settled_stats = proc_stats(pid);
     f.stop();
@@ -89,10 +84,8 @@ fn main() {
     let size = dir_size(&db);
     println!("database files: {}", common::bench::db_breakdown(&db));
     // Where the table bytes go, per column family (RocksDB's own count of its table files).
-    if let Ok(store) = ferrum::store::Db::open_read_only(&db) {
-        let tables: Vec<String> =
-            store.table_sizes().iter().map(|(t, b)| format!("{t} {:.1} MB", *b as f64 / 1e6)).collect();
-        println!("tables: {}", tables.join(", "));
+    if let Some(tables) = measure::tables(&db) {
+        println!("tables: {tables}");
     }
     let log = std::fs::read_to_string(&f.log_path).unwrap_or_default();
     // Each flush logs "flushed to height H in M ms: ..., S spent from disk, ...".

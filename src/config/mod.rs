@@ -14,6 +14,11 @@ mod peers;
 
 use cost::read_cost;
 pub use cost::CostLimits;
+
+/// BULK_FLUSH_ROWS's default: below this, a batch costs less than building and ingesting files.
+pub const DEFAULT_BULK_FLUSH_ROWS: usize = 100_000;
+/// DB_CACHE_MB's default: RocksDB's block cache.
+pub const DEFAULT_DB_CACHE_MB: usize = 256;
 pub use peers::{Discovery, PeerConfig};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -281,8 +286,10 @@ impl Config {
             prefetch_bytes: prefetch_mb.clamp(1, 1 << 20) * 1_000_000,
             prefetch_concurrency: prefetch_concurrency.clamp(1, 64),
             daemon_rest: env.boolean("DAEMON_REST", true),
-            bulk_flush_rows: env.integer("BULK_FLUSH_ROWS", 100_000, "a number of rows")?,
-            db_cache_mb: env.integer::<usize>("DB_CACHE_MB", 256, "a whole number of megabytes")?.clamp(1, 1 << 20),
+            bulk_flush_rows: env.integer("BULK_FLUSH_ROWS", DEFAULT_BULK_FLUSH_ROWS, "a number of rows")?,
+            db_cache_mb: env
+                .integer("DB_CACHE_MB", DEFAULT_DB_CACHE_MB, "a whole number of megabytes")?
+                .clamp(1, 1 << 20),
             ssl_certfile: env.get("SSL_CERTFILE").map(PathBuf::from),
             ssl_keyfile: env.get("SSL_KEYFILE").map(PathBuf::from),
             max_sessions: max_sessions.max(1),

@@ -38,9 +38,6 @@ pub struct Db {
     ingest_pending: std::sync::atomic::AtomicBool,
 }
 
-/// RocksDB's block cache unless DB_CACHE_MB says otherwise.
-pub const DEFAULT_BLOCK_CACHE: usize = 256 << 20;
-
 /// The txid file's name inside DB_DIRECTORY (RocksDB leaves files it did not name alone).
 pub const TXID_FILE: &str = "txids";
 
@@ -163,7 +160,7 @@ impl Db {
     /// Opens (creating if needed) the index for `coin`, refusing a database of another format
     /// version or another coin/network.
     pub fn open(path: &Path, coin: &Coin) -> Result<Db> {
-        Db::open_with_cache(path, coin, DEFAULT_BLOCK_CACHE)
+        Db::open_with_cache(path, coin, crate::config::DEFAULT_DB_CACHE_MB << 20)
     }
 
     /// `open` with RocksDB's block cache (decompressed table blocks, shared by every column

@@ -80,9 +80,6 @@ pub enum BackfillReply {
     Failed(String),
 }
 
-/// BULK_FLUSH_ROWS's default: below this, a batch costs less than building and ingesting files.
-pub const DEFAULT_BULK_FLUSH_ROWS: usize = 100_000;
-
 /// Room kept free on DB_DIRECTORY beyond what a flush writes: RocksDB's own memtable flushes
 /// and compactions need space too.
 const DISK_RESERVE: u64 = 64 << 20;
@@ -114,7 +111,7 @@ impl BlockProcessor {
             flushed_height: tip.map(|t| t.height),
             cache_limit,
             reorg_limit,
-            bulk_rows: DEFAULT_BULK_FLUSH_ROWS,
+            bulk_rows: crate::config::DEFAULT_BULK_FLUSH_ROWS,
             pending: Pending::default(),
             metrics,
             progress: Progress::new(tip.map_or(0, |t| t.height), tip.map_or(0, |t| t.tx_count)),

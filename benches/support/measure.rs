@@ -1,7 +1,9 @@
-//! The fetch limit the sync benchmarks compare with: ferrum's own daemon client pulling blocks
-//! and parsing nothing (shared by `benches/sync.rs` and `benches/compare.rs`).
+//! What the sync benchmarks (`benches/sync.rs`, `benches/compare.rs`) measure alike: the fetch
+//! limit (ferrum's own daemon client pulling blocks and parsing nothing), the wait for ferrum's
+//! database to settle after its sync, and where that database's bytes go.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,4 +41,24 @@ pub fn fetch_limit(url: &str, coin: &str, tip: u32, concurrency: usize) -> (Dura
         }
         (started.elapsed(), bytes)
     })
+}
+
+/// Waits (at most 10 minutes) until ferrum, whose log is at `log`, has compacted its database
+/// after the initial sync: its size is then the settled one.
+pub fn wait_settled(log: &Path) {
+    let started = Instant::now();
+    while !std::fs::read_to_string(log).unwrap_or_default().contains("database compacted after the sync")
+        && started.elapsed() < Duration::from_secs(600)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each column family's table files and the txid file of a stopped ferrum's database, as
+/// "name N MB, ..." (RocksDB's own count), or `None` if it does not open.
+pub fn tables(db: &Path) -> Option<String> {
+    let store = ferrum::store::Db::open_read_only(db).ok()?;
+    let sizes: Vec<String> =
+        store.table_sizes().iter().map(|(t, b)| format!("{t} {:.1} MB", *b as f64 / 1e6)).collect();
+    Some(sizes.join(", "))
 }
