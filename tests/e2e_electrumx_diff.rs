@@ -81,6 +81,8 @@ fn ferrum_answers_protocol_1_7_as_electrumx_does() {
     let view = ChainView::read(&core);
     f.wait_for_tip(view.tip_height, Some(&view.tip_hash), WAIT);
     ex.wait_for_height(view.tip_height, WAIT);
+    // ferrum's client port opens a moment after its index catches up.
+    f.wait_port(ports["tcp"], WAIT);
     let mut fc = Client::tcp(ports["tcp"]);
     assert_eq!(fc.version(json!("1.7")), "1.7");
     // Both mirrors hold the whole mempool before the questions.

@@ -86,6 +86,8 @@ fn outpoints_follow_mempool_blocks_reorgs_replacements_and_evictions() {
     let mut f = f;
     f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
     let port = ports["tcp"];
+    // The client port opens a moment after the index catches up.
+    f.wait_port(port, WAIT);
 
     // coin (confirmed at hc) → T1 → B (out 0) + change; T1:0 → T2 → C (-1: unconfirmed parent);
     // T1r double-spends coin (replaces T1, so T2 goes too); T3 carries an OP_RETURN output.
@@ -196,6 +198,7 @@ fn bad_input_gets_the_right_errors_and_the_session_goes_on() {
         &[("DAEMON_URL", url.as_str()), ("NET", "regtest")],
     );
     f.wait_for_tip(chain.height() as u64, None, WAIT);
+    f.wait_port(ports["tcp"], WAIT);
     let mut c = Client::tcp(ports["tcp"]);
     c.version(json!("1.7"));
     let txid = chain.utxos()[0].outpoint.txid.to_string();
