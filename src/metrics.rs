@@ -38,13 +38,14 @@ pub const CLOSE_REASONS: [&str; 8] =
     ["client", "idle", "send_timeout", "excessive_cost", "operator", "error", "max_recv", "shutdown"];
 
 /// The daemon calls ferrum makes, as labels; anything else is "other".
-pub const DAEMON_METHODS: [&str; 19] = [
+pub const DAEMON_METHODS: [&str; 20] = [
     "getblockchaininfo",
     "getnetworkinfo",
     "getblockhash",
     "getblockheader",
     "getblock",
     "rest_block",
+    "rest_spenttxouts",
     "rest_chaininfo",
     "getrawtransaction",
     "decoderawtransaction",

@@ -118,6 +118,8 @@ pub struct Config {
     pub prefetch_concurrency: usize,
     /// ferrum-only: use the daemon's REST interface for blocks when it offers it.
     pub daemon_rest: bool,
+    /// Fetch each block's spent outputs with it (`/rest/spenttxouts`) where the daemon has them.
+    pub daemon_spent_outputs: bool,
     /// ferrum-only: flushes of at least this many rows are written as table files while no
     /// client is served (BULK_FLUSH_ROWS; 0: never).
     pub bulk_flush_rows: usize,
@@ -286,6 +288,7 @@ impl Config {
             prefetch_bytes: prefetch_mb.clamp(1, 1 << 20) * 1_000_000,
             prefetch_concurrency: prefetch_concurrency.clamp(1, 64),
             daemon_rest: env.boolean("DAEMON_REST", true),
+            daemon_spent_outputs: env.boolean("DAEMON_SPENT_OUTPUTS", true),
             bulk_flush_rows: env.integer("BULK_FLUSH_ROWS", DEFAULT_BULK_FLUSH_ROWS, "a number of rows")?,
             db_cache_mb: env
                 .integer("DB_CACHE_MB", DEFAULT_DB_CACHE_MB, "a whole number of megabytes")?
@@ -548,12 +551,13 @@ mod tests {
         assert_eq!(c.poll_interval_blocks, Duration::from_secs(5));
         assert!(!c.allow_root);
         assert_eq!((c.bulk_flush_rows, c.db_cache_mb), (100_000, 256));
+        assert!(c.daemon_rest && c.daemon_spent_outputs);
     }
 
     #[test]
     fn memory_and_flush_settings() {
-        let c = parse(&[("DB_CACHE_MB", "32"), ("BULK_FLUSH_ROWS", "0")]).unwrap();
-        assert_eq!((c.bulk_flush_rows, c.db_cache_mb), (0, 32));
+        let c = parse(&[("DB_CACHE_MB", "32"), ("BULK_FLUSH_ROWS", "0"), ("DAEMON_SPENT_OUTPUTS", "0")]).unwrap();
+        assert_eq!((c.bulk_flush_rows, c.db_cache_mb, c.daemon_spent_outputs), (0, 32, false));
         for (var, bad) in [("DB_CACHE_MB", "lots"), ("BULK_FLUSH_ROWS", "-1")] {
             let e = parse(&[(var, bad)]).unwrap_err();
             assert!(e.0.contains(var), "{e}");

@@ -21,6 +21,8 @@ pub enum ParseError {
     Empty,
     #[error("count {0} at byte {1} is larger than the data")]
     BadCount(u64, usize),
+    #[error("the spent outputs do not match the block: {0}")]
+    SpentMismatch(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,10 @@ pub struct ParsedBlock {
     pub txs: Vec<ParsedTx>,
     /// Serialized size, for the prefetch window and statistics.
     pub size: usize,
+    /// The script hash of every output the block spends, input by input (coinbase excluded),
+    /// where the daemon told us (Bitcoin Core's `/rest/spenttxouts`): then a spend is found in
+    /// the index by its script hash, one seek, rather than by its txid (`parse_spent_outputs`).
+    pub spent: Option<Vec<HashX>>,
 }
 
 impl ParsedBlock {
@@ -240,7 +246,36 @@ pub fn parse_block(data: &[u8], height: u32, coin: &Coin) -> Result<ParsedBlock,
     if root[..] != header[36..68] {
         return Err(ParseError::MerkleMismatch);
     }
-    Ok(ParsedBlock { height, hash: header_hash(&header), header, txs, size: data.len() })
+    Ok(ParsedBlock { height, hash: header_hash(&header), header, txs, size: data.len(), spent: None })
+}
+
+/// The script hashes of the outputs `block` spends, from Bitcoin Core's `/rest/spenttxouts`
+/// binary answer: a count of transactions (the coinbase's entry empty), then for each one its
+/// spent outputs (value, script) in input order. Counts must match the block's inputs.
+pub fn parse_spent_outputs(data: &[u8], block: &ParsedBlock) -> Result<Vec<HashX>, ParseError> {
+    let mut r = Reader { data, pos: 0 };
+    let n_tx = r.count(1)?;
+    if n_tx != block.txs.len() {
+        return Err(ParseError::SpentMismatch(format!("{n_tx} transactions, the block has {}", block.txs.len())));
+    }
+    let mut out = Vec::with_capacity(block.txs.iter().map(|t| t.inputs.len()).sum());
+    for (i, tx) in block.txs.iter().enumerate() {
+        let n = r.count(9)?;
+        if n != tx.inputs.len() {
+            return Err(ParseError::SpentMismatch(format!(
+                "{n} spent outputs for transaction {i}, which has {} inputs",
+                tx.inputs.len()
+            )));
+        }
+        for _ in 0..n {
+            r.u64()?;
+            out.push(script_hashx(r.bytes()?));
+        }
+    }
+    if r.pos != data.len() {
+        return Err(ParseError::Trailing(data.len() - r.pos));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -319,6 +354,53 @@ mod tests {
         header.merkle_root = block.compute_merkle_root().unwrap();
         block.header = header;
         block
+    }
+
+    /// `/rest/spenttxouts/<hash>.bin` as Bitcoin Core writes it for `block`, given the outputs
+    /// its non-coinbase inputs spend.
+    fn spent_answer(block: &bitcoin::Block, spent: &[bitcoin::TxOut]) -> Vec<u8> {
+        use bitcoin::consensus::Encodable;
+        let mut out = Vec::new();
+        bitcoin::VarInt(block.txdata.len() as u64).consensus_encode(&mut out).unwrap();
+        bitcoin::VarInt(0).consensus_encode(&mut out).unwrap();
+        let mut spent = spent.iter();
+        for tx in &block.txdata[1..] {
+            bitcoin::VarInt(tx.input.len() as u64).consensus_encode(&mut out).unwrap();
+            for _ in &tx.input {
+                spent.next().unwrap().consensus_encode(&mut out).unwrap();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn spent_outputs_in_input_order_and_checked_against_the_block() {
+        use bitcoin::{Amount, ScriptBuf, TxOut as BTxOut};
+        let block = sample_block();
+        let parsed = parse_block(&serialize(&block), 5, regtest()).unwrap();
+        let spent: Vec<BTxOut> = (0..3u8)
+            .map(|i| BTxOut {
+                value: Amount::from_sat(1000 + i as u64),
+                script_pubkey: ScriptBuf::from_bytes(vec![0x51, i]),
+            })
+            .collect();
+        let raw = spent_answer(&block, &spent);
+        let hashxs = parse_spent_outputs(&raw, &parsed).unwrap();
+        let expect: Vec<HashX> = spent.iter().map(|o| script_hashx(o.script_pubkey.as_bytes())).collect();
+        assert_eq!(hashxs, expect);
+        // Another block's answer (one input fewer), a cut answer and trailing bytes are refused.
+        let mut fewer = block.clone();
+        fewer.txdata[1].input.pop();
+        assert!(matches!(
+            parse_spent_outputs(&spent_answer(&fewer, &spent), &parsed),
+            Err(ParseError::SpentMismatch(_))
+        ));
+        let cut = parse_spent_outputs(&raw[..raw.len() - 1], &parsed);
+        assert!(matches!(cut, Err(ParseError::Truncated(_) | ParseError::BadCount(..))), "{cut:?}");
+        let mut longer = raw.clone();
+        longer.push(0);
+        assert_eq!(parse_spent_outputs(&longer, &parsed), Err(ParseError::Trailing(1)));
+        assert!(matches!(parse_spent_outputs(&[0xff; 9], &parsed), Err(ParseError::BadCount(..))));
     }
 
     #[test]

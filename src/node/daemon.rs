@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -85,12 +85,24 @@ struct Endpoint {
     url: DaemonUrl,
     /// Whether the daemon serves REST (`-rest=1`): unknown until probed.
     rest: tokio::sync::OnceCell<bool>,
+    /// Whether it serves `/rest/spenttxouts` (Bitcoin Core 30 and later): `SPENT_UNKNOWN` until
+    /// the first answer.
+    spent_outputs: AtomicU8,
     caps: Capabilities,
 }
 
+const SPENT_UNKNOWN: u8 = 0;
+const SPENT_SERVED: u8 = 1;
+const SPENT_MISSING: u8 = 2;
+
 impl Endpoint {
     fn new(url: DaemonUrl) -> Endpoint {
-        Endpoint { url, rest: tokio::sync::OnceCell::new(), caps: Capabilities::default() }
+        Endpoint {
+            url,
+            rest: tokio::sync::OnceCell::new(),
+            spent_outputs: AtomicU8::new(SPENT_UNKNOWN),
+            caps: Capabilities::default(),
+        }
     }
 }
 
@@ -107,6 +119,7 @@ pub struct Daemon {
     cookie: Mutex<Option<String>>,
     next_id: AtomicU64,
     use_rest: bool,
+    use_spent_outputs: bool,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     /// Latency and failures of each daemon call, resolved once.
@@ -146,6 +159,7 @@ impl Daemon {
             cookie: Mutex::new(None),
             next_id: AtomicU64::new(1),
             use_rest: config.daemon_rest,
+            use_spent_outputs: config.daemon_rest && config.daemon_spent_outputs,
             shutdown,
             call_metrics: DAEMON_METHODS.iter().map(|m| (*m, metrics.daemon_call(m))).collect(),
             metrics,
@@ -468,6 +482,50 @@ impl Daemon {
         let v = self.call("getblock", json!([hex_hash, 0])).await?;
         let s = v.as_str().ok_or_else(|| bad_field("getblock", "result"))?;
         hex::decode(s).map_err(|_| bad_field("getblock", "hex"))
+    }
+
+    /// The outputs a block spends, as Bitcoin Core's REST `/rest/spenttxouts/<hash>.bin` serves
+    /// them (`block::parse_spent_outputs`); `None` where the daemon does not (no REST, an older
+    /// node, a pruned block's undo data), learned once per daemon from its first answer.
+    pub async fn spent_outputs(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, DaemonError> {
+        if !self.use_spent_outputs || !self.rest_available().await {
+            return Ok(None);
+        }
+        let (i, eps) = self.endpoint();
+        if eps[i].spent_outputs.load(Ordering::Relaxed) == SPENT_MISSING {
+            return Ok(None);
+        }
+        let hex_hash = hex_rev(hash);
+        let answer = self
+            .send("rest_spenttxouts", |c, ep| c.get(format!("{}rest/spenttxouts/{hex_hash}.bin", ep.url.base)), false)
+            .await?;
+        // The admin `daemon_url` may have replaced the list meanwhile: then nothing is learned.
+        let eps = self.endpoint().1;
+        let learn =
+            |state: u8| eps.get(answer.index).filter(|ep| ep.spent_outputs.swap(state, Ordering::Relaxed) != state);
+        match (answer.status.is_success(), answer.body) {
+            (true, Body::Bytes(b)) => {
+                if let Some(ep) = learn(SPENT_SERVED) {
+                    tracing::info!(
+                        "daemon {} serves the outputs each block spends (/rest/spenttxouts): spends are found by \
+                         script hash",
+                        ep.url.redacted()
+                    );
+                }
+                Ok(Some(b))
+            }
+            _ => {
+                if let Some(ep) = learn(SPENT_MISSING) {
+                    tracing::info!(
+                        "daemon {} does not serve /rest/spenttxouts (HTTP {}; Bitcoin Core 30 and later do): spends \
+                         are found by txid",
+                        ep.url.redacted(),
+                        answer.status.as_u16()
+                    );
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// Whether the daemon in use serves REST, probed once per daemon.

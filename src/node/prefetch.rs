@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::block::{parse_block, ParsedBlock};
+use super::block::{parse_block, parse_spent_outputs, ParsedBlock};
 use super::daemon::{Daemon, DaemonError};
 use crate::coins::Coin;
 use crate::types::hex_rev;
@@ -70,7 +70,7 @@ impl Prefetcher {
             let tasks = hashes.into_iter().enumerate().map(|(i, hash)| {
                 let daemon = self.daemon.clone();
                 let height = first + i as u32;
-                tokio::spawn(async move { fetch_block(&daemon, coin, height, hash).await })
+                tokio::spawn(async move { fetch_block(&daemon, coin, height, hash, true).await })
             });
             let mut stream = futures::stream::iter(tasks).buffered(self.concurrency);
             while let Some(joined) = stream.next().await {
@@ -91,17 +91,38 @@ impl Prefetcher {
     }
 }
 
+/// Fetches and parses a block; `with_spent`: with the outputs it spends, where the daemon
+/// serves them.
 pub async fn fetch_block(
     daemon: &Daemon,
     coin: &'static Coin,
     height: u32,
     hash: [u8; 32],
+    with_spent: bool,
 ) -> Result<Box<ParsedBlock>, FetchError> {
-    let raw = daemon.raw_block(&hash).await?;
+    let spent = async {
+        if with_spent {
+            daemon.spent_outputs(&hash).await
+        } else {
+            Ok(None)
+        }
+    };
+    let (raw, spent) = tokio::join!(daemon.raw_block(&hash), spent);
+    let (raw, spent) = (raw?, spent?);
     // Parsing and hashing run on the worker pool, off the async threads and the writer.
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let _ = tx.send(parse_block(&raw, height, coin));
+        let _ = tx.send(parse_block(&raw, height, coin).map(|mut block| {
+            block.spent = spent.and_then(|spent| match parse_spent_outputs(&spent, &block) {
+                Ok(hashxs) => Some(hashxs),
+                // Only a shortcut: the index finds the outputs by txid without it.
+                Err(e) => {
+                    tracing::warn!("ignoring the daemon's spent outputs of block {}: {e}", hex_rev(&block.hash));
+                    None
+                }
+            });
+            block
+        }));
     });
     let parsed = rx.await.map_err(|_| FetchError::Closed)?;
     let block = parsed.map_err(|error| FetchError::Parse { height, hash: hex_rev(&hash), error })?;

@@ -7,7 +7,7 @@ use rocksdb::{ReadOptions, DB};
 
 use super::schema::*;
 use super::{corrupt, read_error, Db, TxidView};
-use crate::types::{HashX, OutPoint, TxNum, Txid};
+use crate::types::{HashX, OutPoint, TxNum, Txid, HASHX_LEN};
 
 /// An unspent output as the index holds it: script hash, creating tx number and value (0
 /// when the value was not asked for).
@@ -117,6 +117,65 @@ impl Db {
         let chunks: Vec<Vec<Option<UtxoEntry>>> =
             ops.par_chunks(256).map(|chunk| self.find_utxos(chunk, need_value)).collect::<Result<_>>()?;
         Ok(chunks.into_iter().flatten().collect())
+    }
+
+    /// Unspent outputs whose script hash the daemon told us (Bitcoin Core's spent outputs of a
+    /// block), many at once and in parallel: each is one seek among its script hash's unspent
+    /// outputs (usually one or two) instead of a txid seek and two point reads. The value comes
+    /// from the index. A script hash with many unspent outputs falls back to `find_utxos`.
+    pub fn find_utxos_by_script(&self, wanted: &[(&OutPoint, HashX)]) -> Result<Vec<Option<UtxoEntry>>> {
+        use rayon::prelude::*;
+        let chunks: Vec<Vec<Option<UtxoEntry>>> =
+            wanted.par_chunks(256).map(|chunk| self.find_utxos_by_script_chunk(chunk)).collect::<Result<_>>()?;
+        Ok(chunks.into_iter().flatten().collect())
+    }
+
+    fn find_utxos_by_script_chunk(&self, wanted: &[(&OutPoint, HashX)]) -> Result<Vec<Option<UtxoEntry>>> {
+        /// Rows read for one script hash before asking by txid instead.
+        const SCAN_LIMIT: usize = 16;
+        let mut opts = ReadOptions::default();
+        opts.set_prefix_same_as_start(true);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_HASHX_UTXO), opts);
+        // Taken after the iterator, so it covers every row the iterator sees (`tx_num_finder`).
+        let txids = self.txids.view();
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut by_txid = Vec::new();
+        for (i, (op, hashx)) in wanted.iter().enumerate() {
+            // From the script hash's newest row backwards: the first match is the newest
+            // transaction with this txid, as `find_utxos` answers, and the usual single row
+            // needs no step past it.
+            let mut last = [0xff; HASHX_LEN + TXNUM_LEN + 4];
+            last[..HASHX_LEN].copy_from_slice(hashx);
+            it.seek_for_prev(last);
+            let mut found = None;
+            let mut scanned = 0;
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if !k.starts_with(hashx) {
+                    break;
+                }
+                scanned += 1;
+                if scanned > SCAN_LIMIT {
+                    by_txid.push(i);
+                    break;
+                }
+                let (n, vout) = decode_hashx_utxo_key(k).ok_or_else(|| corrupt("a hashx_utxo key"))?;
+                if vout == op.vout && txids.get(n).as_ref() == Some(&op.txid) {
+                    let value = <[u8; 8]>::try_from(v).map_err(|_| corrupt("a hashx_utxo value"))?;
+                    found = Some((*hashx, n, u64::from_be_bytes(value)));
+                    break;
+                }
+                it.prev();
+            }
+            it.status().map_err(read_error)?;
+            out.push(found);
+        }
+        if !by_txid.is_empty() {
+            let ops: Vec<&OutPoint> = by_txid.iter().map(|i| wanted[*i].0).collect();
+            for (i, f) in by_txid.into_iter().zip(self.find_utxos(&ops, true)?) {
+                out[i] = f;
+            }
+        }
+        Ok(out)
     }
 
     /// Unspent outputs of a script hash in chain order: (tx number, output index, value).
@@ -258,6 +317,7 @@ impl HistoryReader<'_> {
 mod tests {
     use super::super::tests::{put_raw, regtest_db};
     use super::*;
+    use crate::store::{CreatedOutput, FlushData};
 
     #[test]
     fn a_truncated_txnum_key_is_corruption_not_a_panic() {
@@ -289,5 +349,59 @@ mod tests {
         put_raw(&db, CF_HISTORY, &history_key(&hashx, 9), &[1, 2]);
         assert!(db.history_reader().read(&hashx, 10).is_err());
         assert!(db.history_rows_from(&hashx, 0).is_err());
+    }
+
+    #[test]
+    fn outputs_found_by_script_hash_as_by_txid() {
+        let (_dir, db) = regtest_db();
+        let (hot, two, dup, one) = ([1u8; 11], [2u8; 11], [3u8; 11], [4u8; 11]);
+        // Tx 4 repeats tx 3's txid (as two historic coinbases did): the newer one is spent.
+        let txids: Vec<Txid> = [1u8, 2, 3, 4, 4, 6].iter().map(|b| Txid([*b; 32])).collect();
+        let mut created: Vec<CreatedOutput> =
+            (0..21).map(|v| CreatedOutput { tx_num: 0, vout: v, hashx: hot, value: 100 + v as u64 }).collect();
+        for (tx_num, vout, hashx) in [(1, 0, two), (2, 1, two), (3, 0, dup), (4, 0, dup), (5, 2, one)] {
+            created.push(CreatedOutput { tx_num, vout, hashx, value: tx_num * 1000 + vout as u64 });
+        }
+        db.write_txids(0, &txids).unwrap();
+        let batch = db
+            .flush_batch(FlushData {
+                created,
+                spent: &[],
+                history: &mut [],
+                spends: &mut [],
+                txids: &txids,
+                first_tx_num: 0,
+                headers: vec![([0; 80], 6)],
+                first_height: 0,
+                undo: &[],
+                keep_undo_from: None,
+                state: ChainState { height: 0, tip: [0; 32], tx_count: 6 },
+                as_tables: false,
+            })
+            .unwrap();
+        db.write(batch).unwrap();
+
+        let op = |tx: usize, vout: u32| OutPoint { txid: txids[tx], vout };
+        // Found by scanning (one or two rows), by the fallback (21 rows), and absent ones.
+        let asked: Vec<(OutPoint, HashX)> = vec![
+            (op(0, 5), hot),
+            (op(0, 20), hot),
+            (op(1, 0), two),
+            (op(2, 1), two),
+            (op(3, 0), dup),
+            (op(5, 2), one),
+            (op(5, 0), one),
+            (op(2, 0), two),
+        ];
+        let by_script: Vec<(&OutPoint, HashX)> = asked.iter().map(|(o, h)| (o, *h)).collect();
+        let by_txid: Vec<&OutPoint> = asked.iter().map(|(o, _)| o).collect();
+        let found = db.find_utxos_by_script(&by_script).unwrap();
+        assert_eq!(found, db.find_utxos(&by_txid, true).unwrap());
+        assert_eq!(found[0], Some((hot, 0, 105)));
+        assert_eq!(found[2], Some((two, 1, 1000)));
+        assert_eq!(found[4], Some((dup, 4, 4000)), "the newest transaction with the txid");
+        assert_eq!(found[6..], [None, None]);
+        // A script hash the output does not pay finds nothing.
+        assert_eq!(db.find_utxos_by_script(&[(&op(1, 0), one)]).unwrap(), [None]);
     }
 }

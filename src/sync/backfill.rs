@@ -107,7 +107,7 @@ async fn step(
         (state.next..to).map_while(|h| index.applied_hash(h).map(|hash| (h, hash))).collect();
     let fetches = hashes.into_iter().map(|(h, hash)| {
         let daemon = daemon.clone();
-        async move { fetch_block(&daemon, coin, h, hash).await }
+        async move { fetch_block(&daemon, coin, h, hash, false).await }
     });
     let mut blocks = futures::stream::iter(fetches).buffered(concurrency.max(1));
     // (txid spent, spender tx number, output index) for every input, in block order.

@@ -226,16 +226,32 @@ impl BlockProcessor {
         }
         use rayon::prelude::*;
         let own: HashSet<&Txid> = block.txs.iter().map(|t| &t.txid).collect();
+        // The script hash each input spends, where the daemon told us (`ParsedBlock::spent`).
+        let mut first_input = Vec::with_capacity(block.txs.len());
+        block.txs.iter().fold(0, |n, t| {
+            first_input.push(n);
+            n + t.inputs.len()
+        });
+        let script_of = |tx: usize, input: usize| block.spent.as_ref().map(|s| s[first_input[tx] + input]);
         // In parallel: each check is a likely cache miss in a write cache of millions of outputs.
-        let wanted: Vec<&OutPoint> = block
+        let wanted: Vec<(&OutPoint, Option<HashX>)> = block
             .txs
             .par_iter()
-            .flat_map_iter(|t| &t.inputs)
-            .filter(|op| !own.contains(&op.txid) && !self.pending.utxos.contains_key(op) && !found.contains_key(op))
+            .enumerate()
+            .flat_map_iter(|(i, t)| t.inputs.iter().enumerate().map(move |(j, op)| (op, script_of(i, j))))
+            .filter(|(op, _)| {
+                !own.contains(&op.txid) && !self.pending.utxos.contains_key(op) && !found.contains_key(op)
+            })
             .collect();
-        let looked_up = self.db.find_utxos_parallel(&wanted, need_value)?;
-        self.metrics.spends_from_disk.inc_by(looked_up.iter().flatten().count() as u64);
-        found.extend(wanted.iter().zip(looked_up).filter_map(|(op, f)| f.map(|f| (**op, f))));
+        let (by_script, by_txid): (Vec<_>, Vec<_>) = wanted.into_iter().partition(|(_, hashx)| hashx.is_some());
+        let by_script: Vec<(&OutPoint, HashX)> = by_script.into_iter().filter_map(|(op, h)| Some((op, h?))).collect();
+        let by_txid: Vec<&OutPoint> = by_txid.into_iter().map(|(op, _)| op).collect();
+        let from_scripts = self.db.find_utxos_by_script(&by_script)?;
+        let from_txids = self.db.find_utxos_parallel(&by_txid, need_value)?;
+        let looked_up: Vec<(&OutPoint, Option<UtxoEntry>)> =
+            by_script.iter().map(|(op, _)| *op).zip(from_scripts).chain(by_txid.into_iter().zip(from_txids)).collect();
+        self.metrics.spends_from_disk.inc_by(looked_up.iter().filter(|(_, f)| f.is_some()).count() as u64);
+        found.extend(looked_up.into_iter().filter_map(|(op, f)| f.map(|f| (*op, f))));
         Ok(found)
     }
 
