@@ -264,13 +264,8 @@ impl Config {
         let log_sessions: u64 = env.integer("LOG_SESSIONS", 3600, "a number of seconds")?;
         let metrics_addr = env.get("METRICS_ADDR").map(parse_metrics_addr).transpose()?;
         let peers = peers::read_peers(&env, coin)?;
-        let drop_client = match env.get("DROP_CLIENT") {
-            None => None,
-            Some(re) => Some(
-                regex::Regex::new(re)
-                    .map_err(|e| ConfigError(format!("DROP_CLIENT must be a regular expression: {e}")))?,
-            ),
-        };
+        let bad_regex = |e| ConfigError(format!("DROP_CLIENT must be a regular expression: {e}"));
+        let drop_client = env.get("DROP_CLIENT").map(|re| regex::Regex::new(re).map_err(bad_regex)).transpose()?;
 
         Ok(Config {
             coin,

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -85,22 +85,17 @@ struct Endpoint {
     url: DaemonUrl,
     /// Whether the daemon serves REST (`-rest=1`): unknown until probed.
     rest: tokio::sync::OnceCell<bool>,
-    /// Whether it serves `/rest/spenttxouts` (Bitcoin Core 30 and later): `SPENT_UNKNOWN` until
-    /// the first answer.
-    spent_outputs: AtomicU8,
+    /// Whether it serves `/rest/spenttxouts` (Bitcoin Core 30 and later), from its first answer.
+    spent_outputs: OnceLock<bool>,
     caps: Capabilities,
 }
-
-const SPENT_UNKNOWN: u8 = 0;
-const SPENT_SERVED: u8 = 1;
-const SPENT_MISSING: u8 = 2;
 
 impl Endpoint {
     fn new(url: DaemonUrl) -> Endpoint {
         Endpoint {
             url,
             rest: tokio::sync::OnceCell::new(),
-            spent_outputs: AtomicU8::new(SPENT_UNKNOWN),
+            spent_outputs: OnceLock::new(),
             caps: Capabilities::default(),
         }
     }
@@ -492,7 +487,7 @@ impl Daemon {
             return Ok(None);
         }
         let (i, eps) = self.endpoint();
-        if eps[i].spent_outputs.load(Ordering::Relaxed) == SPENT_MISSING {
+        if eps[i].spent_outputs.get() == Some(&false) {
             return Ok(None);
         }
         let hex_hash = hex_rev(hash);
@@ -501,11 +496,10 @@ impl Daemon {
             .await?;
         // The admin `daemon_url` may have replaced the list meanwhile: then nothing is learned.
         let eps = self.endpoint().1;
-        let learn =
-            |state: u8| eps.get(answer.index).filter(|ep| ep.spent_outputs.swap(state, Ordering::Relaxed) != state);
+        let learn = |served: bool| eps.get(answer.index).filter(|ep| ep.spent_outputs.set(served).is_ok());
         match (answer.status.is_success(), answer.body) {
             (true, Body::Bytes(b)) => {
-                if let Some(ep) = learn(SPENT_SERVED) {
+                if let Some(ep) = learn(true) {
                     tracing::info!(
                         "daemon {} serves the outputs each block spends (/rest/spenttxouts): spends are found by \
                          script hash",
@@ -515,7 +509,7 @@ impl Daemon {
                 Ok(Some(b))
             }
             _ => {
-                if let Some(ep) = learn(SPENT_MISSING) {
+                if let Some(ep) = learn(false) {
                     tracing::info!(
                         "daemon {} does not serve /rest/spenttxouts (HTTP {}; Bitcoin Core 30 and later do): spends \
                          are found by txid",
