@@ -18,24 +18,33 @@
 //! new state, completed). Only the block processor writes, and only while no client is served
 //! (a reader could see rows of a flush whose state is not yet written), see `sync::processor`.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
-use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions, DB};
+use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, DB};
 
 use super::schema::*;
-use super::{cf_options, Db, DISK_HINT};
+use super::write::put_state;
+use super::{cf_options, write_synced, Db, DISK_HINT};
 
 /// The directory inside DB_DIRECTORY where a flush's table files wait to be ingested.
 pub const INGEST_DIR: &str = "ingest";
 
-/// One row of a table file: a value to put, or a deletion.
+/// One row of a flush: a value to put (built on the way for a history row), or a deletion.
 pub(super) enum Row<'a> {
-    Put(&'a [u8], &'a [u8]),
-    /// A row made on the way (a history row's value is built from its group).
-    Owned(Vec<u8>, Vec<u8>),
+    Put(&'a [u8], Cow<'a, [u8]>),
     Delete(&'a [u8]),
 }
+
+impl<'a> Row<'a> {
+    pub(super) fn put(key: &'a [u8], value: &'a [u8]) -> Row<'a> {
+        Row::Put(key, Cow::Borrowed(value))
+    }
+}
+
+/// A column family's rows of a flush, in key order.
+pub(super) type RowIter<'a> = Box<dyn Iterator<Item = Row<'a>> + Send + 'a>;
 
 /// What a flush as table files consists of, recorded in its marker: which column families have
 /// a file, and what the last batch writes once every file is ingested.
@@ -81,10 +90,7 @@ impl Finish {
 
     fn batch(&self, db: &DB) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        if let Some(keep_from) = self.keep_undo_from {
-            batch.delete_range_cf(cf(db, CF_UNDO), undo_key(0), undo_key(keep_from));
-        }
-        batch.put_cf(cf(db, CF_META), META_STATE, self.state.encode());
+        put_state(db, &mut batch, self.state, self.keep_undo_from);
         batch.delete_cf(cf(db, CF_META), META_INGEST);
         batch
     }
@@ -101,12 +107,6 @@ fn disk_error(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name).expect("every column family is opened")
-}
-
-fn write_synced(db: &DB, batch: WriteBatch) -> Result<()> {
-    let mut opts = WriteOptions::default();
-    opts.set_sync(true);
-    db.write_opt(batch, &opts).map_err(|e| disk_error("database write", e))
 }
 
 fn ingest_files(db: &DB, files: &[(&'static str, PathBuf)]) -> Result<()> {
@@ -159,7 +159,7 @@ impl Db {
     /// in parallel, synced. Column families without rows get no file.
     pub(super) fn build_tables<'a>(
         &self,
-        rows: Vec<(&'static str, Box<dyn Iterator<Item = Row<'a>> + Send + 'a>)>,
+        rows: Vec<(&'static str, RowIter<'a>)>,
         finish: (ChainState, Option<u32>),
     ) -> Result<Tables> {
         // The directory may still hold an earlier flush whose ingestion failed: finish it first.
@@ -215,7 +215,7 @@ impl Db {
 
 /// Writes `rows` to a table file at `path` with the column family's own options (compression,
 /// filters, prefix extractor); false if there were none (no file is left).
-fn write_table<'a>(cf: &str, path: &Path, rows: Box<dyn Iterator<Item = Row<'a>> + Send + 'a>) -> Result<bool> {
+fn write_table(cf: &str, path: &Path, rows: RowIter) -> Result<bool> {
     let opts = cf_options(cf, &rocksdb::Cache::new_lru_cache(1 << 20));
     let mut writer = SstFileWriter::create(&opts);
     let mut rows = rows.peekable();
@@ -226,7 +226,6 @@ fn write_table<'a>(cf: &str, path: &Path, rows: Box<dyn Iterator<Item = Row<'a>>
     for row in rows {
         match row {
             Row::Put(k, v) => writer.put(k, v),
-            Row::Owned(k, v) => writer.put(k, v),
             Row::Delete(k) => writer.delete(k),
         }
         .map_err(|e| disk_error(&format!("writing {}", path.display()), e))?;

@@ -54,6 +54,13 @@ fn corrupt(what: &str) -> anyhow::Error {
     anyhow!("the index is corrupt: {what}; delete DB_DIRECTORY to rebuild it")
 }
 
+/// Writes a batch atomically and durably (fsync'd WAL).
+fn write_synced(db: &DB, batch: WriteBatch) -> Result<()> {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
+}
+
 fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -267,15 +274,9 @@ impl Db {
     pub fn write(&self, batch: Batch) -> Result<()> {
         self.settle_ingest()?;
         match batch.0 {
-            write::Changes::Rows(rows) => self.write_rows(rows),
+            write::Changes::Rows(rows) => write_synced(&self.db, rows),
             write::Changes::Tables(tables) => self.ingest(tables),
         }
-    }
-
-    fn write_rows(&self, batch: WriteBatch) -> Result<()> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db.write_opt(batch, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
     }
 
     pub fn state(&self) -> Result<Option<ChainState>> {

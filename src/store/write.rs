@@ -2,13 +2,14 @@
 //! unwinding of one block. The batch also carries the chain state it leads to, so the database
 //! is always a complete state at some height.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use anyhow::Result;
 use rayon::slice::ParallelSliceMut;
 use rocksdb::WriteBatch;
 
-use super::bulk::{Row, Tables};
+use super::bulk::{Row, RowIter, Tables};
 use super::schema::*;
 use super::Db;
 use crate::types::{HashX, TxNum, Txid, HASHX_LEN};
@@ -114,15 +115,11 @@ impl Db {
             for row in rows {
                 match row {
                     Row::Put(k, v) => batch.put_cf(cf, k, v),
-                    Row::Owned(k, v) => batch.put_cf(cf, k, v),
                     Row::Delete(k) => batch.delete_cf(cf, k),
                 }
             }
         }
-        if let Some(keep_from) = keep_undo_from {
-            batch.delete_range_cf(self.cf(CF_UNDO), undo_key(0), undo_key(keep_from));
-        }
-        batch.put_cf(self.cf(CF_META), META_STATE, state.encode());
+        put_state(&self.db, &mut batch, state, keep_undo_from);
         Ok(batch.into())
     }
 
@@ -215,8 +212,6 @@ fn sorted_rows(f: FlushData) -> SortedRows {
     SortedRows { utxo, utxo_dels, hutxo, hutxo_dels, history, txnum, spends, headers, undo }
 }
 
-type RowIter<'a> = Box<dyn Iterator<Item = Row<'a>> + Send + 'a>;
-
 /// Each column family's rows in key order, puts and deletions merged (a flush never puts and
 /// deletes one key: an output created and spent since the last flush has no row at all).
 fn table_rows<'a>(r: &'a SortedRows) -> Vec<(&'static str, RowIter<'a>)> {
@@ -224,16 +219,16 @@ fn table_rows<'a>(r: &'a SortedRows) -> Vec<(&'static str, RowIter<'a>)> {
     let hutxo = merge(r.hutxo.iter().map(|(k, v)| (&k[..], &v[..])), r.hutxo_dels.iter().map(|k| &k[..]));
     // One row per script hash: its first tx number in the key, the rest in the value.
     let history = r.history.chunk_by(|a, b| a[..HASHX_LEN] == b[..HASHX_LEN]).map(|group| {
-        Row::Owned(group[0].to_vec(), history_value(group[1..].iter().map(|k| decode_txnum(&k[HASHX_LEN..]))))
+        Row::Put(&group[0], Cow::Owned(history_value(group[1..].iter().map(|k| decode_txnum(&k[HASHX_LEN..])))))
     });
     vec![
         (CF_UTXO, Box::new(utxo) as RowIter),
         (CF_HASHX_UTXO, Box::new(hutxo)),
         (CF_HISTORY, Box::new(history)),
-        (CF_TXNUM, Box::new(r.txnum.iter().map(|k| Row::Put(&k[..], &[])))),
-        (CF_SPEND, Box::new(r.spends.iter().map(|row| Row::Put(&row[..TXNUM_LEN + 4], &row[TXNUM_LEN + 4..])))),
-        (CF_HEADER, Box::new(r.headers.iter().map(|(k, v)| Row::Put(&k[..], &v[..])))),
-        (CF_UNDO, Box::new(r.undo.iter().map(|(k, v)| Row::Put(&k[..], v)))),
+        (CF_TXNUM, Box::new(r.txnum.iter().map(|k| Row::put(&k[..], &[])))),
+        (CF_SPEND, Box::new(r.spends.iter().map(|row| Row::put(&row[..TXNUM_LEN + 4], &row[TXNUM_LEN + 4..])))),
+        (CF_HEADER, Box::new(r.headers.iter().map(|(k, v)| Row::put(&k[..], &v[..])))),
+        (CF_UNDO, Box::new(r.undo.iter().map(|(k, v)| Row::put(&k[..], v)))),
     ]
 }
 
@@ -245,9 +240,19 @@ fn merge<'a>(
     let (mut puts, mut dels) = (puts.peekable(), dels.peekable());
     std::iter::from_fn(move || match (puts.peek(), dels.peek()) {
         (Some((k, _)), Some(d)) if d < k => dels.next().map(Row::Delete),
-        (Some(_), _) => puts.next().map(|(k, v)| Row::Put(k, v)),
+        (Some(_), _) => puts.next().map(|(k, v)| Row::put(k, v)),
         (None, _) => dels.next().map(Row::Delete),
     })
+}
+
+/// What ends every flush, as a batch or as table files: the chain state it leads to, and the
+/// dropping of undo data below `keep_undo_from`.
+pub(super) fn put_state(db: &rocksdb::DB, batch: &mut WriteBatch, state: ChainState, keep_undo_from: Option<u32>) {
+    let cf = |name| db.cf_handle(name).expect("every column family is opened");
+    if let Some(keep_from) = keep_undo_from {
+        batch.delete_range_cf(cf(CF_UNDO), undo_key(0), undo_key(keep_from));
+    }
+    batch.put_cf(cf(CF_META), META_STATE, state.encode());
 }
 
 fn put_spends(batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily, sorted: &[SpendRow]) {
