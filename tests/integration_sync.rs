@@ -449,6 +449,38 @@ fn rest_on_and_off_give_same_index() {
     assert_same_index(&dumps[1], &dumps[0], "REST off vs REST on");
 }
 
+/// Spends found by script hash, from the daemon's spent outputs (`/rest/spenttxouts`), index
+/// exactly as spends found by txid. A node answering 503 while it warms up is asked again; one
+/// without the call (404) is not, once it has answered.
+#[test]
+fn spent_outputs_from_the_daemon_give_the_same_index() {
+    // A 1 MB write cache flushes every few blocks, so most spends are of outputs on disk.
+    let env = [("CACHE_MB", "1")];
+    let mut chain =
+        ChainBuilder::with_options(12, ChainOptions { min_txs: 10, max_txs: 40, ..ChainOptions::default() });
+    chain.add_blocks(150);
+    let mut dumps = Vec::new();
+    for served in [true, false] {
+        let opts = DaemonOptions { spent_outputs: served, ..DaemonOptions::default() };
+        let daemon = ScriptedDaemon::start(chain.blocks().to_vec(), opts);
+        daemon.set_spent_outputs_warmup(if served { 3 } else { 0 });
+        let dir = TempDir::new().expect("tempdir");
+        let mut ferrum = start_ferrum(&dir, &daemon.url(), &env);
+        wait_synced(&mut ferrum, &chain);
+        ferrum.stop();
+        let asked = daemon.spent_outputs_calls();
+        eprintln!("spent outputs served: {served}; asked {asked} times for {} blocks", chain.height());
+        if served {
+            assert!(asked >= u64::from(chain.height()), "every block's spent outputs, after the 503s: {asked}");
+        } else {
+            // Only the requests in flight before its first answer (PREFETCH_CONCURRENCY, 8).
+            assert!(asked <= 8, "a node without /rest/spenttxouts is not asked again: {asked}");
+        }
+        dumps.push(dump(&dir.path().join("db")));
+    }
+    assert_same_index(&dumps[0], &dumps[1], "spends by script hash vs by txid");
+}
+
 #[test]
 fn kill9_during_sync_then_restart_matches() {
     let env = [("CACHE_MB", "1")];

@@ -497,6 +497,8 @@ impl Daemon {
         // The admin `daemon_url` may have replaced the list meanwhile: then nothing is learned.
         let eps = self.endpoint().1;
         let learn = |served: bool| eps.get(answer.index).filter(|ep| ep.spent_outputs.set(served).is_ok());
+        // Only "no such path" means the daemon lacks it; a warming-up node (503) is asked again.
+        let missing = [reqwest::StatusCode::NOT_FOUND, reqwest::StatusCode::BAD_REQUEST].contains(&answer.status);
         match (answer.status.is_success(), answer.body) {
             (true, Body::Bytes(b)) => {
                 if let Some(ep) = learn(true) {
@@ -508,7 +510,7 @@ impl Daemon {
                 }
                 Ok(Some(b))
             }
-            _ => {
+            _ if missing => {
                 if let Some(ep) = learn(false) {
                     tracing::info!(
                         "daemon {} does not serve /rest/spenttxouts (HTTP {}; Bitcoin Core 30 and later do): spends \
@@ -519,6 +521,7 @@ impl Daemon {
                 }
                 Ok(None)
             }
+            _ => Ok(None),
         }
     }
 

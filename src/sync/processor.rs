@@ -243,9 +243,13 @@ impl BlockProcessor {
                 !own.contains(&op.txid) && !self.pending.utxos.contains_key(op) && !found.contains_key(op)
             })
             .collect();
-        let (by_script, by_txid): (Vec<_>, Vec<_>) = wanted.into_iter().partition(|(_, hashx)| hashx.is_some());
-        let by_script: Vec<(&OutPoint, HashX)> = by_script.into_iter().filter_map(|(op, h)| Some((op, h?))).collect();
-        let by_txid: Vec<&OutPoint> = by_txid.into_iter().map(|(op, _)| op).collect();
+        let (mut by_script, mut by_txid): (Vec<(&OutPoint, HashX)>, Vec<&OutPoint>) = Default::default();
+        for (op, hashx) in wanted {
+            match hashx {
+                Some(hashx) => by_script.push((op, hashx)),
+                None => by_txid.push(op),
+            }
+        }
         let from_scripts = self.db.find_utxos_by_script(&by_script)?;
         let from_txids = self.db.find_utxos_parallel(&by_txid, need_value)?;
         let looked_up: Vec<(&OutPoint, Option<UtxoEntry>)> =

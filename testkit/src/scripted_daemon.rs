@@ -43,11 +43,14 @@ pub struct DaemonOptions {
     pub password: String,
     /// Whether the REST interface (`-rest`) is enabled.
     pub rest: bool,
+    /// Whether REST serves `/rest/spenttxouts` (Bitcoin Core 30 and later). Each answer scans
+    /// the whole chain for the spent outputs: for small chains only.
+    pub spent_outputs: bool,
 }
 
 impl Default for DaemonOptions {
     fn default() -> Self {
-        DaemonOptions { user: "user".into(), password: "pass".into(), rest: true }
+        DaemonOptions { user: "user".into(), password: "pass".into(), rest: true, spent_outputs: false }
     }
 }
 
@@ -109,6 +112,26 @@ impl ChainData {
 
     fn find(&self, hash: &BlockHash) -> Option<&Arc<Entry>> {
         self.known.get(hash)
+    }
+
+    /// `/rest/spenttxouts/<hash>.bin` for `block`, as Bitcoin Core serializes it: per
+    /// transaction (the coinbase's list empty) the outputs its inputs spend. Looked up among every
+    /// block this daemon knows, so only for small chains.
+    fn spent_outputs(&self, block: &Block) -> Vec<u8> {
+        use bitcoin::consensus::Encodable;
+        let txs: HashMap<Txid, &bitcoin::Transaction> =
+            self.known.values().flat_map(|e| &e.block.txdata).map(|tx| (tx.compute_txid(), tx)).collect();
+        let mut out = Vec::new();
+        bitcoin::VarInt(block.txdata.len() as u64).consensus_encode(&mut out).expect("to a vector");
+        for (i, tx) in block.txdata.iter().enumerate() {
+            let inputs = if i == 0 { &[][..] } else { &tx.input[..] };
+            bitcoin::VarInt(inputs.len() as u64).consensus_encode(&mut out).expect("to a vector");
+            for input in inputs {
+                let prev = input.previous_output;
+                txs[&prev.txid].output[prev.vout as usize].consensus_encode(&mut out).expect("to a vector");
+            }
+        }
+        out
     }
 
     fn is_active(&self, e: &Entry) -> bool {
@@ -187,6 +210,9 @@ impl ChainData {
 struct State {
     chain: Arc<ChainData>,
     rest: bool,
+    spent_outputs: bool,
+    /// `/rest/spenttxouts` requests still to be answered 503, as a node warming up does.
+    spent_outputs_warmup: u64,
     /// RPC calls still to be answered with -28.
     warmup: u64,
     disabled: HashSet<String>,
@@ -217,6 +243,8 @@ struct Shared {
     auth: String,
     getblock_calls: AtomicU64,
     rest_block_calls: AtomicU64,
+    /// `/rest/spenttxouts` requests, whatever the answer.
+    spent_outputs_calls: AtomicU64,
     rpc_calls: AtomicU64,
     /// Calls per method ("getrawtransaction/3": with that many positional parameters too).
     method_calls: Mutex<HashMap<String, u64>>,
@@ -268,6 +296,8 @@ impl ScriptedDaemon {
             state: Mutex::new(State {
                 chain: Arc::new(ChainData::new(chain_blocks, None)),
                 rest: opts.rest,
+                spent_outputs: opts.spent_outputs,
+                spent_outputs_warmup: 0,
                 warmup: 0,
                 disabled: HashSet::new(),
                 die_budget: None,
@@ -283,6 +313,7 @@ impl ScriptedDaemon {
             auth: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
             getblock_calls: AtomicU64::new(0),
             rest_block_calls: AtomicU64::new(0),
+            spent_outputs_calls: AtomicU64::new(0),
             rpc_calls: AtomicU64::new(0),
             method_calls: Mutex::default(),
             open_conns: AtomicUsize::new(0),
@@ -448,6 +479,16 @@ impl ScriptedDaemon {
     /// Successful `/rest/block/` requests served so far.
     pub fn rest_block_calls(&self) -> u64 {
         self.shared.rest_block_calls.load(Ordering::SeqCst)
+    }
+
+    /// `/rest/spenttxouts` requests so far (served, warming up or not found).
+    pub fn spent_outputs_calls(&self) -> u64 {
+        self.shared.spent_outputs_calls.load(Ordering::SeqCst)
+    }
+
+    /// Answers the next `n` `/rest/spenttxouts` requests with 503, as a node still loading does.
+    pub fn set_spent_outputs_warmup(&self, n: u64) {
+        self.shared.state().spent_outputs_warmup = n;
     }
 
     /// JSON-RPC calls received so far (batch items count one each), including failed ones.
@@ -1184,19 +1225,34 @@ fn call(shared: &Shared, method: &str, params: &Value, ctx: &mut CallCtx) -> Res
 
 fn handle_rest(shared: &Shared, req: &Request, path: &str) -> Outcome {
     let reply = |resp| Outcome::Reply { resp, die_after: false };
-    let chain = {
-        let st = shared.state();
+    let (chain, spent_outputs) = {
+        let mut st = shared.state();
         if !st.rest {
             // Without -rest bitcoind registers no handler: a bare 404.
             return reply(Response::empty(404));
         }
-        st.chain.clone()
+        let asked = path.starts_with("/rest/spenttxouts/");
+        if asked {
+            shared.spent_outputs_calls.fetch_add(1, Ordering::SeqCst);
+        }
+        if asked && st.spent_outputs_warmup > 0 {
+            st.spent_outputs_warmup -= 1;
+            return reply(Response::text(503, "Service temporarily unavailable: Loading block index..."));
+        }
+        (st.chain.clone(), st.spent_outputs)
     };
     if req.method != "GET" {
         return reply(Response::text(405, "Only GET is supported"));
     }
     if path == "/rest/chaininfo.json" {
         return reply(Response::json(200, &chain.chain_info()));
+    }
+    if let Some(hash) = path.strip_prefix("/rest/spenttxouts/").filter(|_| spent_outputs) {
+        let Some(e) = hash.strip_suffix(".bin").and_then(|h| BlockHash::from_str(h).ok()).and_then(|h| chain.find(&h))
+        else {
+            return reply(Response::text(404, &format!("{hash} not found")));
+        };
+        return reply(Response::new(200, "application/octet-stream", chain.spent_outputs(&e.block)));
     }
     let Some(rest) = path.strip_prefix("/rest/block/") else {
         return reply(Response::empty(404));
