@@ -68,25 +68,18 @@ pub(super) fn read_cost(env: &Env) -> Result<CostLimits, ConfigError> {
             "SESSION_GROUP_BY_SUBNET_IPV4 must be at most 32 and SESSION_GROUP_BY_SUBNET_IPV6 at most 128 (they are {subnet_v4} and {subnet_v6})"
         )));
     }
-    let exempt = match env.get("COST_EXEMPT") {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                // A bare address is a network of one.
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map(|n| n.trunc())
-                    .map_err(|_| {
-                        ConfigError(format!(
-                            "COST_EXEMPT entry {s:?} is not a network such as 10.0.0.0/8 or 2001:db8::/32"
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let exempt = env
+        .list("COST_EXEMPT")
+        .map(|s| {
+            // A bare address is a network of one.
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    ConfigError(format!("COST_EXEMPT entry {s:?} is not a network such as 10.0.0.0/8 or 2001:db8::/32"))
+                })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(CostLimits {
         soft,
         hard,

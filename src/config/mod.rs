@@ -183,10 +183,20 @@ struct Env<'a> {
     vars: &'a HashMap<String, String>,
 }
 
+/// The items of a comma-separated list, trimmed, blanks skipped.
+fn items(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
 impl Env<'_> {
     /// A set, non-blank value.
     fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// The items of a comma-separated list (none if unset).
+    fn list(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.get(name).into_iter().flat_map(items)
     }
 
     fn integer<T: std::str::FromStr>(&self, name: &str, default: T, what: &str) -> Result<T, ConfigError> {
@@ -432,7 +442,7 @@ fn parse_metrics_addr(value: &str) -> Result<std::net::SocketAddr, ConfigError> 
 
 pub fn parse_daemon_urls(value: &str, coin: &Coin) -> Result<Vec<DaemonUrl>, ConfigError> {
     let mut urls = Vec::new();
-    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in items(value) {
         let bad = |why: &str| ConfigError(format!("DAEMON_URL entry {:?} is invalid: {why}", redact(part)));
         let rest = match part.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
@@ -496,7 +506,7 @@ fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
 /// Parses SERVICES / REPORT_SERVICES: `tcp://host:port,ssl://:50002,rpc://localhost:8000`.
 pub fn parse_services(value: &str, var: &str, allow_empty_host: bool) -> Result<Vec<Service>, ConfigError> {
     let mut out: Vec<Service> = Vec::new();
-    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in items(value) {
         let bad = |why: String| ConfigError(format!("{var} entry {part:?} is invalid: {why}"));
         let (proto, rest) = part.split_once("://").ok_or_else(|| bad("expected protocol://host:port".into()))?;
         let protocol = ServiceProtocol::parse(proto)

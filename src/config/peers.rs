@@ -63,21 +63,16 @@ pub(super) fn read_peers(env: &Env, coin: &Coin) -> Result<PeerConfig, ConfigErr
         None => None,
         Some(_) => Some(env.integer::<u16>("TOR_PROXY_PORT", 0, "a TCP port number")?),
     };
-    let resolve = match env.get("PEER_RESOLVE") {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|pair| {
-                let (name, ip) = pair.split_once('=').unwrap_or((pair, ""));
-                let ip = ip.trim().parse::<IpAddr>().map_err(|_| {
-                    ConfigError(format!("PEER_RESOLVE entry {pair:?} is not name=ip (e.g. a.peer.test=127.0.0.2)"))
-                })?;
-                Ok((name.trim().to_ascii_lowercase(), ip))
-            })
-            .collect::<Result<_, ConfigError>>()?,
-    };
+    let resolve = env
+        .list("PEER_RESOLVE")
+        .map(|pair| {
+            let (name, ip) = pair.split_once('=').unwrap_or((pair, ""));
+            let ip = ip.trim().parse::<IpAddr>().map_err(|_| {
+                ConfigError(format!("PEER_RESOLVE entry {pair:?} is not name=ip (e.g. a.peer.test=127.0.0.2)"))
+            })?;
+            Ok((name.trim().to_ascii_lowercase(), ip))
+        })
+        .collect::<Result<_, ConfigError>>()?;
     let time_scale: f64 = match env.get("PEER_TIME_SCALE") {
         None => 1.0,
         Some(v) => v
@@ -94,10 +89,7 @@ pub(super) fn read_peers(env: &Env, coin: &Coin) -> Result<PeerConfig, ConfigErr
         tor_proxy_port,
         blacklist: env.get("BLACKLIST_URL").map(str::to_string).or(coin.blacklist_url.map(str::to_string)),
         tor_banner_file: env.get("TOR_BANNER_FILE").map(PathBuf::from),
-        seeds: env
-            .get("PEER_SEEDS")
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default(),
+        seeds: env.list("PEER_SEEDS").map(str::to_string).collect(),
         allow_private: env.boolean("PEER_ALLOW_PRIVATE", false),
         resolve,
         time_scale,
