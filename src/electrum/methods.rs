@@ -361,8 +361,16 @@ async fn subscribe(ctx: &Ctx, s: &mut SessionState, sh: ScriptHash, acct: &mut A
         ctx.subs.register(&sh);
     }
     let limit = ctx.history_limit();
-    match ctx.read(move |snap| snap.status(&sh.hashx(), limit).map_err(index_error)).await {
-        Ok((status, entries)) => {
+    let hashx = sh.hashx();
+    let read = ctx.read(move |snap| {
+        let confirmed = snap.confirmed_status(&hashx, limit).map_err(index_error)?;
+        let status = snap.finish_status(&confirmed, &hashx).expect("of this snapshot's tip");
+        Ok((confirmed, status))
+    });
+    match read.await {
+        Ok((confirmed, (status, entries))) => {
+            // The next block extends it instead of reading the history again.
+            ctx.subs.keep_confirmed([(hashx, confirmed)]);
             s.subs.scripts.insert(sh, status);
             acct.cost += history_cost(entries) + super::cost::status_preimage_cost(entries);
             Ok(status.map_or(Value::Null, |st| Value::String(st.to_string())))

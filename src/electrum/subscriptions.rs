@@ -6,15 +6,24 @@
 //! session sends those that differ from what it last sent. A session that falls too far
 //! behind the broadcast recomputes its own subscriptions instead (`resync`), so nothing is lost
 //! and nothing grows without bound.
+//!
+//! For each subscribed index key the notifier keeps the confirmed part of its status (the hash
+//! state after its confirmed history, `ConfirmedStatus`). A flush is announced before it is
+//! written (`IndexEvent::Writing`), and while RocksDB writes it the notifier extends those
+//! states with the flush's own entries; once the flush is visible, a status is that state plus
+//! the mempool's entries. No history is read again unless the state is of another tip (after
+//! an unwind, or a key first seen).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
 
-use crate::index::{Index, IndexEvent, OutpointStatus};
+use crate::index::{ConfirmedStatus, FlushPreview, Index, IndexEvent, OutpointStatus};
 use crate::jsonrpc::notification;
 use crate::types::{push_hex32, HashX, HexOrder, OutPoint, ScriptHash, StatusHash};
 
@@ -22,6 +31,9 @@ use crate::types::{push_hex32, HashX, HexOrder, OutPoint, ScriptHash, StatusHash
 pub const EVENT_QUEUE: usize = 64;
 /// Status computations per snapshot in the notifier, so writers are never held up for long.
 const STATUS_CHUNK: usize = 256;
+
+/// New statuses by script hash, with the transactions each covers.
+pub type Statuses = HashMap<ScriptHash, (Option<StatusHash>, usize)>;
 
 /// What the notifier broadcasts to sessions.
 pub enum Event {
@@ -34,11 +46,7 @@ pub enum Event {
     },
     /// New statuses of touched, subscribed script hashes, with the transactions each covers,
     /// and of subscribed outpoints that may have changed.
-    Statuses {
-        statuses: HashMap<ScriptHash, (Option<StatusHash>, usize)>,
-        outpoints: HashMap<OutPoint, OutpointStatus>,
-        at: Instant,
-    },
+    Statuses { statuses: Statuses, outpoints: HashMap<OutPoint, OutpointStatus>, at: Instant },
 }
 
 /// Notifications for one session, and the history entries they cover (for the cost model: a
@@ -97,6 +105,11 @@ struct OutpointEntry {
 /// broadcast of changes.
 pub struct Subscriptions {
     registry: Mutex<HashMap<HashX, HashMap<ScriptHash, u32>>>,
+    /// The confirmed part of each subscribed key's status, at the tip it names. Only keys in
+    /// `registry`: the last unsubscription drops it. Lock order: `registry`, then this.
+    confirmed: Mutex<HashMap<HashX, ConfirmedStatus>>,
+    /// Histories the notifier read (every other status came from a confirmed part).
+    histories_read: AtomicU64,
     outpoints: Mutex<OutpointRegistry>,
     events: broadcast::Sender<Arc<Event>>,
     index: Arc<Index>,
@@ -109,6 +122,8 @@ impl Subscriptions {
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         Arc::new(Subscriptions {
             registry: Mutex::default(),
+            confirmed: Mutex::default(),
+            histories_read: AtomicU64::new(0),
             outpoints: Mutex::default(),
             events,
             index,
@@ -138,8 +153,27 @@ impl Subscriptions {
             }
             if m.is_empty() {
                 reg.remove(&hashx);
+                self.confirmed.lock().expect("lock").remove(&hashx);
             }
         }
+    }
+
+    /// Keeps confirmed parts of statuses for the next block to extend (of subscribed keys only,
+    /// so nothing outlives its subscriptions).
+    pub fn keep_confirmed(&self, parts: impl IntoIterator<Item = (HashX, ConfirmedStatus)>) {
+        let reg = self.registry.lock().expect("lock");
+        let mut confirmed = self.confirmed.lock().expect("lock");
+        for (hashx, part) in parts {
+            if reg.contains_key(&hashx) {
+                confirmed.insert(hashx, part);
+            }
+        }
+    }
+
+    /// Confirmed parts kept now, and how many histories the notifier has read (for the tests:
+    /// that a block extends statuses rather than reading them again).
+    pub fn confirmed_kept(&self) -> (usize, u64) {
+        (self.confirmed.lock().expect("lock").len(), self.histories_read.load(Ordering::Relaxed))
     }
 
     /// Counts an outpoint subscription under the script hash its changes touch; call before
@@ -203,22 +237,58 @@ impl Subscriptions {
     pub fn start(self: &Arc<Self>) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.index.set_listener(tx);
-        tokio::spawn(self.clone().notifier(rx));
+        // Read after listening: a change in between is reported, so the tip the notifier starts
+        // from is never older than what the reports it receives build on.
+        let tip = self.index.tip().map(|t| t.hash);
+        tokio::spawn(self.clone().notifier(rx, tip));
     }
 
     /// Turns index changes into broadcast events, coalescing whatever queued up meanwhile.
-    async fn notifier(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<IndexEvent>) {
-        while let Some(first) = rx.recv().await {
+    async fn notifier(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<IndexEvent>, mut last_tip: Option<[u8; 32]>) {
+        // The flush being written, and its statuses' confirmed parts being extended meanwhile.
+        let mut preparing: Option<Preparing> = None;
+        let mut next: Option<IndexEvent> = None;
+        loop {
+            let event = match next.take() {
+                Some(event) => event,
+                None => match rx.recv().await {
+                    Some(event) => event,
+                    None => return,
+                },
+            };
+            let (mut touched, mut tip) = match event {
+                IndexEvent::Writing(preview) => {
+                    preparing = Some(self.prepare(preview));
+                    continue;
+                }
+                IndexEvent::Changed { touched, tip } => (touched, tip),
+            };
             let at = Instant::now();
-            let mut touched = first.touched;
-            let mut new_tip = first.new_tip;
+            // Coalesce changes, but not across the next flush's announcement.
             while let Ok(more) = rx.try_recv() {
-                touched.extend(more.touched);
-                new_tip |= more.new_tip;
+                match more {
+                    IndexEvent::Changed { touched: more, tip: newer } => {
+                        touched.extend(more);
+                        tip = newer.or(tip);
+                    }
+                    writing => {
+                        next = Some(writing);
+                        break;
+                    }
+                }
             }
             let started = Instant::now();
-            if new_tip {
-                if let Some((height, header)) = tip(&self.index) {
+            let mut prepared = HashMap::new();
+            if let Some(tip) = tip {
+                if let Some(Preparing { to, task }) = preparing.take() {
+                    // Another tip (an unwind, a failed write retried): those parts are of no use.
+                    if to == tip {
+                        prepared = crate::join_logged(task.await, "extending subscribed statuses").unwrap_or_default();
+                    }
+                }
+                self.carry_over(last_tip, tip, &touched);
+                last_tip = Some(tip);
+                if let Some((height, header)) = self::tip(&self.index) {
                     let text = tip_notification(height, &header);
                     let _ = self.events.send(Arc::new(Event::Tip { header, text, at }));
                 }
@@ -227,14 +297,16 @@ impl Subscriptions {
                 let reg = self.registry.lock().expect("lock");
                 touched.iter().filter_map(|h| reg.get(h)).flat_map(|m| m.keys().copied()).collect()
             };
-            let ops = self.outpoints_to_check(&touched, new_tip);
+            let ops = self.outpoints_to_check(&touched, tip.is_some());
             if wanted.is_empty() && ops.is_empty() {
                 continue;
             }
-            // In key order, each chunk's history seeks walk the memtables and files forward.
+            // In key order, each chunk's history seeks (for keys without a confirmed part) walk
+            // the memtables and files forward.
             wanted.sort_unstable_by_key(|sh| sh.hashx());
             let n = wanted.len() + ops.len();
-            let Some(statuses) = self.statuses(wanted).await else { continue };
+            let n_prepared = prepared.len();
+            let Some(statuses) = self.statuses(wanted, prepared).await else { continue };
             let Some(outpoints) = self.outpoint_statuses(ops).await else { continue };
             {
                 let mut reg = self.outpoints.lock().expect("lock");
@@ -245,16 +317,79 @@ impl Subscriptions {
                 }
             }
             let _ = self.events.send(Arc::new(Event::Statuses { statuses, outpoints, at }));
-            tracing::debug!("computed {n} subscribed statuses in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            tracing::debug!(
+                "computed {n} subscribed statuses in {:.1} ms ({n_prepared} extended while the flush was written)",
+                started.elapsed().as_secs_f64() * 1e3
+            );
         }
     }
 
-    /// Statuses of `wanted`, computed on the worker pool; `None` (logged) if that task died.
-    async fn statuses(&self, wanted: Vec<ScriptHash>) -> Option<HashMap<ScriptHash, (Option<StatusHash>, usize)>> {
+    /// Starts extending the confirmed parts a flush touches, on the worker pool, while it is
+    /// written.
+    fn prepare(self: &Arc<Self>, preview: Arc<FlushPreview>) -> Preparing {
+        let this = self.clone();
+        let to = preview.to;
+        Preparing { to, task: tokio::task::spawn_blocking(move || this.extend_confirmed(&preview)) }
+    }
+
+    /// Once the tip moved (blocks flushed or unwound since `from`): the kept parts of keys no
+    /// change touched are as good at the new tip as at the one before.
+    fn carry_over(&self, from: Option<[u8; 32]>, to: [u8; 32], touched: &HashSet<HashX>) {
+        for (hashx, part) in self.confirmed.lock().expect("lock").iter_mut() {
+            if part.tip() == from && !touched.contains(hashx) {
+                part.extend(std::iter::empty(), to);
+            }
+        }
+    }
+
+    /// The confirmed parts of the subscribed keys a flush touches, extended by its entries:
+    /// only parts kept at the tip the flush extends (the rest are read once it is visible).
+    fn extend_confirmed(&self, preview: &FlushPreview) -> HashMap<HashX, ConfirmedStatus> {
+        use rayon::prelude::*;
+        let base: Vec<_> = {
+            let confirmed = self.confirmed.lock().expect("lock");
+            preview
+                .by_hashx()
+                .filter_map(|(hashx, keys)| {
+                    let part = confirmed.get(&hashx).filter(|c| c.tip() == preview.from)?;
+                    Some((hashx, part.clone(), keys))
+                })
+                .collect()
+        };
+        let limit = self.history_limit;
+        base.into_par_iter()
+            .filter_map(|(hashx, mut part, keys)| {
+                part.extend(preview.entries(keys)?.into_iter(), preview.to);
+                // Too long to answer: no status, as `compute_statuses` decides.
+                (part.count() <= limit).then_some((hashx, part))
+            })
+            .collect()
+    }
+
+    /// Statuses of `wanted`, computed on the worker pool from the confirmed parts `prepared` for
+    /// this tip or kept from before where they are of the tip, reading the history otherwise;
+    /// `None` (logged) if that task died. Keeps the parts it used for the next block.
+    async fn statuses(&self, wanted: Vec<ScriptHash>, prepared: HashMap<HashX, ConfirmedStatus>) -> Option<Statuses> {
+        let kept: HashMap<HashX, ConfirmedStatus> = {
+            let confirmed = self.confirmed.lock().expect("lock");
+            wanted
+                .iter()
+                .map(|sh| sh.hashx())
+                .filter(|h| !prepared.contains_key(h))
+                .filter_map(|h| Some((h, confirmed.get(&h)?.clone())))
+                .collect()
+        };
         let index = self.index.clone();
         let limit = self.history_limit;
-        let task = tokio::task::spawn_blocking(move || compute_statuses(&index, &wanted, limit));
-        crate::join_logged(task.await, "computing subscribed statuses")
+        let task = tokio::task::spawn_blocking(move || {
+            let known = |h: &HashX| prepared.get(h).or_else(|| kept.get(h));
+            let (statuses, read) = compute_statuses(&index, &wanted, known, limit);
+            (statuses, read, prepared)
+        });
+        let (statuses, read, prepared) = crate::join_logged(task.await, "computing subscribed statuses")?;
+        self.histories_read.fetch_add(read.len() as u64, Ordering::Relaxed);
+        self.keep_confirmed(prepared.into_iter().chain(read));
+        Some(statuses)
     }
 
     /// Statuses of outpoints, on the worker pool; those that cannot be read now (the spender
@@ -335,7 +470,7 @@ impl Subscriptions {
             }
         }
         let wanted: Vec<ScriptHash> = s.scripts.keys().copied().collect();
-        for (sh, (status, entries)) in self.statuses(wanted).await.unwrap_or_default() {
+        for (sh, (status, entries)) in self.statuses(wanted, HashMap::new()).await.unwrap_or_default() {
             if let Some(text) = changed(s, sh, status) {
                 out.texts.push(text);
                 out.entries += entries;
@@ -407,29 +542,50 @@ pub fn tip(index: &Index) -> Option<(u32, [u8; 80])> {
     Some((h, snap.header(h)?))
 }
 
-/// Statuses of script hashes (and the transactions each covers), reading a fresh snapshot per
-/// chunk on the rayon pool.
-fn compute_statuses(
+/// Statuses of script hashes (and the transactions each covers) on the rayon pool, a fresh
+/// snapshot per chunk: from the `known` confirmed part where it is of the snapshot's tip, else
+/// reading the history. Also the confirmed parts it read.
+fn compute_statuses<'a>(
     index: &Index,
     wanted: &[ScriptHash],
+    known: impl Fn(&HashX) -> Option<&'a ConfirmedStatus> + Sync,
     limit: usize,
-) -> HashMap<ScriptHash, (Option<StatusHash>, usize)> {
+) -> (Statuses, Vec<(HashX, ConfirmedStatus)>) {
     use rayon::prelude::*;
-    wanted
+    let chunks: Vec<_> = wanted
         .par_chunks(STATUS_CHUNK)
-        .flat_map_iter(|chunk| {
+        .map(|chunk| {
             let snap = index.snapshot();
             let mut reader = snap.history_reader();
-            chunk
-                .iter()
-                .filter_map(|sh| match snap.status_using(&mut reader, &sh.hashx(), limit) {
-                    Ok(st) => Some((*sh, st)),
-                    // Too large to answer, or unreadable (logged by the reader): no notification.
-                    Err(_) => None,
-                })
-                .collect::<Vec<_>>()
+            let (mut statuses, mut read) = (Vec::with_capacity(chunk.len()), Vec::new());
+            for sh in chunk {
+                let hashx = sh.hashx();
+                if let Some(st) = known(&hashx).and_then(|part| snap.finish_status(part, &hashx)) {
+                    statuses.push((*sh, st));
+                    continue;
+                }
+                // Too large to answer, or unreadable (logged by the reader): no notification.
+                if let Ok(part) = snap.confirmed_status_using(&mut reader, &hashx, limit) {
+                    statuses.push((*sh, snap.finish_status(&part, &hashx).expect("of this snapshot's tip")));
+                    read.push((hashx, part));
+                }
+            }
+            (statuses, read)
         })
-        .collect()
+        .collect();
+    let mut statuses = HashMap::with_capacity(wanted.len());
+    let mut read = Vec::new();
+    for (s, r) in chunks {
+        statuses.extend(s);
+        read.extend(r);
+    }
+    (statuses, read)
+}
+
+/// A flush being written, and the task extending its statuses' confirmed parts.
+struct Preparing {
+    to: [u8; 32],
+    task: JoinHandle<HashMap<HashX, ConfirmedStatus>>,
 }
 
 /// A tip as `blockchain.headers.subscribe` answers and notifies it.

@@ -26,12 +26,12 @@ use tokio::sync::mpsc::UnboundedSender;
 pub use chain::Chain;
 pub use mempool::{display_order, Mempool, MempoolEntry, MempoolTx, SpentInput};
 pub use outpoint::{OutpointStatus, SpendersIncomplete};
-pub use snapshot::{HistoryTooLarge, Snapshot, StatusHasher, Unspent};
+pub use snapshot::{ConfirmedStatus, HistoryTooLarge, Snapshot, StatusHasher, Unspent};
 
 use crate::coins::Coin;
-use crate::store::schema::SpendBackfill;
+use crate::store::schema::{decode_txnum, SpendBackfill, TXNUM_LEN};
 use crate::store::{Batch, Db, UtxoEntry};
-use crate::types::{HashX, OutPoint, Txid};
+use crate::types::{HashX, OutPoint, TxNum, Txid, HASHX_LEN};
 
 /// A block as the index knows it: height, hash and the transactions counted up to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,12 +52,55 @@ struct Live {
     spend_backfill: Option<SpendBackfill>,
 }
 
-/// What changed, for the session layer: script hashes whose history may differ, and whether
-/// the tip moved.
-#[derive(Debug, Default)]
-pub struct IndexEvent {
-    pub touched: HashSet<HashX>,
-    pub new_tip: bool,
+/// What writers tell the session layer.
+#[derive(Debug)]
+pub enum IndexEvent {
+    /// A flush about to be written: its history entries, so subscribed statuses can be
+    /// extended while RocksDB writes it. Nothing is visible yet; a `Changed` with the same tip
+    /// follows once it is (and none if the write fails).
+    Writing(Arc<FlushPreview>),
+    /// Script hashes whose history may differ, and the flushed tip's hash if the tip moved
+    /// (a flush or an unwind).
+    Changed { touched: HashSet<HashX>, tip: Option<[u8; 32]> },
+}
+
+/// The history entries of one flush, in key order (script hash, then tx number), with what
+/// turns a tx number into the txid and height a status hashes.
+#[derive(Debug)]
+pub struct FlushPreview {
+    /// The flushed tip these blocks extend (`None`: an empty index), and the one they make.
+    pub from: Option<[u8; 32]>,
+    pub to: [u8; 32],
+    pub first_tx_num: TxNum,
+    /// Txids of tx numbers `first_tx_num..`.
+    pub txids: Vec<Txid>,
+    /// Height and first tx number of each block, ascending.
+    pub blocks: Vec<(u32, TxNum)>,
+    /// `store::schema::history_key`s, sorted.
+    pub history: Vec<[u8; HASHX_LEN + TXNUM_LEN]>,
+}
+
+impl FlushPreview {
+    /// Each script hash's entries (its history keys), script hashes in key order.
+    pub fn by_hashx(&self) -> impl Iterator<Item = (HashX, &[[u8; HASHX_LEN + TXNUM_LEN]])> {
+        self.history.chunk_by(|a, b| a[..HASHX_LEN] == b[..HASHX_LEN]).map(|group| {
+            let hashx: HashX = group[0][..HASHX_LEN].try_into().expect("hashx prefix");
+            (hashx, group)
+        })
+    }
+
+    /// The txids and heights of one script hash's entries (from `by_hashx`), in chain order;
+    /// `None` if one is not of these blocks.
+    pub fn entries(&self, keys: &[[u8; HASHX_LEN + TXNUM_LEN]]) -> Option<Vec<(Txid, u32)>> {
+        keys.iter().map(|k| self.locate(decode_txnum(&k[HASHX_LEN..]))).collect()
+    }
+
+    /// The txid and height of one of these blocks' tx numbers.
+    pub fn locate(&self, tx_num: TxNum) -> Option<(Txid, u32)> {
+        let txid = *self.txids.get(tx_num.checked_sub(self.first_tx_num)? as usize)?;
+        let block = self.blocks.partition_point(|&(_, start)| start <= tx_num).checked_sub(1)?;
+        Some((txid, self.blocks[block].0))
+    }
 }
 
 pub struct Index {

@@ -167,14 +167,41 @@ impl<'a> Snapshot<'a> {
         hashx: &HashX,
         limit: usize,
     ) -> Result<(Option<StatusHash>, usize)> {
+        let confirmed = self.confirmed_status_using(reader, hashx, limit)?;
+        Ok(self.finish_status(&confirmed, hashx).expect("of this tip"))
+    }
+
+    /// `confirmed_status_using` with a reader of its own.
+    pub fn confirmed_status(&self, hashx: &HashX, limit: usize) -> Result<ConfirmedStatus> {
+        self.confirmed_status_using(&mut self.db.history_reader(), hashx, limit)
+    }
+
+    /// The confirmed part of a status at this snapshot's tip; more than `limit` confirmed
+    /// transactions is `HistoryTooLarge`.
+    pub fn confirmed_status_using(
+        &self,
+        reader: &mut HistoryReader,
+        hashx: &HashX,
+        limit: usize,
+    ) -> Result<ConfirmedStatus> {
         let mut hasher = StatusHasher::default();
         let nums = self.history_nums_using(reader, hashx, limit, false)?;
         self.visit_txs(&nums, |txid, height| hasher.add(&txid, height as i64))?;
+        Ok(ConfirmedStatus { tip: self.live.tip.map(|t| t.hash), hasher })
+    }
+
+    /// The status from its confirmed part and this snapshot's mempool, with the transactions
+    /// it covers; `None` if `confirmed` is of another tip.
+    pub fn finish_status(&self, confirmed: &ConfirmedStatus, hashx: &HashX) -> Option<(Option<StatusHash>, usize)> {
+        if confirmed.tip != self.live.tip.map(|t| t.hash) {
+            return None;
+        }
+        let mut hasher = confirmed.hasher.clone();
         for e in self.live.mempool.history(hashx) {
             hasher.add(&e.txid, e.height as i64);
         }
         let n = hasher.count;
-        Ok((hasher.finish(), n))
+        Some((hasher.finish(), n))
     }
 
     /// Confirmed balance, the mempool's effect on it, and how many confirmed outputs it sums.
@@ -237,8 +264,38 @@ impl<'a> Snapshot<'a> {
     }
 }
 
+/// The confirmed part of a script hash's status: the hash state after its confirmed history at
+/// a tip. A block extends it with the block's own entries and the mempool finishes it, so a
+/// subscribed status need not read its history again. Valid only at `tip`: an unwind or any
+/// other tip makes it useless, never wrong.
+#[derive(Clone)]
+pub struct ConfirmedStatus {
+    tip: Option<[u8; 32]>,
+    hasher: StatusHasher,
+}
+
+impl ConfirmedStatus {
+    pub fn tip(&self) -> Option<[u8; 32]> {
+        self.tip
+    }
+
+    /// Confirmed transactions covered.
+    pub fn count(&self) -> usize {
+        self.hasher.count
+    }
+
+    /// Adds blocks on top of `tip`: their entries for this script hash, in chain order, and
+    /// the tip they make.
+    pub fn extend(&mut self, entries: impl Iterator<Item = (Txid, u32)>, to: [u8; 32]) {
+        for (txid, height) in entries {
+            self.hasher.add(&txid, height as i64);
+        }
+        self.tip = Some(to);
+    }
+}
+
 /// Builds a status hash one "txid:height:" at a time, without allocating.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct StatusHasher {
     h: Sha256,
     /// Transactions added.

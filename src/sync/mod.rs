@@ -208,7 +208,7 @@ impl Syncer {
                             );
                         }
                         if !report.touched.is_empty() {
-                            self.writer.publish(IndexEvent { touched: report.touched, new_tip: false });
+                            self.writer.publish(IndexEvent::Changed { touched: report.touched, tip: None });
                         }
                     }
                     Err(DaemonError::Shutdown) => return Ok(Outcome::Stopped),

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::cache::{CachedUtxo, OutPointMap, Pending};
 use super::progress::Progress;
 use crate::coins::Coin;
-use crate::index::{IndexEvent, IndexWriter, Tip};
+use crate::index::{FlushPreview, IndexEvent, IndexWriter, Tip};
 use crate::metrics::Metrics;
 use crate::node::block::ParsedBlock;
 use crate::node::prefetch::Fetched;
@@ -372,6 +372,9 @@ impl BlockProcessor {
             self.pending = p;
             return Err(e);
         }
+        if self.writer.serving() {
+            self.preview_flush(&mut p, first_tx_num, first_height, tip);
+        }
         let created: Vec<CreatedOutput> = p
             .utxos
             .iter()
@@ -416,7 +419,7 @@ impl BlockProcessor {
         if self.writer.serving() {
             let mut touched = mempool_touched;
             touched.extend(p.history.iter().map(|k| <HashX>::try_from(&k[..HASHX_LEN]).expect("hashx prefix")));
-            self.writer.publish(IndexEvent { touched, new_tip: true });
+            self.writer.publish(IndexEvent::Changed { touched, tip: Some(tip.hash) });
         }
         let elapsed = started.elapsed();
         self.progress.stages.building += built;
@@ -435,6 +438,23 @@ impl BlockProcessor {
             built.as_secs_f64() * 1e3,
         );
         Ok(())
+    }
+
+    /// Tells the session layer what this flush adds to each history before it is written, so
+    /// subscribed statuses are extended while RocksDB writes (`IndexEvent::Writing`).
+    fn preview_flush(&self, p: &mut Pending, first_tx_num: u64, first_height: u32, tip: Tip) {
+        use rayon::prelude::*;
+        // The batch sorts them too; sorted input makes that a single pass.
+        p.history.par_sort_unstable();
+        let blocks = (first_height..=tip.height).filter_map(|h| Some((h, self.writer.tx_range(h)?.0))).collect();
+        self.writer.publish(IndexEvent::Writing(Arc::new(FlushPreview {
+            from: self.writer.index().tip().map(|t| t.hash),
+            to: tip.hash,
+            first_tx_num,
+            txids: p.txids.clone(),
+            blocks,
+            history: p.history.clone(),
+        })));
     }
 
     /// Unwinds blocks down to `height` (which stays), flushing first. Each block is its own
@@ -490,7 +510,7 @@ impl BlockProcessor {
         })?;
         self.writer.commit_unwind(batch, prev, backfill)?;
         if self.writer.serving() {
-            self.writer.publish(IndexEvent { touched: touched.into_iter().collect(), new_tip: true });
+            self.writer.publish(IndexEvent::Changed { touched: touched.into_iter().collect(), tip: Some(prev.hash) });
         }
         self.flushed_height = Some(prev.height);
         self.metrics.set_unwound(prev.height, prev.hash, prev.tx_count);
