@@ -93,14 +93,19 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 Incoming::Closed => break Close::Client,
             },
             ev = events.recv() => {
-                let n = match ev {
+                let mut n = match ev {
                     Ok(ev) => ctx.subs.notifications_for(&mut s.subs, &ev),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        tracing::debug!("session {} fell behind the notifications; rechecking its subscriptions", s.id);
-                        ctx.subs.resync(&mut s.subs).await
-                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => resync(ctx, &mut s).await,
                     Err(broadcast::error::RecvError::Closed) => break Close::Shutdown,
                 };
+                // Events already queued (a block's tip and its statuses) go out in the same write.
+                loop {
+                    match events.try_recv() {
+                        Ok(ev) => n.append(ctx.subs.notifications_for(&mut s.subs, &ev)),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => n.append(resync(ctx, &mut s).await),
+                        Err(_) => break,
+                    }
+                }
                 if !n.texts.is_empty() {
                     notified(stats, &n);
                     notice_since = Some((n.headers, n.texts.len() - n.headers - n.pings, n.since));
@@ -125,6 +130,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stats.subs.store(0, Ordering::Relaxed);
     ctx.subs.drop_session(&mut s.subs);
     why
+}
+
+/// After missing broadcasts: every subscription compared with the index now.
+async fn resync(ctx: &Ctx, s: &mut SessionState) -> Notifications {
+    tracing::debug!("session {} fell behind the notifications; rechecking its subscriptions", s.id);
+    ctx.subs.resync(&mut s.subs).await
 }
 
 /// Counts a message in.

@@ -63,6 +63,20 @@ pub struct Notifications {
     pub since: Option<Instant>,
 }
 
+impl Notifications {
+    /// Adds `more` (of a later event) to go out in the same write.
+    pub fn append(&mut self, more: Notifications) {
+        self.texts.extend(more.texts);
+        self.entries += more.entries;
+        self.headers += more.headers;
+        self.pings += more.pings;
+        self.since = match (self.since, more.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// What one session is subscribed to, and what it was last told.
 #[derive(Default)]
 pub struct SessionSubs {
@@ -277,8 +291,8 @@ impl Subscriptions {
                     }
                 }
             }
-            let started = Instant::now();
             let mut prepared = HashMap::new();
+            let mut moved = None;
             if let Some(tip) = tip {
                 if let Some(Preparing { to, task }) = preparing.take() {
                     // Another tip (an unwind, a failed write retried): those parts are of no use.
@@ -286,42 +300,70 @@ impl Subscriptions {
                         prepared = crate::join_logged(task.await, "extending subscribed statuses").unwrap_or_default();
                     }
                 }
-                self.carry_over(last_tip, tip, &touched);
+                moved = Some((last_tip, tip));
                 last_tip = Some(tip);
+            }
+            let n_prepared = prepared.len();
+            let this = self.clone();
+            let task = tokio::task::spawn_blocking(move || this.changed(&touched, moved, prepared));
+            let changed = crate::join_logged(task.await, "computing subscribed statuses");
+            // The tip and the statuses go out together, so a session writes them at once.
+            if moved.is_some() {
                 if let Some((height, header)) = self::tip(&self.index) {
                     let text = tip_notification(height, &header);
                     let _ = self.events.send(Arc::new(Event::Tip { header, text, at }));
                 }
             }
-            let mut wanted: Vec<ScriptHash> = {
-                let reg = self.registry.lock().expect("lock");
-                touched.iter().filter_map(|h| reg.get(h)).flat_map(|m| m.keys().copied()).collect()
-            };
-            let ops = self.outpoints_to_check(&touched, tip.is_some());
-            if wanted.is_empty() && ops.is_empty() {
+            let Some((statuses, outpoints)) = changed else { continue };
+            if statuses.is_empty() && outpoints.is_empty() {
                 continue;
             }
-            // In key order, each chunk's history seeks (for keys without a confirmed part) walk
-            // the memtables and files forward.
-            wanted.sort_unstable_by_key(|sh| sh.hashx());
-            let n = wanted.len() + ops.len();
-            let n_prepared = prepared.len();
-            let Some(statuses) = self.statuses(wanted, prepared).await else { continue };
-            let Some(outpoints) = self.outpoint_statuses(ops).await else { continue };
-            {
-                let mut reg = self.outpoints.lock().expect("lock");
-                for (op, st) in &outpoints {
-                    if let Some(e) = reg.entries.get_mut(op) {
-                        e.last = *st;
-                    }
-                }
-            }
+            let n = statuses.len() + outpoints.len();
             let _ = self.events.send(Arc::new(Event::Statuses { statuses, outpoints, at }));
             tracing::debug!(
                 "computed {n} subscribed statuses in {:.1} ms ({n_prepared} extended while the flush was written)",
-                started.elapsed().as_secs_f64() * 1e3
+                at.elapsed().as_secs_f64() * 1e3
             );
         }
+    }
+
+    /// What an index change means for subscriptions (on a blocking thread): the statuses of
+    /// touched subscribed keys and the subscribed outpoints it may have changed. When the tip
+    /// moved (`moved`: from, to), the kept confirmed parts become those of the new tip: the
+    /// `prepared` ones for keys the flush touched, the old ones for keys nothing touched.
+    fn changed(
+        &self,
+        touched: &HashSet<HashX>,
+        moved: Option<(Option<[u8; 32]>, [u8; 32])>,
+        mut prepared: HashMap<HashX, ConfirmedStatus>,
+    ) -> (Statuses, HashMap<OutPoint, OutpointStatus>) {
+        let mut wanted: Vec<ScriptHash> = {
+            let reg = self.registry.lock().expect("lock");
+            touched.iter().filter_map(|h| reg.get(h)).flat_map(|m| m.keys().copied()).collect()
+        };
+        // In key order, each chunk's history seeks (for keys without a confirmed part) walk the
+        // memtables and files forward.
+        wanted.sort_unstable_by_key(|sh| sh.hashx());
+        let (statuses, read) = self.statuses_now(&wanted, &prepared);
+        if let Some((from, to)) = moved {
+            // One pass: a key unsubscribed meanwhile is gone from the map and stays gone.
+            for (hashx, part) in self.confirmed.lock().expect("lock").iter_mut() {
+                if let Some(new) = prepared.remove(hashx) {
+                    *part = new;
+                } else if part.tip() == from && !touched.contains(hashx) {
+                    part.extend(std::iter::empty(), to);
+                }
+            }
+        }
+        self.keep_confirmed(read);
+        let outpoints = self.outpoint_statuses_now(self.outpoints_to_check(touched, moved.is_some()));
+        let mut reg = self.outpoints.lock().expect("lock");
+        for (op, st) in &outpoints {
+            if let Some(e) = reg.entries.get_mut(op) {
+                e.last = *st;
+            }
+        }
+        (statuses, outpoints)
     }
 
     /// Starts extending the confirmed parts a flush touches, on the worker pool, while it is
@@ -330,16 +372,6 @@ impl Subscriptions {
         let this = self.clone();
         let to = preview.to;
         Preparing { to, task: tokio::task::spawn_blocking(move || this.extend_confirmed(&preview)) }
-    }
-
-    /// Once the tip moved (blocks flushed or unwound since `from`): the kept parts of keys no
-    /// change touched are as good at the new tip as at the one before.
-    fn carry_over(&self, from: Option<[u8; 32]>, to: [u8; 32], touched: &HashSet<HashX>) {
-        for (hashx, part) in self.confirmed.lock().expect("lock").iter_mut() {
-            if part.tip() == from && !touched.contains(hashx) {
-                part.extend(std::iter::empty(), to);
-            }
-        }
     }
 
     /// The confirmed parts of the subscribed keys a flush touches, extended by its entries:
@@ -366,10 +398,13 @@ impl Subscriptions {
             .collect()
     }
 
-    /// Statuses of `wanted`, computed on the worker pool from the confirmed parts `prepared` for
-    /// this tip or kept from before where they are of the tip, reading the history otherwise;
-    /// `None` (logged) if that task died. Keeps the parts it used for the next block.
-    async fn statuses(&self, wanted: Vec<ScriptHash>, prepared: HashMap<HashX, ConfirmedStatus>) -> Option<Statuses> {
+    /// Statuses of `wanted` (on the worker pool) from the confirmed parts in `prepared` or kept
+    /// here where they are of the tip, reading the history otherwise; with the parts read.
+    fn statuses_now(
+        &self,
+        wanted: &[ScriptHash],
+        prepared: &HashMap<HashX, ConfirmedStatus>,
+    ) -> (Statuses, Vec<(HashX, ConfirmedStatus)>) {
         let kept: HashMap<HashX, ConfirmedStatus> = {
             let confirmed = self.confirmed.lock().expect("lock");
             wanted
@@ -379,39 +414,40 @@ impl Subscriptions {
                 .filter_map(|h| Some((h, confirmed.get(&h)?.clone())))
                 .collect()
         };
-        let index = self.index.clone();
-        let limit = self.history_limit;
-        let task = tokio::task::spawn_blocking(move || {
-            let known = |h: &HashX| prepared.get(h).or_else(|| kept.get(h));
-            let (statuses, read) = compute_statuses(&index, &wanted, known, limit);
-            (statuses, read, prepared)
-        });
-        let (statuses, read, prepared) = crate::join_logged(task.await, "computing subscribed statuses")?;
+        let known = |h: &HashX| prepared.get(h).or_else(|| kept.get(h));
+        let (statuses, read) = compute_statuses(&self.index, wanted, known, self.history_limit);
         self.histories_read.fetch_add(read.len() as u64, Ordering::Relaxed);
-        self.keep_confirmed(prepared.into_iter().chain(read));
-        Some(statuses)
+        (statuses, read)
     }
 
-    /// Statuses of outpoints, on the worker pool; those that cannot be read now (the spender
-    /// index still being built, or a read error, logged) are left out.
-    async fn outpoint_statuses(&self, ops: Vec<(OutPoint, bool)>) -> Option<HashMap<OutPoint, OutpointStatus>> {
-        if ops.is_empty() {
-            return Some(HashMap::new());
-        }
-        let index = self.index.clone();
+    /// `statuses_now` on a blocking thread, keeping the parts it read; `None` (logged) if that
+    /// task died.
+    async fn statuses(self: &Arc<Self>, wanted: Vec<ScriptHash>) -> Option<Statuses> {
+        let this = self.clone();
         let task = tokio::task::spawn_blocking(move || {
-            use rayon::prelude::*;
-            ops.par_chunks(STATUS_CHUNK)
-                .flat_map_iter(|chunk| {
-                    let snap = index.snapshot();
-                    chunk
-                        .iter()
-                        .filter_map(|(op, unspendable)| snap.outpoint_status(op, *unspendable).ok().map(|st| (*op, st)))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
+            let (statuses, read) = this.statuses_now(&wanted, &HashMap::new());
+            this.keep_confirmed(read);
+            statuses
         });
-        crate::join_logged(task.await, "computing subscribed outpoint statuses")
+        crate::join_logged(task.await, "computing subscribed statuses")
+    }
+
+    /// Statuses of outpoints on the worker pool; those that cannot be read now (the spender
+    /// index still being built, or a read error, logged) are left out.
+    fn outpoint_statuses_now(&self, ops: Vec<(OutPoint, bool)>) -> HashMap<OutPoint, OutpointStatus> {
+        use rayon::prelude::*;
+        if ops.is_empty() {
+            return HashMap::new();
+        }
+        ops.par_chunks(STATUS_CHUNK)
+            .flat_map_iter(|chunk| {
+                let snap = self.index.snapshot();
+                chunk
+                    .iter()
+                    .filter_map(|(op, unspendable)| snap.outpoint_status(op, *unspendable).ok().map(|st| (*op, st)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The notifications a broadcast event means for one session (updating what it was told).
@@ -458,7 +494,7 @@ impl Subscriptions {
     }
 
     /// After missing broadcasts: compare every subscription and the tip with the index now.
-    pub async fn resync(&self, s: &mut SessionSubs) -> Notifications {
+    pub async fn resync(self: &Arc<Self>, s: &mut SessionSubs) -> Notifications {
         let mut out = Notifications::default();
         if s.headers {
             if let Some((height, header)) = tip(&self.index) {
@@ -470,7 +506,7 @@ impl Subscriptions {
             }
         }
         let wanted: Vec<ScriptHash> = s.scripts.keys().copied().collect();
-        for (sh, (status, entries)) in self.statuses(wanted, HashMap::new()).await.unwrap_or_default() {
+        for (sh, (status, entries)) in self.statuses(wanted).await.unwrap_or_default() {
             if let Some(text) = changed(s, sh, status) {
                 out.texts.push(text);
                 out.entries += entries;
@@ -480,7 +516,9 @@ impl Subscriptions {
             let reg = self.outpoints.lock().expect("lock");
             s.outpoints.keys().map(|op| (*op, reg.entries.get(op).is_some_and(|e| e.unspendable))).collect()
         };
-        for (op, st) in self.outpoint_statuses(ops).await.unwrap_or_default() {
+        let this = self.clone();
+        let task = tokio::task::spawn_blocking(move || this.outpoint_statuses_now(ops));
+        for (op, st) in crate::join_logged(task.await, "computing subscribed outpoint statuses").unwrap_or_default() {
             out.texts.extend(outpoint_changed(s, &op, st));
         }
         out
