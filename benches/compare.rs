@@ -1,5 +1,5 @@
-//! ferrum beside ElectrumX 2.0.0 on the same real node, chain and machine: the comparison an
-//! operator can rerun before switching.
+//! ferrum beside ElectrumX 2.0.0 and (on Bitcoin Core) electrs 0.12 on the same real node, chain
+//! and machine: the comparison an operator can rerun before switching.
 //!
 //!   cargo bench --bench compare                        # Bitcoin Core, then the Bitcoin SV node
 //!   FERRUM_BENCH_NODES=core cargo bench --bench compare
@@ -7,31 +7,38 @@
 //! The chain (`testkit::real_chain`: ~1,000,000 transactions in 2,200 blocks by default,
 //! FERRUM_BENCH_BLOCKS x FERRUM_BENCH_TXS) is given to the node once and its directory cached
 //! under ~/.cache/ferrum/real-chains/; ElectrumX 2.0.0 comes from PyPI (`e-x`, installed into
-//! ~/.cache/ferrum/electrumx by contrib/install-test-deps.sh). For each node:
+//! ~/.cache/ferrum/electrumx by contrib/install-test-deps.sh), electrs 0.12.0 from crates.io
+//! (`contrib/install-test-deps.sh --with-electrs`: `cargo install` into ~/.cache/ferrum/electrs,
+//! ~40 CPU-minutes once for its bundled RocksDB; it needs Core 31's REST, so Core only). For each
+//! node:
 //! - the fetch limit: ferrum's daemon client pulling every block, parsing nothing;
 //! - each server's initial sync from an empty directory with its defaults (ferrum's clock stops
-//!   when the tip is flushed, ElectrumX's when it opens its client port, i.e. once caught up):
+//!   when the tip is flushed, ElectrumX's when it opens its client port, i.e. once caught up,
+//!   electrs's when `electrs --sync-once` exits, its CPU and peak memory from the kernel's account):
 //!   wall time, the server's and the node's CPU seconds, the server's peak RSS, and its database
 //!   once settled;
 //! - queries: 4 clients asking in a loop for a few seconds, each question on a fresh connection
 //!   (`server.version` then the question; ElectrumX holds small answers on a busy connection for
-//!   up to 1 s), with p50/p99 of the question and the server's CPU per question;
+//!   up to 1 s), with p50/p99 of the question and the server's and the node's CPU per question;
 //! - agreement: history, balance and unspent outputs of 100 script hashes and the hot one,
-//!   asked of both servers: every answer must be the same.
+//!   asked of every server: every answer must be ferrum's.
 //!
 //! `cargo test` runs it on a 130-block chain as a smoke test. FERRUM_BENCH_ELECTRUMX=0 runs
 //! ferrum alone, e.g. to compare two builds (FERRUM_BIN=<another ferrum binary>);
+//! FERRUM_BENCH_ELECTRS=0 leaves electrs out;
 //! FERRUM_BENCH_SERVER_ENV="K=V,K=V" adds to ferrum's environment (e.g. CACHE_MB=300).
 
 use ferrum_testkit as common;
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::bench::{dir_size, env_usize, full_run, proc_stats, wait_idle, Latencies, QuerySamples};
 use common::client::Client;
 use common::electrumx_server::{electrumx_server, ElectrumX};
-use common::process::FerrumProcess;
+use common::process::{free_port, FerrumProcess};
 use common::real_chain::{NodeKind, RealChain, RealNode};
 use serde_json::{json, Value};
 
@@ -55,6 +62,7 @@ struct QueryFigures {
     p50: Duration,
     p99: Duration,
     cpu_us: f64,
+    node_cpu_us: f64,
 }
 
 /// A question the clients ask in a loop: `make(i)` gives the i-th one.
@@ -113,6 +121,14 @@ fn compare_on(kind: NodeKind, blocks: usize, txs: usize, full: bool) {
         let differ = disagreements(ferrum_port, ex.tcp_port, &samples);
         println!("answers compared (history, balance, unspent of 101 script hashes): {differ} differ");
         assert_eq!(differ, 0, "ferrum and ElectrumX disagree");
+    }
+    let with_electrs = std::env::var("FERRUM_BENCH_ELECTRS").as_deref() != Ok("0");
+    if let Some(bin) = electrs_binary().filter(|_| with_electrs && kind == NodeKind::Core) {
+        let (run, electrs) = run_electrs(&bin, &node, tip, &calls, secs);
+        runs.push(run);
+        let differ = disagreements(ferrum_port, electrs.port, &samples);
+        println!("answers compared with electrs (history, balance, unspent of 101 script hashes): {differ} differ");
+        assert_eq!(differ, 0, "ferrum and electrs disagree");
     }
     let (mut f, dir) = ferrum;
     f.stop();
@@ -179,7 +195,8 @@ fn run_ferrum(
     if let Some(line) = log.lines().find(|l| l.contains("caught up with the daemon")) {
         println!("ferrum's log: {}", line.split("caught up").nth(1).unwrap_or(line).trim());
     }
-    let queries = calls.iter().map(|(name, load, make)| measure(name, port, pid, make, secs, *load)).collect();
+    let queries =
+        calls.iter().map(|(name, load, make)| measure(name, port, (pid, node.pid()), make, secs, *load)).collect();
     let run =
         Run { name: "ferrum", sync_s, cpu_s: stats.cpu_s, node_cpu_s, peak_rss_mb: stats.peak_rss_mb, db_mb, queries };
     (run, port, (f, tmp))
@@ -207,7 +224,8 @@ fn run_electrumx(
     let db_mb = dir_size(&dir.path().join("db")) as f64 / 1e6;
     print_sync("ElectrumX 2.0.0", sync_s, stats.cpu_s, node_cpu_s, db_mb);
     let port = ex.tcp_port;
-    let queries = calls.iter().map(|(name, load, make)| measure(name, port, pid, make, secs, *load)).collect();
+    let queries =
+        calls.iter().map(|(name, load, make)| measure(name, port, (pid, node.pid()), make, secs, *load)).collect();
     ex.keep_dir(dir);
     (
         Run {
@@ -221,6 +239,108 @@ fn run_electrumx(
         },
         ex,
     )
+}
+
+/// electrs's binary: FERRUM_ELECTRS, or where `install-test-deps.sh --with-electrs` puts it.
+fn electrs_binary() -> Option<PathBuf> {
+    let default = || PathBuf::from(std::env::var_os("HOME")?).join(".cache/ferrum/electrs/bin/electrs").into();
+    let path = std::env::var_os("FERRUM_ELECTRS").map(PathBuf::from).or_else(default)?;
+    path.is_file().then_some(path)
+}
+
+/// A serving electrs, stopped when dropped.
+struct Electrs {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Electrs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// electrs on the node over RPC and REST, its database in `db`, answering on `port`.
+fn electrs_command(bin: &Path, node: &RealNode, db: &Path, port: u16, log: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--network", "regtest", "--auth", &node.auth(), "--log-filters", "INFO"])
+        .arg("--daemon-rpc-addr")
+        .arg(format!("127.0.0.1:{}", node.rpc_port))
+        .arg("--daemon-dir")
+        .arg(node.datadir())
+        .arg("--db-dir")
+        .arg(db)
+        .arg("--electrum-rpc-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--monitoring-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("electrs log"));
+    cmd
+}
+
+/// electrs 0.12: the initial sync alone (`--sync-once`, exits when caught up; its CPU and peak
+/// memory from `wait4`), then serving from the database it built.
+fn run_electrs(
+    bin: &Path,
+    node: &RealNode,
+    tip: u32,
+    calls: &[(&'static str, Load, Make)],
+    secs: Duration,
+) -> (Run, Electrs) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, log) = (dir.path().join("db"), dir.path().join("electrs.log"));
+    let node_cpu_before = node_cpu(node);
+    let started = Instant::now();
+    let child = electrs_command(bin, node, &db, free_port(), &log).arg("--sync-once").spawn().expect("start electrs");
+    let (status, cpu_s, peak_rss_mb) = wait_with_usage(child);
+    let sync_s = started.elapsed().as_secs_f64();
+    let node_cpu_s = node_cpu(node) - node_cpu_before;
+    let tail =
+        || std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(20).collect::<Vec<_>>().join("\n");
+    assert!(status == 0, "electrs --sync-once failed (status {status}):\n{}", tail());
+    let db_mb = dir_size(&db) as f64 / 1e6;
+    print_sync("electrs 0.12", sync_s, cpu_s, node_cpu_s, db_mb);
+    println!("electrs peak RSS during its sync: {peak_rss_mb:.0} MB");
+
+    let port = free_port();
+    let child = electrs_command(bin, node, &db, port, &log).spawn().expect("start electrs");
+    let electrs = Electrs { child, port, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        // Serving once it answers with our tip (it catches up before it reads a request).
+        let height = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|_| {
+            let (answer, _) = ask(port, "blockchain.headers.subscribe", json!([]));
+            answer["height"].as_u64()
+        });
+        if height == Some(tip as u64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "electrs did not serve height {tip}:\n{}", tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = electrs.child.id();
+    wait_idle(pid, Duration::from_secs(120));
+    let queries =
+        calls.iter().map(|(name, load, make)| measure(name, port, (pid, node.pid()), make, secs, *load)).collect();
+    (Run { name: "electrs 0.12", sync_s, cpu_s, node_cpu_s, peak_rss_mb, db_mb, queries }, electrs)
+}
+
+/// Waits for a child to exit: its exit status, CPU seconds and peak RSS (MB), from the kernel.
+fn wait_with_usage(child: Child) -> (i32, f64, f64) {
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill; the pid is our own child,
+    // which nothing else waits for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid, "wait4: {}", std::io::Error::last_os_error());
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    (code, secs(usage.ru_utime) + secs(usage.ru_stime), usage.ru_maxrss as f64 / 1024.0)
 }
 
 fn print_sync(name: &str, sync_s: f64, cpu_s: f64, node_cpu_s: f64, db_mb: f64) {
@@ -248,10 +368,19 @@ fn ask(port: u16, method: &str, params: Value) -> (Value, Duration) {
     (answer["result"].clone(), took)
 }
 
-/// Clients asking `make`'s questions in a loop for `secs`; the server's CPU per question.
-fn measure(name: &'static str, port: u16, pid: u32, make: &Make, secs: Duration, load: Load) -> QueryFigures {
+/// Clients asking `make`'s questions in a loop for `secs`; the server's (and the node's) CPU
+/// per question.
+fn measure(
+    name: &'static str,
+    port: u16,
+    (pid, node_pid): (u32, Option<u32>),
+    make: &Make,
+    secs: Duration,
+    load: Load,
+) -> QueryFigures {
     let latencies = Arc::new(Mutex::new(Vec::new()));
-    let cpu = proc_stats(pid).cpu_s;
+    let node_cpu = || node_pid.map_or(0.0, |p| proc_stats(p).cpu_s);
+    let (cpu, node_before) = (proc_stats(pid).cpu_s, node_cpu());
     let started = Instant::now();
     let workers: Vec<_> = (0..load.clients)
         .map(|k| {
@@ -273,6 +402,7 @@ fn measure(name: &'static str, port: u16, pid: u32, make: &Make, secs: Duration,
     }
     let elapsed = started.elapsed().as_secs_f64();
     let used = proc_stats(pid).cpu_s - cpu;
+    let node_used = node_cpu() - node_before;
     let lat = Latencies(std::mem::take(&mut *latencies.lock().expect("lock")));
     let n = lat.0.len() as f64;
     QueryFigures {
@@ -281,6 +411,7 @@ fn measure(name: &'static str, port: u16, pid: u32, make: &Make, secs: Duration,
         p50: lat.percentile(0.5),
         p99: lat.percentile(0.99),
         cpu_us: used * 1e6 / n,
+        node_cpu_us: node_used * 1e6 / n,
     }
 }
 
@@ -328,29 +459,34 @@ fn report(runs: &[Run], fetch_s: f64) {
             r.db_mb
         );
     }
-    println!("\n| question (fresh connection each) | server | per second | p50 ms | p99 ms | server CPU µs each |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "\n| question (fresh connection each) | server | per second | p50 ms | p99 ms | server CPU µs each | node CPU µs each |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for k in 0..runs[0].queries.len() {
         for r in runs {
             let q = &r.queries[k];
             let name = q.name;
             println!(
-                "| {name} | {} | {:.1} | {} | {} | {:.0} |",
+                "| {name} | {} | {:.1} | {} | {} | {:.0} | {:.0} |",
                 r.name,
                 q.per_s,
                 Latencies::ms(q.p50),
                 Latencies::ms(q.p99),
-                q.cpu_us
+                q.cpu_us,
+                q.node_cpu_us
             );
         }
     }
-    if let [ferrum, other, ..] = runs {
-        println!(
-            "\nferrum syncs {:.1}x faster than {}, with {:.0}% of its database and {:.0}% of its peak memory",
-            other.sync_s / ferrum.sync_s,
-            other.name,
-            ferrum.db_mb / other.db_mb * 100.0,
-            ferrum.peak_rss_mb / other.peak_rss_mb * 100.0
-        );
+    if let [ferrum, others @ ..] = runs {
+        for other in others {
+            println!(
+                "\nferrum syncs {:.1}x as fast as {}, with {:.0}% of its database and {:.0}% of its peak memory",
+                other.sync_s / ferrum.sync_s,
+                other.name,
+                ferrum.db_mb / other.db_mb * 100.0,
+                ferrum.peak_rss_mb / other.peak_rss_mb * 100.0
+            );
+        }
     }
 }

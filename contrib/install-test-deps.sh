@@ -11,17 +11,21 @@
 #   - ElectrumX 2.0.0 (PyPI e-x, in a virtualenv): its electrumx_rpc client drives ferrum's
 #     admin RPC in the compatibility tests, and its server (on LevelDB through PyPI's plyvel,
 #     whose manylinux wheel bundles leveldb) answers the same protocol questions as ferrum.
-# Usage: contrib/install-test-deps.sh [--no-apt] [--no-nodes]
+#   - with --with-electrs, electrs 0.12.0 (crates.io, `cargo install`; its bundled RocksDB takes
+#     ~40 CPU-minutes once), which only the comparison benchmark (benches/compare.rs) runs.
+# Usage: contrib/install-test-deps.sh [--no-apt] [--no-nodes] [--with-electrs]
 set -euo pipefail
 
 CACHE="${FERRUM_CACHE:-$HOME/.cache/ferrum}"
 mkdir -p "$CACHE"
 DO_APT=1
 DO_NODES=1
+DO_ELECTRS=0
 for arg in "$@"; do
   case "$arg" in
     --no-apt) DO_APT=0 ;;
     --no-nodes) DO_NODES=0 ;;
+    --with-electrs) DO_ELECTRS=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -133,3 +137,14 @@ if ! "$EX_DIR/bin/python" -c 'import plyvel' 2>/dev/null; then
   "$EX_DIR/bin/pip" install -q --only-binary=:all: 'plyvel==1.5.1'
 fi
 log "electrumx: $("$EX_DIR/bin/python" -c 'import electrumx, plyvel; print(electrumx.version, "plyvel", plyvel.__version__)')"
+
+# ---- electrs 0.12.0 (only with --with-electrs) ----------------------------------------------
+if [ "$DO_ELECTRS" = 1 ]; then
+  ELECTRS_DIR="$CACHE/electrs"
+  if [ ! -x "$ELECTRS_DIR/bin/electrs" ]; then
+    log "building electrs 0.12.0 from crates.io (its bundled RocksDB: ~40 CPU-minutes; cached afterwards)"
+    CARGO_TARGET_DIR="$CACHE/electrs-build" cargo install -q electrs --version 0.12.0 --locked --root "$ELECTRS_DIR"
+    rm -rf "$CACHE/electrs-build"
+  fi
+  log "electrs: $("$ELECTRS_DIR/bin/electrs" --version 2>&1 | head -n1)"
+fi

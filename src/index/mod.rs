@@ -318,3 +318,35 @@ impl IndexWriter {
         self.index.live.write().expect("lock").mempool.apply(gone, added)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::history_key;
+
+    #[test]
+    fn a_flush_preview_finds_each_entrys_txid_and_block() {
+        let txid = |n: u8| Txid([n; 32]);
+        let (a, b) = ([1u8; HASHX_LEN], [2u8; HASHX_LEN]);
+        let mut history = vec![history_key(&b, 103), history_key(&a, 104), history_key(&a, 100), history_key(&a, 102)];
+        history.sort_unstable();
+        // Two blocks in one flush: height 10 holds tx numbers 100-102, height 11 holds 103-104.
+        let preview = FlushPreview {
+            from: Some([9; 32]),
+            to: [8; 32],
+            first_tx_num: 100,
+            txids: (0..5).map(txid).collect(),
+            blocks: vec![(10, 100), (11, 103)],
+            history,
+        };
+        let groups: Vec<_> = preview.by_hashx().map(|(h, keys)| (h, preview.entries(keys).unwrap())).collect();
+        assert_eq!(
+            groups,
+            vec![(a, vec![(txid(0), 10), (txid(2), 10), (txid(4), 11)]), (b, vec![(txid(3), 11)])],
+            "in key order, each key's entries in chain order, heights across the block boundary"
+        );
+        assert_eq!(preview.locate(99), None, "before the flush");
+        assert_eq!(preview.locate(105), None, "after it");
+        assert!(preview.entries(&[history_key(&a, 105)]).is_none(), "one unknown entry spoils the key");
+    }
+}

@@ -260,6 +260,11 @@ impl Node {
         format!("http://{RPC_USER}:{RPC_PASS}@127.0.0.1:{}/", self.rpc_port)
     }
 
+    /// The RPC credentials as `user:password`.
+    pub fn auth(&self) -> String {
+        format!("{RPC_USER}:{RPC_PASS}")
+    }
+
     pub fn datadir(&self) -> &Path {
         self.datadir.path()
     }
