@@ -7,6 +7,7 @@ mod broadcast;
 pub mod cost;
 mod daemon_info;
 mod methods;
+mod notifier;
 mod outpoints;
 pub mod request;
 pub mod server;

@@ -7,12 +7,7 @@
 //! behind the broadcast recomputes its own subscriptions instead (`resync`), so nothing is lost
 //! and nothing grows without bound.
 //!
-//! For each subscribed index key the notifier keeps the confirmed part of its status (the hash
-//! state after its confirmed history, `ConfirmedStatus`). A flush is announced before it is
-//! written (`IndexEvent::Writing`), and while RocksDB writes it the notifier extends those
-//! states with the flush's own entries; once the flush is visible, a status is that state plus
-//! the mempool's entries. No history is read again unless the state is of another tip (after
-//! an unwind, or a key first seen).
+//! The notifier itself (index changes to statuses) is `super::notifier`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,17 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::broadcast;
 
-use crate::index::{ConfirmedStatus, FlushPreview, Index, IndexEvent, OutpointStatus};
+use crate::index::{ConfirmedStatus, Index, OutpointStatus};
 use crate::jsonrpc::notification;
 use crate::types::{push_hex32, HashX, HexOrder, OutPoint, ScriptHash, StatusHash};
 
 /// Notifications queued per session before it must resynchronise its subscriptions.
 pub const EVENT_QUEUE: usize = 64;
-/// Status computations per snapshot in the notifier, so writers are never held up for long.
-const STATUS_CHUNK: usize = 256;
 
 /// New statuses by script hash, with the transactions each covers.
 pub type Statuses = HashMap<ScriptHash, (Option<StatusHash>, usize)>;
@@ -102,33 +94,33 @@ impl SessionSubs {
 /// Every session's outpoint subscriptions: by the script hash a change would touch, and the
 /// status last computed for each (which decides whether a block may change it unseen).
 #[derive(Default)]
-struct OutpointRegistry {
-    by_hashx: HashMap<HashX, HashMap<OutPoint, u32>>,
-    entries: HashMap<OutPoint, OutpointEntry>,
+pub(super) struct OutpointRegistry {
+    pub(super) by_hashx: HashMap<HashX, HashMap<OutPoint, u32>>,
+    pub(super) entries: HashMap<OutPoint, OutpointEntry>,
 }
 
 #[derive(Default)]
-struct OutpointEntry {
-    sessions: u32,
+pub(super) struct OutpointEntry {
+    pub(super) sessions: u32,
     /// A client's spk_hint said the script is unspendable (so the index does not keep it).
-    unspendable: bool,
-    last: OutpointStatus,
+    pub(super) unspendable: bool,
+    pub(super) last: OutpointStatus,
 }
 
 /// Every session's subscriptions by index key, with how many sessions want each; and the
 /// broadcast of changes.
 pub struct Subscriptions {
-    registry: Mutex<HashMap<HashX, HashMap<ScriptHash, u32>>>,
+    pub(super) registry: Mutex<HashMap<HashX, HashMap<ScriptHash, u32>>>,
     /// The confirmed part of each subscribed key's status, at the tip it names. Only keys in
     /// `registry`: the last unsubscription drops it. Lock order: `registry`, then this.
-    confirmed: Mutex<HashMap<HashX, ConfirmedStatus>>,
+    pub(super) confirmed: Mutex<HashMap<HashX, ConfirmedStatus>>,
     /// Histories the notifier read (every other status came from a confirmed part).
-    histories_read: AtomicU64,
-    outpoints: Mutex<OutpointRegistry>,
-    events: broadcast::Sender<Arc<Event>>,
-    index: Arc<Index>,
+    pub(super) histories_read: AtomicU64,
+    pub(super) outpoints: Mutex<OutpointRegistry>,
+    pub(super) events: broadcast::Sender<Arc<Event>>,
+    pub(super) index: Arc<Index>,
     /// The most confirmed history entries a status may cover (see `Ctx::history_limit`).
-    history_limit: usize,
+    pub(super) history_limit: usize,
 }
 
 impl Subscriptions {
@@ -231,7 +223,7 @@ impl Subscriptions {
     /// Subscribed outpoints an index change may have changed: those under a touched script
     /// hash and, on a new block, those not known yet or not wholly confirmed (a mined parent
     /// changes their heights without touching their script) and unindexed (OP_RETURN) ones.
-    fn outpoints_to_check(&self, touched: &HashSet<HashX>, new_tip: bool) -> Vec<(OutPoint, bool)> {
+    pub(super) fn outpoints_to_check(&self, touched: &HashSet<HashX>, new_tip: bool) -> Vec<(OutPoint, bool)> {
         let reg = self.outpoints.lock().expect("lock");
         // Every block touches thousands of script hashes; most servers have no outpoint
         // subscription at all.
@@ -245,209 +237,6 @@ impl Subscriptions {
             out.extend(reg.entries.iter().filter(|(_, e)| may_change(e)).map(|(op, _)| *op));
         }
         out.into_iter().map(|op| (op, reg.entries.get(&op).is_some_and(|e| e.unspendable))).collect()
-    }
-
-    /// Starts the notifier: index changes become broadcast events from now on.
-    pub fn start(self: &Arc<Self>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.index.set_listener(tx);
-        // Read after listening: a change in between is reported, so the tip the notifier starts
-        // from is never older than what the reports it receives build on.
-        let tip = self.index.tip().map(|t| t.hash);
-        tokio::spawn(self.clone().notifier(rx, tip));
-    }
-
-    /// Turns index changes into broadcast events, coalescing whatever queued up meanwhile.
-    async fn notifier(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<IndexEvent>, mut last_tip: Option<[u8; 32]>) {
-        // The flush being written, and its statuses' confirmed parts being extended meanwhile.
-        let mut preparing: Option<Preparing> = None;
-        let mut next: Option<IndexEvent> = None;
-        loop {
-            let event = match next.take() {
-                Some(event) => event,
-                None => match rx.recv().await {
-                    Some(event) => event,
-                    None => return,
-                },
-            };
-            let (mut touched, mut tip) = match event {
-                IndexEvent::Writing(preview) => {
-                    preparing = Some(self.prepare(preview));
-                    continue;
-                }
-                IndexEvent::Changed { touched, tip } => (touched, tip),
-            };
-            let at = Instant::now();
-            // Coalesce changes, but not across the next flush's announcement.
-            while let Ok(more) = rx.try_recv() {
-                match more {
-                    IndexEvent::Changed { touched: more, tip: newer } => {
-                        touched.extend(more);
-                        tip = newer.or(tip);
-                    }
-                    writing => {
-                        next = Some(writing);
-                        break;
-                    }
-                }
-            }
-            let mut prepared = HashMap::new();
-            let mut moved = None;
-            if let Some(tip) = tip {
-                if let Some(Preparing { to, task }) = preparing.take() {
-                    // Another tip (an unwind, a failed write retried): those parts are of no use.
-                    if to == tip {
-                        prepared = crate::join_logged(task.await, "extending subscribed statuses").unwrap_or_default();
-                    }
-                }
-                moved = Some((last_tip, tip));
-                last_tip = Some(tip);
-            }
-            let n_prepared = prepared.len();
-            let this = self.clone();
-            let task = tokio::task::spawn_blocking(move || this.changed(&touched, moved, prepared));
-            let changed = crate::join_logged(task.await, "computing subscribed statuses");
-            // The tip and the statuses go out together, so a session writes them at once.
-            if moved.is_some() {
-                if let Some((height, header)) = self::tip(&self.index) {
-                    let text = tip_notification(height, &header);
-                    let _ = self.events.send(Arc::new(Event::Tip { header, text, at }));
-                }
-            }
-            let Some((statuses, outpoints)) = changed else { continue };
-            if statuses.is_empty() && outpoints.is_empty() {
-                continue;
-            }
-            let n = statuses.len() + outpoints.len();
-            let _ = self.events.send(Arc::new(Event::Statuses { statuses, outpoints, at }));
-            tracing::debug!(
-                "computed {n} subscribed statuses in {:.1} ms ({n_prepared} extended while the flush was written)",
-                at.elapsed().as_secs_f64() * 1e3
-            );
-        }
-    }
-
-    /// What an index change means for subscriptions (on a blocking thread): the statuses of
-    /// touched subscribed keys and the subscribed outpoints it may have changed. When the tip
-    /// moved (`moved`: from, to), the kept confirmed parts become those of the new tip: the
-    /// `prepared` ones for keys the flush touched, the old ones for keys nothing touched.
-    fn changed(
-        &self,
-        touched: &HashSet<HashX>,
-        moved: Option<(Option<[u8; 32]>, [u8; 32])>,
-        mut prepared: HashMap<HashX, ConfirmedStatus>,
-    ) -> (Statuses, HashMap<OutPoint, OutpointStatus>) {
-        let mut wanted: Vec<ScriptHash> = {
-            let reg = self.registry.lock().expect("lock");
-            touched.iter().filter_map(|h| reg.get(h)).flat_map(|m| m.keys().copied()).collect()
-        };
-        // In key order, each chunk's history seeks (for keys without a confirmed part) walk the
-        // memtables and files forward.
-        wanted.sort_unstable_by_key(|sh| sh.hashx());
-        let (statuses, read) = self.statuses_now(&wanted, &prepared);
-        if let Some((from, to)) = moved {
-            // One pass: a key unsubscribed meanwhile is gone from the map and stays gone.
-            for (hashx, part) in self.confirmed.lock().expect("lock").iter_mut() {
-                if let Some(new) = prepared.remove(hashx) {
-                    *part = new;
-                } else if part.tip() == from && !touched.contains(hashx) {
-                    part.extend(std::iter::empty(), to);
-                }
-            }
-        }
-        self.keep_confirmed(read);
-        let outpoints = self.outpoint_statuses_now(self.outpoints_to_check(touched, moved.is_some()));
-        let mut reg = self.outpoints.lock().expect("lock");
-        for (op, st) in &outpoints {
-            if let Some(e) = reg.entries.get_mut(op) {
-                e.last = *st;
-            }
-        }
-        (statuses, outpoints)
-    }
-
-    /// Starts extending the confirmed parts a flush touches, on the worker pool, while it is
-    /// written.
-    fn prepare(self: &Arc<Self>, preview: Arc<FlushPreview>) -> Preparing {
-        let this = self.clone();
-        let to = preview.to;
-        Preparing { to, task: tokio::task::spawn_blocking(move || this.extend_confirmed(&preview)) }
-    }
-
-    /// The confirmed parts of the subscribed keys a flush touches, extended by its entries:
-    /// only parts kept at the tip the flush extends (the rest are read once it is visible).
-    fn extend_confirmed(&self, preview: &FlushPreview) -> HashMap<HashX, ConfirmedStatus> {
-        use rayon::prelude::*;
-        let base: Vec<_> = {
-            let confirmed = self.confirmed.lock().expect("lock");
-            preview
-                .by_hashx()
-                .filter_map(|(hashx, keys)| {
-                    let part = confirmed.get(&hashx).filter(|c| c.tip() == preview.from)?;
-                    Some((hashx, part.clone(), keys))
-                })
-                .collect()
-        };
-        let limit = self.history_limit;
-        base.into_par_iter()
-            .filter_map(|(hashx, mut part, keys)| {
-                part.extend(preview.entries(keys)?.into_iter(), preview.to);
-                // Too long to answer: no status, as `compute_statuses` decides.
-                (part.count() <= limit).then_some((hashx, part))
-            })
-            .collect()
-    }
-
-    /// Statuses of `wanted` (on the worker pool) from the confirmed parts in `prepared` or kept
-    /// here where they are of the tip, reading the history otherwise; with the parts read.
-    fn statuses_now(
-        &self,
-        wanted: &[ScriptHash],
-        prepared: &HashMap<HashX, ConfirmedStatus>,
-    ) -> (Statuses, Vec<(HashX, ConfirmedStatus)>) {
-        let kept: HashMap<HashX, ConfirmedStatus> = {
-            let confirmed = self.confirmed.lock().expect("lock");
-            wanted
-                .iter()
-                .map(|sh| sh.hashx())
-                .filter(|h| !prepared.contains_key(h))
-                .filter_map(|h| Some((h, confirmed.get(&h)?.clone())))
-                .collect()
-        };
-        let known = |h: &HashX| prepared.get(h).or_else(|| kept.get(h));
-        let (statuses, read) = compute_statuses(&self.index, wanted, known, self.history_limit);
-        self.histories_read.fetch_add(read.len() as u64, Ordering::Relaxed);
-        (statuses, read)
-    }
-
-    /// `statuses_now` on a blocking thread, keeping the parts it read; `None` (logged) if that
-    /// task died.
-    async fn statuses(self: &Arc<Self>, wanted: Vec<ScriptHash>) -> Option<Statuses> {
-        let this = self.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let (statuses, read) = this.statuses_now(&wanted, &HashMap::new());
-            this.keep_confirmed(read);
-            statuses
-        });
-        crate::join_logged(task.await, "computing subscribed statuses")
-    }
-
-    /// Statuses of outpoints on the worker pool; those that cannot be read now (the spender
-    /// index still being built, or a read error, logged) are left out.
-    fn outpoint_statuses_now(&self, ops: Vec<(OutPoint, bool)>) -> HashMap<OutPoint, OutpointStatus> {
-        use rayon::prelude::*;
-        if ops.is_empty() {
-            return HashMap::new();
-        }
-        ops.par_chunks(STATUS_CHUNK)
-            .flat_map_iter(|chunk| {
-                let snap = self.index.snapshot();
-                chunk
-                    .iter()
-                    .filter_map(|(op, unspendable)| snap.outpoint_status(op, *unspendable).ok().map(|st| (*op, st)))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
     }
 
     /// The notifications a broadcast event means for one session (updating what it was told).
@@ -578,52 +367,6 @@ pub fn tip(index: &Index) -> Option<(u32, [u8; 80])> {
     let snap = index.snapshot();
     let h = snap.height()?;
     Some((h, snap.header(h)?))
-}
-
-/// Statuses of script hashes (and the transactions each covers) on the rayon pool, a fresh
-/// snapshot per chunk: from the `known` confirmed part where it is of the snapshot's tip, else
-/// reading the history. Also the confirmed parts it read.
-fn compute_statuses<'a>(
-    index: &Index,
-    wanted: &[ScriptHash],
-    known: impl Fn(&HashX) -> Option<&'a ConfirmedStatus> + Sync,
-    limit: usize,
-) -> (Statuses, Vec<(HashX, ConfirmedStatus)>) {
-    use rayon::prelude::*;
-    let chunks: Vec<_> = wanted
-        .par_chunks(STATUS_CHUNK)
-        .map(|chunk| {
-            let snap = index.snapshot();
-            let mut reader = snap.history_reader();
-            let (mut statuses, mut read) = (Vec::with_capacity(chunk.len()), Vec::new());
-            for sh in chunk {
-                let hashx = sh.hashx();
-                if let Some(st) = known(&hashx).and_then(|part| snap.finish_status(part, &hashx)) {
-                    statuses.push((*sh, st));
-                    continue;
-                }
-                // Too large to answer, or unreadable (logged by the reader): no notification.
-                if let Ok(part) = snap.confirmed_status_using(&mut reader, &hashx, limit) {
-                    statuses.push((*sh, snap.finish_status(&part, &hashx).expect("of this snapshot's tip")));
-                    read.push((hashx, part));
-                }
-            }
-            (statuses, read)
-        })
-        .collect();
-    let mut statuses = HashMap::with_capacity(wanted.len());
-    let mut read = Vec::new();
-    for (s, r) in chunks {
-        statuses.extend(s);
-        read.extend(r);
-    }
-    (statuses, read)
-}
-
-/// A flush being written, and the task extending its statuses' confirmed parts.
-struct Preparing {
-    to: [u8; 32],
-    task: JoinHandle<HashMap<HashX, ConfirmedStatus>>,
 }
 
 /// A tip as `blockchain.headers.subscribe` answers and notifies it.

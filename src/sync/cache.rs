@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::index::FlushPreview;
 use crate::store::schema::{SpendRow, TXNUM_LEN};
 use crate::store::SpentOutput;
 use crate::types::{HashX, OutPoint, TxNum, Txid, HASHX_LEN};
@@ -70,6 +71,20 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The flush of these blocks as the notifier needs it (`IndexEvent::Writing`): the history
+    /// keys sorted (the batch sorts them too, and sorted input makes that one pass).
+    pub fn preview(
+        &mut self,
+        from: Option<[u8; 32]>,
+        to: [u8; 32],
+        first_tx_num: TxNum,
+        blocks: Vec<(u32, TxNum)>,
+    ) -> FlushPreview {
+        use rayon::prelude::*;
+        self.history.par_sort_unstable();
+        FlushPreview { from, to, first_tx_num, txids: self.txids.clone(), blocks, history: self.history.clone() }
+    }
+
     /// Memory held now (from capacities: a table or vector that grew by doubling holds its
     /// whole capacity) plus what flushing it will add.
     pub fn bytes(&self) -> usize {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::cache::{CachedUtxo, OutPointMap, Pending};
 use super::progress::Progress;
 use crate::coins::Coin;
-use crate::index::{FlushPreview, IndexEvent, IndexWriter, Tip};
+use crate::index::{IndexEvent, IndexWriter, Tip};
 use crate::metrics::Metrics;
 use crate::node::block::ParsedBlock;
 use crate::node::prefetch::Fetched;
@@ -373,7 +373,11 @@ impl BlockProcessor {
             return Err(e);
         }
         if self.writer.serving() {
-            self.preview_flush(&mut p, first_tx_num, first_height, tip);
+            // What this flush adds to each history, before it is written: subscribed statuses
+            // are extended while RocksDB writes.
+            let blocks = (first_height..=tip.height).filter_map(|h| Some((h, self.writer.tx_range(h)?.0))).collect();
+            let from = self.writer.index().tip().map(|t| t.hash);
+            self.writer.publish(IndexEvent::Writing(Arc::new(p.preview(from, tip.hash, first_tx_num, blocks))));
         }
         let created: Vec<CreatedOutput> = p
             .utxos
@@ -438,23 +442,6 @@ impl BlockProcessor {
             built.as_secs_f64() * 1e3,
         );
         Ok(())
-    }
-
-    /// Tells the session layer what this flush adds to each history before it is written, so
-    /// subscribed statuses are extended while RocksDB writes (`IndexEvent::Writing`).
-    fn preview_flush(&self, p: &mut Pending, first_tx_num: u64, first_height: u32, tip: Tip) {
-        use rayon::prelude::*;
-        // The batch sorts them too; sorted input makes that a single pass.
-        p.history.par_sort_unstable();
-        let blocks = (first_height..=tip.height).filter_map(|h| Some((h, self.writer.tx_range(h)?.0))).collect();
-        self.writer.publish(IndexEvent::Writing(Arc::new(FlushPreview {
-            from: self.writer.index().tip().map(|t| t.hash),
-            to: tip.hash,
-            first_tx_num,
-            txids: p.txids.clone(),
-            blocks,
-            history: p.history.clone(),
-        })));
     }
 
     /// Unwinds blocks down to `height` (which stays), flushing first. Each block is its own
