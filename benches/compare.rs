@@ -264,8 +264,13 @@ impl Drop for Electrs {
 
 /// electrs on the node over RPC and REST, its database in `db`, answering on `port`.
 fn electrs_command(bin: &Path, node: &RealNode, db: &Path, port: u16, log: &Path) -> Command {
+    // The credentials as a cookie file: electrs takes `auth` from its config file only.
+    let cookie = db.with_extension("cookie");
+    std::fs::write(&cookie, node.auth()).expect("write the cookie file");
     let mut cmd = Command::new(bin);
-    cmd.args(["--network", "regtest", "--auth", &node.auth(), "--log-filters", "INFO"])
+    cmd.args(["--network", "regtest", "--log-filters", "INFO"])
+        .arg("--cookie-file")
+        .arg(&cookie)
         .arg("--daemon-rpc-addr")
         .arg(format!("127.0.0.1:{}", node.rpc_port))
         .arg("--daemon-dir")
