@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
@@ -24,7 +25,7 @@ use super::cost::{notification_cost, ERROR_COST, PARSE_ERROR_COST};
 use super::methods::{answer, answer_session, history_too_large, Accounting, Caller, Reply, SessionState};
 use super::request::Request;
 pub use super::stats::{Close, SessionStats};
-use super::subscriptions::{Notifications, SessionSubs};
+use super::subscriptions::{Event, Notifications, SessionSubs, EVENT_QUEUE};
 use super::transport::{Incoming, Transport};
 use super::version::Version;
 use super::{Ctx, INVALID_METHOD};
@@ -95,14 +96,17 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
             ev = events.recv() => {
                 let mut n = match ev {
                     Ok(ev) => ctx.subs.notifications_for(&mut s.subs, &ev),
-                    Err(broadcast::error::RecvError::Lagged(_)) => resync(ctx, &mut s).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => resync(ctx, &mut s, &mut events).await,
                     Err(broadcast::error::RecvError::Closed) => break Close::Shutdown,
                 };
-                // Events already queued (a block's tip and its statuses) go out in the same write.
-                loop {
+                // Events already queued (a block's tip and its statuses) go out in the same write;
+                // at most a queue's worth, so a flood cannot hold the write back.
+                for _ in 0..EVENT_QUEUE {
                     match events.try_recv() {
                         Ok(ev) => n.append(ctx.subs.notifications_for(&mut s.subs, &ev)),
-                        Err(broadcast::error::TryRecvError::Lagged(_)) => n.append(resync(ctx, &mut s).await),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            n.append(resync(ctx, &mut s, &mut events).await)
+                        }
                         Err(_) => break,
                     }
                 }
@@ -132,9 +136,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     why
 }
 
-/// After missing broadcasts: every subscription compared with the index now.
-async fn resync(ctx: &Ctx, s: &mut SessionState) -> Notifications {
+/// After missing broadcasts: every subscription compared with the index now. The events still
+/// queued are older than that comparison, so they are dropped first: replayed after it, they
+/// could tell an outdated status last.
+async fn resync(ctx: &Ctx, s: &mut SessionState, events: &mut broadcast::Receiver<Arc<Event>>) -> Notifications {
     tracing::debug!("session {} fell behind the notifications; rechecking its subscriptions", s.id);
+    *events = events.resubscribe();
     ctx.subs.resync(&mut s.subs).await
 }
 

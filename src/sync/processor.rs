@@ -84,6 +84,9 @@ pub enum BackfillReply {
 /// and compactions need space too.
 const DISK_RESERVE: u64 = 64 << 20;
 
+/// The largest flush announced to the notifier before it is written (16 bytes a row copied).
+const PREVIEW_MAX_ROWS: usize = 1 << 20;
+
 pub struct BlockProcessor {
     writer: IndexWriter,
     db: Arc<Db>,
@@ -372,9 +375,10 @@ impl BlockProcessor {
             self.pending = p;
             return Err(e);
         }
-        if self.writer.serving() {
-            // What this flush adds to each history, before it is written: subscribed statuses
-            // are extended while RocksDB writes.
+        // What this flush adds to each history, before it is written: subscribed statuses are
+        // extended while RocksDB writes. Not for a flush of many blocks (catching up while
+        // serving): its copy would add to the flush's peak beyond CACHE_MB, for little gain.
+        if self.writer.serving() && n_hist <= PREVIEW_MAX_ROWS {
             let blocks = (first_height..=tip.height).filter_map(|h| Some((h, self.writer.tx_range(h)?.0))).collect();
             let from = self.writer.index().tip().map(|t| t.hash);
             self.writer.publish(IndexEvent::Writing(Arc::new(p.preview(from, tip.hash, first_tx_num, blocks))));
