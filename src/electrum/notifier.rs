@@ -158,6 +158,10 @@ impl Subscriptions {
         use rayon::prelude::*;
         let base: Vec<_> = {
             let confirmed = self.confirmed.lock().expect("lock");
+            // Nothing kept (no subscription yet): no need to walk the flush under the lock.
+            if confirmed.is_empty() {
+                return HashMap::new();
+            }
             preview
                 .by_hashx()
                 .filter_map(|(hashx, keys)| {

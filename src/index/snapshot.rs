@@ -168,7 +168,7 @@ impl<'a> Snapshot<'a> {
         limit: usize,
     ) -> Result<(Option<StatusHash>, usize)> {
         let confirmed = self.confirmed_status_using(reader, hashx, limit)?;
-        Ok(self.finish_status(&confirmed, hashx).expect("of this tip"))
+        Ok(self.finish(confirmed.hasher, hashx))
     }
 
     /// `confirmed_status_using` with a reader of its own.
@@ -193,15 +193,16 @@ impl<'a> Snapshot<'a> {
     /// The status from its confirmed part and this snapshot's mempool, with the transactions
     /// it covers; `None` if `confirmed` is of another tip.
     pub fn finish_status(&self, confirmed: &ConfirmedStatus, hashx: &HashX) -> Option<(Option<StatusHash>, usize)> {
-        if confirmed.tip != self.live.tip.map(|t| t.hash) {
-            return None;
-        }
-        let mut hasher = confirmed.hasher.clone();
+        (confirmed.tip == self.live.tip.map(|t| t.hash)).then(|| self.finish(confirmed.hasher.clone(), hashx))
+    }
+
+    /// A status from the hash state after its confirmed part: the mempool's entries added.
+    fn finish(&self, mut hasher: StatusHasher, hashx: &HashX) -> (Option<StatusHash>, usize) {
         for e in self.live.mempool.history(hashx) {
             hasher.add(&e.txid, e.height as i64);
         }
         let n = hasher.count;
-        Some((hasher.finish(), n))
+        (hasher.finish(), n)
     }
 
     /// Confirmed balance, the mempool's effect on it, and how many confirmed outputs it sums.
