@@ -5,13 +5,38 @@ use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other processes is accepted).
+/// A free TCP port on 127.0.0.1 that this process has not handed out before.
+///
+/// Ports come from below the kernel's ephemeral range: a port the OS picked with `bind(0)` is
+/// free again the moment we close it, so a later `bind(0)` or any outgoing connection (the
+/// servers' own clients) could take it before the server under test binds it. That happened
+/// in CI: the metrics listener and the TCP service got the same port. Each process starts at
+/// its own offset, so test binaries running side by side rarely meet either.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low().clamp(2048, 65535) as u32;
+    let span = low - 1024;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = (1024 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The lowest port the kernel hands out for `bind(0)` and outgoing connections.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// Calls one admin RPC method on a running ferrum (as `ferrum-rpc` does).
