@@ -612,6 +612,10 @@ fn max_sessions_closes_and_reopens_the_listeners() {
 /// count of connections falls back to 0 once all are closed.
 fn settle_probes(server: &Server) {
     drop(server.negotiated());
+    // Before the websocket session: with MAX_SESSIONS=3 the closed TCP session, the websocket
+    // probe and this one could otherwise all be counted at once, and the listener closing at
+    // the limit resets the connection still in its backlog (seen once in a full run).
+    wait_connections(server, 0);
     if server.ports.contains_key("ws") {
         let ws_port = server.port("ws");
         runtime().block_on(async {
