@@ -60,5 +60,8 @@ pub fn tables(db: &Path) -> Option<String> {
     let store = ferrum::store::Db::open_read_only(db).ok()?;
     let sizes: Vec<String> =
         store.table_sizes().iter().map(|(t, b)| format!("{t} {:.1} MB", *b as f64 / 1e6)).collect();
+    for (t, props) in store.table_properties() {
+        eprintln!("ferrum table {t}: {props}");
+    }
     Some(sizes.join(", "))
 }

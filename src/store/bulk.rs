@@ -406,4 +406,29 @@ mod tests {
             assert!(!dir.path().join(INGEST_DIR).exists());
         }
     }
+
+    /// A table's filter bytes, from RocksDB's properties of its files.
+    fn filter_bytes(db: &Db, cf: &str) -> u64 {
+        let props = db.table_properties().into_iter().find(|(t, _)| *t == cf).unwrap().1;
+        let field = props.split("; ").find_map(|f| f.strip_prefix("filter block size=")).unwrap();
+        field.parse().unwrap()
+    }
+
+    #[test]
+    fn after_the_initial_sync_only_the_script_keyed_tables_keep_filters_at_the_bottom() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        db.write(flush(&db, 0, true)).unwrap();
+        // The bulk flush's files are built with filters and land in the bottom level.
+        assert!(filter_bytes(&db, CF_UTXO) > 0);
+        db.compact();
+        for cf in super::super::HIT_TABLES {
+            assert_eq!(filter_bytes(&db, cf), 0, "{cf}: every lookup there finds its row");
+        }
+        for cf in [CF_HISTORY, CF_HASHX_UTXO] {
+            assert!(filter_bytes(&db, cf) > 0, "{cf}: wallets ask for script hashes never used or long spent");
+        }
+        drop(db);
+        assert!(contents(dir.path()) == reference(0));
+    }
 }
