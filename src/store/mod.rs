@@ -383,7 +383,7 @@ impl Db {
             // never rewritten: force the bottom level of the tables kept without its filters.
             // Files just written by this compaction are not rewritten again.
             let mut opts = rocksdb::CompactOptions::default();
-            if HIT_TABLES.contains(&cf) {
+            if HIT_TABLES.contains(cf) {
                 opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
             }
             self.db.compact_range_cf_opt::<&[u8], &[u8]>(self.cf(cf), None, None, &opts);
