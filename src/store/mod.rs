@@ -61,6 +61,9 @@ fn write_synced(db: &DB, batch: WriteBatch) -> Result<()> {
     db.write_opt(batch, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
 }
 
+/// A memtable holding more than this is replaced after a flush while serving (`fresh_memtables`).
+const FRESH_MEMTABLE_BYTES: u64 = 1 << 20;
+
 /// The tables kept without filters at the bottom level (see `cf_options`).
 const HIT_TABLES: [&str; 3] = [CF_UTXO, CF_SPEND, CF_TXNUM];
 
@@ -408,6 +411,25 @@ impl Db {
         sizes
     }
 
+    /// Starts the next writes in empty memtables: each table's memtable over
+    /// `FRESH_MEMTABLE_BYTES` becomes immutable and goes to a level-0 file in the background.
+    /// Called after each flush while serving: inserting a block's rows among the rows of the
+    /// blocks before it took up to 4× as long as into an empty memtable (random script-hash
+    /// keys walk the skiplist's levels; docs/PERFORMANCE.md, tip latency). A failure costs only
+    /// that speed, so it is logged, not returned.
+    pub fn fresh_memtables(&self) {
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(false);
+        for cf in ALL_CFS {
+            let active = self.db.property_int_value_cf(self.cf(cf), "rocksdb.cur-size-active-mem-table");
+            if active.ok().flatten().is_some_and(|bytes| bytes > FRESH_MEMTABLE_BYTES) {
+                if let Err(e) = self.db.flush_cf_opt(self.cf(cf), &opts) {
+                    tracing::warn!("starting a new memtable for {cf} failed: {e}; writes go on in the old one");
+                }
+            }
+        }
+    }
+
     /// Each column family's table-file properties as RocksDB reports them (entries, raw key and
     /// value bytes, data, index and filter bytes): where a table's bytes go, for benchmarks.
     pub fn table_properties(&self) -> Vec<(&'static str, String)> {
@@ -451,6 +473,28 @@ mod tests {
         let coin = lookup("Bitcoin", Net::Regtest).unwrap();
         let err = Db::open(dir.path(), coin).err().expect("refused").to_string();
         assert!(err.contains("format version 1") && err.contains("delete the directory"), "{err}");
+    }
+
+    #[test]
+    fn fresh_memtables_leave_the_rows_readable_and_the_active_memtables_small() {
+        let (_dir, db) = regtest_db();
+        let active = |cf| db.db.property_int_value_cf(db.cf(cf), "rocksdb.cur-size-active-mem-table").unwrap().unwrap();
+        let mut batch = WriteBatch::default();
+        for i in 0u32..40_000 {
+            batch.put_cf(db.cf(CF_HISTORY), crate::node::block::sha256d(&i.to_be_bytes()), [1; 8]);
+        }
+        batch.put_cf(db.cf(CF_HEADER), [9], [2]);
+        write_synced(&db.db, batch).unwrap();
+        assert!(active(CF_HISTORY) > FRESH_MEMTABLE_BYTES);
+        let small = active(CF_HEADER);
+        db.fresh_memtables();
+        assert!(active(CF_HISTORY) < FRESH_MEMTABLE_BYTES / 4, "the history's memtable was not replaced");
+        assert_eq!(active(CF_HEADER), small, "a small memtable is kept");
+        assert_eq!(
+            db.get(CF_HISTORY, &crate::node::block::sha256d(&7u32.to_be_bytes())).unwrap().as_deref(),
+            Some(&[1u8; 8][..])
+        );
+        assert_eq!(db.get(CF_HEADER, &[9]).unwrap().as_deref(), Some(&[2u8][..]));
     }
 
     #[test]

@@ -368,9 +368,8 @@ impl BlockProcessor {
         self.wait_for_space()?;
         let mut p = std::mem::take(&mut self.pending);
         let (n_utxos, n_spent, n_hist, n_txs) = (p.utxos.len(), p.spent_db.len(), p.history.len(), p.txids.len());
-        // The txids go to their file first: the batch commits them by raising the tx count.
-        // On a write error the pending data goes back, so a later flush (after an admin command
-        // failed, say) still writes every block at its tx numbers.
+        // The txids go to their file first: the batch commits them by raising the tx count. On a
+        // write error the pending data goes back, so a later flush still writes every block.
         if let Err(e) = self.db.write_txids(first_tx_num, &p.txids) {
             self.pending = p;
             return Err(e);
@@ -428,6 +427,7 @@ impl BlockProcessor {
             let mut touched = mempool_touched;
             touched.extend(p.history.iter().map(|k| <HashX>::try_from(&k[..HASHX_LEN]).expect("hashx prefix")));
             self.writer.publish(IndexEvent::Changed { touched, tip: Some(tip.hash) });
+            self.db.fresh_memtables(); // the next block's rows go into empty memtables
         }
         let elapsed = started.elapsed();
         self.progress.stages.building += built;
