@@ -26,7 +26,8 @@
 //! `cargo test` runs it on a 130-block chain as a smoke test. FERRUM_BENCH_ELECTRUMX=0 runs
 //! ferrum alone, e.g. to compare two builds (FERRUM_BIN=<another ferrum binary>);
 //! FERRUM_BENCH_ELECTRS=0 leaves electrs out;
-//! FERRUM_BENCH_SERVER_ENV="K=V,K=V" adds to ferrum's environment (e.g. CACHE_MB=300).
+//! FERRUM_BENCH_SERVER_ENV="K=V,K=V" adds to ferrum's environment (e.g. CACHE_MB=300);
+//! FERRUM_BENCH_KEEP_DB=<dir> copies ferrum's settled database there after the run.
 
 use ferrum_testkit as common;
 
@@ -135,6 +136,15 @@ fn compare_on(kind: NodeKind, blocks: usize, txs: usize, full: bool) {
     // Where ferrum's bytes go: each column family's table files, and the txid file.
     if let Some(tables) = measure::tables(&dir.path().join("db")) {
         println!("ferrum's tables: {tables}");
+    }
+    // FERRUM_BENCH_KEEP_DB=<dir>: keep ferrum's settled database there, e.g. for sst_dump.
+    if let Some(keep) = std::env::var_os("FERRUM_BENCH_KEEP_DB") {
+        let ok = Command::new("cp").arg("-a").arg(dir.path().join("db")).arg(&keep).status().is_ok_and(|s| s.success());
+        println!(
+            "ferrum's database {} {}",
+            if ok { "kept in" } else { "could not be copied to" },
+            Path::new(&keep).display()
+        );
     }
     report(&runs, fetch.as_secs_f64());
 }

@@ -113,16 +113,16 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
 fn settle_in_background(db: Arc<Db>) {
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        match db.flush_memtables() {
-            Ok(()) => {
-                db.compact();
-                tracing::info!(
-                    "database compacted after the sync in {:.1} s: {} MB",
-                    started.elapsed().as_secs_f64(),
-                    db.size_estimate() >> 20
-                );
-            }
-            Err(e) => tracing::warn!("flushing the database after the sync failed: {e:#}"),
+        match db.flush_memtables().and_then(|()| db.compact()) {
+            Ok(()) => tracing::info!(
+                "database compacted after the sync in {:.1} s: {} MB",
+                started.elapsed().as_secs_f64(),
+                db.size_estimate() >> 20
+            ),
+            Err(e) => tracing::warn!(
+                "settling the database after the sync failed: {e:#}; it is complete and consistent, \
+                                      only larger and slower to read until ferrum is restarted"
+            ),
         }
     });
 }

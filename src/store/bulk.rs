@@ -26,7 +26,7 @@ use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, DB};
 
 use super::schema::*;
 use super::write::put_state;
-use super::{cf_options, write_synced, Db, DISK_HINT};
+use super::{cf_options, write_synced, Db, Phase, DISK_HINT};
 
 /// The directory inside DB_DIRECTORY where a flush's table files wait to be ingested.
 pub const INGEST_DIR: &str = "ingest";
@@ -92,6 +92,7 @@ impl Finish {
         let mut batch = WriteBatch::default();
         put_state(db, &mut batch, self.state, self.keep_undo_from);
         batch.delete_cf(cf(db, CF_META), META_INGEST);
+        batch.put_cf(cf(db, CF_META), META_SETTLE, []);
         batch
     }
 }
@@ -201,6 +202,10 @@ impl Db {
     /// Makes a flush built by `build_tables` part of the database (see the module's comment for
     /// why a kill at any point leaves a whole flush or none).
     pub(super) fn ingest(&self, tables: Tables) -> Result<()> {
+        // The sync's compactions into the bottom level write what its lookups read fastest.
+        if !self.syncing.load(std::sync::atomic::Ordering::Acquire) {
+            self.set_phase(Phase::Syncing)?;
+        }
         let mut marker = WriteBatch::default();
         marker.put_cf(self.cf(CF_META), META_INGEST, tables.finish.encode());
         write_synced(&self.db, marker)?;
@@ -214,9 +219,9 @@ impl Db {
 }
 
 /// Writes `rows` to a table file at `path` with the column family's own options (compression,
-/// filters, prefix extractor); false if there were none (no file is left).
+/// filters, prefix extractor) of the initial sync; false if there were none (no file is left).
 fn write_table(cf: &str, path: &Path, rows: RowIter) -> Result<bool> {
-    let opts = cf_options(cf, &rocksdb::Cache::new_lru_cache(1 << 20));
+    let opts = cf_options(cf, &rocksdb::Cache::new_lru_cache(1 << 20), Phase::Syncing);
     let mut writer = SstFileWriter::create(&opts);
     let mut rows = rows.peekable();
     if rows.peek().is_none() {
@@ -243,7 +248,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::coins::{lookup, Net};
-    use crate::store::{dump_index, Batch, CreatedOutput, FlushData, SpentOutput};
+    use crate::store::{dump_index, Batch, CreatedOutput, FlushData, SpentOutput, LOOKUP_TABLES};
     use crate::types::{Txid, HASHX_LEN};
 
     #[test]
@@ -407,27 +412,53 @@ mod tests {
         }
     }
 
-    /// A table's filter bytes, from RocksDB's properties of its files.
-    fn filter_bytes(db: &Db, cf: &str) -> u64 {
+    /// One of a table's figures (e.g. "filter block size"), from RocksDB's properties of its files.
+    fn table_figure(db: &Db, cf: &str, figure: &str) -> u64 {
         let props = db.table_properties().into_iter().find(|(t, _)| *t == cf).unwrap().1;
-        let field = props.split("; ").find_map(|f| f.strip_prefix("filter block size=")).unwrap();
+        let field = props.split("; ").find_map(|f| f.strip_prefix(figure)?.strip_prefix('=')).unwrap();
         field.parse().unwrap()
     }
 
+    fn filter_bytes(db: &Db, cf: &str) -> u64 {
+        table_figure(db, cf, "filter block size")
+    }
+
+    /// The names of a table's files.
+    fn files_of(db: &Db, cf: &str) -> Vec<String> {
+        db.db.live_files().unwrap().into_iter().filter(|f| f.column_family_name == cf).map(|f| f.name).collect()
+    }
+
     #[test]
-    fn after_the_initial_sync_only_the_script_keyed_tables_keep_filters_at_the_bottom() {
+    fn the_compaction_after_the_initial_sync_rewrites_the_bottom_level_once_in_the_settled_options() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path());
         db.write(flush(&db, 0, true)).unwrap();
-        // The bulk flush's files are built with filters and land in the bottom level.
+        // The bulk flush's files are built with filters and LZ4, land in the bottom level, and
+        // say so until the compaction, also across a restart.
         assert!(filter_bytes(&db, CF_UTXO) > 0);
-        db.compact();
+        assert!(db.settle_due().unwrap());
+        drop(db);
+        let db = open(dir.path());
+        assert!(db.syncing.load(std::sync::atomic::Ordering::Acquire), "reopened mid-sync: the sync's options");
+        let lz4: Vec<u64> = LOOKUP_TABLES.iter().map(|cf| table_figure(&db, cf, "data block size")).collect();
+        db.compact().unwrap();
+        assert!(!db.settle_due().unwrap());
         for cf in super::super::HIT_TABLES {
             assert_eq!(filter_bytes(&db, cf), 0, "{cf}: every lookup there finds its row");
         }
         for cf in [CF_HISTORY, CF_HASHX_UTXO] {
             assert!(filter_bytes(&db, cf) > 0, "{cf}: wallets ask for script hashes never used or long spent");
         }
+        for (cf, lz4) in LOOKUP_TABLES.iter().zip(lz4) {
+            let zstd = table_figure(&db, cf, "data block size");
+            assert!(zstd < lz4, "{cf}: {zstd} bytes in ZSTD, {lz4} in LZ4");
+        }
+        // A later start's compaction (every start runs one) rewrites nothing for its own sake
+        // (`meta` has the flag's deletion to write).
+        let tables = &ALL_CFS[1..];
+        let files: Vec<_> = tables.iter().map(|cf| files_of(&db, cf)).collect();
+        db.compact().unwrap();
+        assert_eq!(files, tables.iter().map(|cf| files_of(&db, cf)).collect::<Vec<_>>());
         drop(db);
         assert!(contents(dir.path()) == reference(0));
     }

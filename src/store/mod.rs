@@ -36,6 +36,8 @@ pub struct Db {
     backfill_at_open: Option<SpendBackfill>,
     /// A bulk flush's marker is written and its ingestion has not finished (`bulk`).
     ingest_pending: std::sync::atomic::AtomicBool,
+    /// The lookup tables have the initial sync's options (`Phase::Syncing`).
+    syncing: std::sync::atomic::AtomicBool,
 }
 
 /// The txid file's name inside DB_DIRECTORY (RocksDB leaves files it did not name alone).
@@ -67,16 +69,52 @@ const FRESH_MEMTABLE_BYTES: u64 = 1 << 20;
 /// The tables kept without filters at the bottom level (see `cf_options`).
 const HIT_TABLES: [&str; 3] = [CF_UTXO, CF_SPEND, CF_TXNUM];
 
-fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+/// The tables every spend of the initial sync looks up (when its output was flushed earlier):
+/// LZ4 while the initial sync writes them, ZSTD at the bottom level once it is over.
+const LOOKUP_TABLES: [&str; 3] = [CF_UTXO, CF_HASHX_UTXO, CF_TXNUM];
+
+/// Which options a table's newly written bottom-level files get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// An initial sync is writing table files (`META_SETTLE` is set): its spends look rows up
+    /// on disk, and with a small block cache each lookup decompresses a block, which ZSTD made
+    /// 24% slower than LZ4 (docs/PERFORMANCE.md).
+    Syncing,
+    /// Serving, and every time after the initial sync's compaction: the smallest files.
+    Settled,
+}
+
+impl Phase {
+    fn bottommost_compression(self, name: &str) -> Option<rocksdb::DBCompressionType> {
+        let lookup = LOOKUP_TABLES.contains(&name);
+        // The two largest tables, history and undo, and the spender index (read by no spend)
+        // are always ZSTD at the bottom level, where almost all of their rows end up (and where
+        // the bulk flush writes). The lookup tables once the initial sync is over: ZSTD took
+        // 10 MB off the 1M-tx Core chain's 43 MB of them.
+        let zstd = [CF_HISTORY, CF_UNDO, CF_SPEND].contains(&name) || (lookup && self == Phase::Settled);
+        if zstd {
+            Some(rocksdb::DBCompressionType::Zstd)
+        } else if lookup {
+            Some(rocksdb::DBCompressionType::Lz4)
+        } else {
+            None
+        }
+    }
+}
+
+/// RocksDB's name of a compression type, for `set_options_cf`.
+fn compression_name(c: rocksdb::DBCompressionType) -> &'static str {
+    match c {
+        rocksdb::DBCompressionType::Zstd => "kZSTD",
+        _ => "kLZ4Compression",
+    }
+}
+
+fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    // The two largest tables, history and undo, are ZSTD at the bottom level, where almost all of
-    // their rows end up (and where the bulk flush writes): 41 MB less on the 1M-tx Core chain.
-    // Not the tables every spend looks up: with a small block cache each lookup decompresses a
-    // block, and ZSTD made the sync 24% slower there (docs/PERFORMANCE.md).
-    // The spender index too: no spend reads it, only an outpoint query of a spent output.
-    if name == CF_HISTORY || name == CF_UNDO || name == CF_SPEND {
-        opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+    if let Some(bottom) = phase.bottommost_compression(name) {
+        opts.set_bottommost_compression_type(bottom);
     }
     // No filters at the bottom level (where nearly every row sits after the initial sync) for
     // the tables whose lookups mostly find what they look for: a spend's output and its txid,
@@ -141,7 +179,7 @@ fn descriptors_for(path: &Path, block_cache_bytes: usize) -> Vec<ColumnFamilyDes
     let others = existing.into_iter().filter(|n| n != "default" && !ALL_CFS.contains(&n.as_str()));
     ALL_CFS
         .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)))
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, Phase::Settled)))
         .chain(others.map(|name| ColumnFamilyDescriptor::new(name, Options::default())))
         .collect()
 }
@@ -247,7 +285,19 @@ impl Db {
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
         let backfill_at_open = read_backfill(&db)?;
-        Ok(Db { db, txids, path: path.to_path_buf(), backfill_at_open, ingest_pending: Default::default() })
+        let db = Db {
+            db,
+            txids,
+            path: path.to_path_buf(),
+            backfill_at_open,
+            ingest_pending: Default::default(),
+            syncing: Default::default(),
+        };
+        // An initial sync that wrote table files and was stopped before its compaction goes on.
+        if db.settle_due()? {
+            db.set_phase(Phase::Syncing)?;
+        }
+        Ok(db)
     }
 
     /// Opens an existing database without writing anything (for dumps and inspection).
@@ -263,7 +313,19 @@ impl Db {
         }
         let txids = TxidFile::open(&path.join(TXID_FILE), committed_tx_count(&db)?, false)?;
         let backfill_at_open = read_backfill(&db)?;
-        Ok(Db { db, txids, path: path.to_path_buf(), backfill_at_open, ingest_pending: Default::default() })
+        let db = Db {
+            db,
+            txids,
+            path: path.to_path_buf(),
+            backfill_at_open,
+            ingest_pending: Default::default(),
+            syncing: Default::default(),
+        };
+        // An initial sync that wrote table files and was stopped before its compaction goes on.
+        if db.settle_due()? {
+            db.set_phase(Phase::Syncing)?;
+        }
+        Ok(db)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -380,18 +442,47 @@ impl Db {
 
     /// Compacts every table into its bottom level: the initial sync leaves overlapping level-0
     /// files (and, with small caches, rows rewritten and deleted), which cost space and lookups.
-    pub fn compact(&self) {
+    /// After an initial sync that wrote table files (`META_SETTLE`), the bottom level of the
+    /// lookup tables and of those kept without filters there is rewritten once in the settled
+    /// options: the bulk flush builds its files with filters (it cannot know the level a file
+    /// lands on) in LZ4, and a file ingested straight into the bottom level is otherwise never
+    /// rewritten. Other times (every start) nothing is rewritten for its own sake.
+    pub fn compact(&self) -> Result<()> {
+        let settle = self.settle_due()?;
+        if settle {
+            self.set_phase(Phase::Settled)?;
+        }
         for cf in ALL_CFS {
-            // The bulk flush's table files are built with filters (it cannot know the level a
-            // file lands on), and a file ingested straight into the bottom level is otherwise
-            // never rewritten: force the bottom level of the tables kept without its filters.
-            // Files just written by this compaction are not rewritten again.
             let mut opts = rocksdb::CompactOptions::default();
-            if HIT_TABLES.contains(cf) {
+            if settle && (HIT_TABLES.contains(cf) || LOOKUP_TABLES.contains(cf)) {
+                // Files just written by this compaction are not rewritten again.
                 opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
             }
             self.db.compact_range_cf_opt::<&[u8], &[u8]>(self.cf(cf), None, None, &opts);
         }
+        if settle {
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(self.cf(CF_META), META_SETTLE);
+            write_synced(&self.db, batch)?;
+        }
+        Ok(())
+    }
+
+    /// An initial sync wrote table files that `compact` has not rewritten yet.
+    fn settle_due(&self) -> Result<bool> {
+        Ok(self.db.get_cf(self.cf(CF_META), META_SETTLE).map_err(read_error)?.is_some())
+    }
+
+    /// Gives the lookup tables' bottom-level files written from now on the options of `phase`.
+    fn set_phase(&self, phase: Phase) -> Result<()> {
+        for cf in LOOKUP_TABLES {
+            let compression = phase.bottommost_compression(cf).map_or("kLZ4Compression", compression_name);
+            self.db
+                .set_options_cf(self.cf(cf), &[("bottommost_compression", compression)])
+                .map_err(|e| anyhow!("setting {cf}'s compression failed: {e}"))?;
+        }
+        self.syncing.store(phase == Phase::Syncing, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Approximate size of the live data in bytes.

@@ -25,6 +25,10 @@ pub const META_COIN: &[u8] = b"coin";
 pub const META_STATE: &[u8] = b"state";
 /// While a flush's table files are being ingested: the chain state they lead to (`bulk`).
 pub const META_INGEST: &[u8] = b"ingest";
+/// Set by a flush written as table files (an initial sync), removed by the compaction after
+/// it: the tables' bottom levels hold files in the initial sync's options (`Db::compact`).
+/// Unknown to older versions, which leave it alone.
+pub const META_SETTLE: &[u8] = b"settle";
 /// While the spender index of an upgraded database is being built: `SpendBackfill`.
 pub const META_SPEND_BACKFILL: &[u8] = b"spend_backfill";
 
