@@ -241,6 +241,23 @@ impl Db {
         Ok(out)
     }
 
+    /// The unspent outputs of tx numbers `first..`: when the block starting there is the tip,
+    /// the outputs it created that are still unspent (an unwind removes them).
+    pub fn utxos_from(&self, first: TxNum) -> Result<Vec<CreatedUndo>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_UTXO));
+        it.seek(utxo_key(first, 0));
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (Ok(vout), Ok(hashx)) = (<[u8; 4]>::try_from(&k[TXNUM_LEN.min(k.len())..]), HashX::try_from(v)) else {
+                return Err(corrupt("an unspent output row"));
+            };
+            out.push(CreatedUndo { hashx, tx_num: decode_txnum(k), vout: u32::from_be_bytes(vout) });
+            it.next();
+        }
+        it.status().map_err(read_error)?;
+        Ok(out)
+    }
+
     /// History rows of a script hash holding any tx number from `start` on: (key, tx numbers).
     /// An unwind cuts these.
     pub fn history_rows_from(&self, hashx: &HashX, start: TxNum) -> Result<Vec<(Vec<u8>, Vec<TxNum>)>> {

@@ -127,9 +127,8 @@ impl Db {
     pub fn unwind_batch(&self, u: UnwindData) -> Result<(Batch, BTreeSet<HashX>)> {
         let mut batch = WriteBatch::default();
         let (cf_utxo, cf_hutxo, cf_hist) = (self.cf(CF_UTXO), self.cf(CF_HASHX_UTXO), self.cf(CF_HISTORY));
-        // Restores first, then deletes: an output created and spent inside this block is both
-        // restored and deleted, and the later delete wins within the batch.
-        for s in &u.undo.spent {
+        // The outputs the block spent come back, except those it created itself.
+        for s in u.undo.spent.iter().filter(|s| s.tx_num < u.first_tx_num) {
             batch.put_cf(cf_utxo, utxo_key(s.tx_num, s.vout), s.hashx);
             batch.put_cf(cf_hutxo, hashx_utxo_key(&s.hashx, s.tx_num, s.vout), s.value.to_be_bytes());
         }
@@ -137,14 +136,21 @@ impl Db {
         for s in &u.undo.spent {
             batch.delete_cf(cf_spend, spend_key(s.tx_num, s.vout));
         }
-        for c in &u.undo.created {
+        // The block's outputs still unspent (those it spent itself are among `spent`); older
+        // undo records also list them.
+        let created = self.utxos_from(u.first_tx_num)?;
+        for c in created.iter().chain(&u.undo.created) {
             batch.delete_cf(cf_utxo, utxo_key(c.tx_num, c.vout));
             batch.delete_cf(cf_hutxo, hashx_utxo_key(&c.hashx, c.tx_num, c.vout));
         }
         // Every script hash the block touched loses its tx numbers from the block's first on:
         // rows starting there go, a row that began in an earlier block is cut.
-        let touched: BTreeSet<HashX> =
-            u.undo.created.iter().map(|c| c.hashx).chain(u.undo.spent.iter().map(|s| s.hashx)).collect();
+        let touched: BTreeSet<HashX> = created
+            .iter()
+            .chain(&u.undo.created)
+            .map(|c| c.hashx)
+            .chain(u.undo.spent.iter().map(|s| s.hashx))
+            .collect();
         for hashx in &touched {
             for (key, nums) in self.history_rows_from(hashx, u.first_tx_num)? {
                 let keep = nums.partition_point(|n| *n < u.first_tx_num);
@@ -267,5 +273,131 @@ fn put_backfill(batch: &mut WriteBatch, meta: &rocksdb::ColumnFamily, state: Spe
         batch.delete_cf(meta, META_SPEND_BACKFILL);
     } else {
         batch.put_cf(meta, META_SPEND_BACKFILL, state.encode());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::dump_index;
+    use crate::store::tests::regtest_db;
+
+    fn hashx(n: u8) -> HashX {
+        [n; HASHX_LEN]
+    }
+
+    /// One block's flush: its txs, created outputs, spent outputs of the database, history
+    /// (script n, tx), spends and undo record.
+    struct Block<'a> {
+        height: u32,
+        txs: std::ops::Range<TxNum>,
+        created: &'a [(TxNum, u8)],
+        spent: &'a [SpentOutput],
+        history: &'a [(u8, TxNum)],
+        spends: &'a [SpendRow],
+        undo: Option<&'a UndoRecord>,
+    }
+
+    fn flush(db: &Db, b: Block) {
+        let txids: Vec<Txid> = b.txs.clone().map(|t| Txid([t as u8 + 1; 32])).collect();
+        db.write_txids(b.txs.start, &txids).unwrap();
+        let mut history: Vec<_> = b.history.iter().map(|(h, t)| history_key(&hashx(*h), *t)).collect();
+        let mut spends = b.spends.to_vec();
+        let undo: Vec<(u32, Vec<u8>)> = b.undo.iter().map(|u| (b.height, u.encode())).collect();
+        let batch = db
+            .flush_batch(FlushData {
+                created: b
+                    .created
+                    .iter()
+                    .map(|(t, h)| CreatedOutput { tx_num: *t, vout: 0, hashx: hashx(*h), value: 1000 + t })
+                    .collect(),
+                spent: b.spent,
+                history: &mut history,
+                spends: &mut spends,
+                txids: &txids,
+                first_tx_num: b.txs.start,
+                headers: vec![([b.height as u8; 80], b.txs.end)],
+                first_height: b.height,
+                undo: &undo,
+                keep_undo_from: None,
+                state: ChainState { height: b.height, tip: [b.height as u8; 32], tx_count: b.txs.end },
+                as_tables: false,
+            })
+            .unwrap();
+        db.write(batch).unwrap();
+    }
+
+    /// Block 0: txs 0-1 create (0:0) for script 1 and (1:0) for script 2.
+    fn block0(db: &Db) {
+        flush(
+            db,
+            Block {
+                height: 0,
+                txs: 0..2,
+                created: &[(0, 1), (1, 2)],
+                spent: &[],
+                history: &[(1, 0), (2, 1)],
+                spends: &[],
+                undo: None,
+            },
+        );
+    }
+
+    /// Block 1: tx 2 spends (0:0) and creates (2:0) for script 3, which tx 3 spends in the same
+    /// block, creating (3:0) for script 4.
+    fn block1(db: &Db, undo: &UndoRecord) {
+        flush(
+            db,
+            Block {
+                height: 1,
+                txs: 2..4,
+                created: &[(3, 4)],
+                spent: &[SpentOutput { tx_num: 0, vout: 0, hashx: hashx(1) }],
+                history: &[(1, 2), (3, 2), (3, 3), (4, 3)],
+                spends: &[spend_row(0, 0, 2), spend_row(2, 0, 3)],
+                undo: Some(undo),
+            },
+        );
+    }
+
+    #[test]
+    fn unwinding_a_block_restores_the_index_before_it_with_either_undo_layout() {
+        let reference = {
+            let (dir, db) = regtest_db();
+            block0(&db);
+            drop(db);
+            dump_index(dir.path()).unwrap()
+        };
+        let spent = vec![
+            SpentUndo { hashx: hashx(1), tx_num: 0, vout: 0, value: 1000, spender: 2 },
+            SpentUndo { hashx: hashx(3), tx_num: 2, vout: 0, value: 1002, spender: 3 },
+        ];
+        let lean = UndoRecord { spent, created: Vec::new() };
+        // Records written before the created outputs were left to the `utxo` table.
+        let created = [(3, 2), (4, 3)].map(|(h, tx_num)| CreatedUndo { hashx: hashx(h), tx_num, vout: 0 }).to_vec();
+        let older = UndoRecord { created, ..lean.clone() };
+        for (what, undo) in [("today's", lean), ("older", older)] {
+            let (dir, db) = regtest_db();
+            block0(&db);
+            block1(&db, &undo);
+            let read_back = db.undo(1).unwrap().unwrap();
+            assert_eq!(read_back, undo, "{what} undo record");
+            let txids = db.txids_range(2, 4).unwrap();
+            let state = ChainState { height: 0, tip: [0; 32], tx_count: 2 };
+            let (batch, touched) = db
+                .unwind_batch(UnwindData {
+                    height: 1,
+                    undo: &read_back,
+                    first_tx_num: 2,
+                    txids: &txids,
+                    state,
+                    backfill: None,
+                })
+                .unwrap();
+            db.write(batch).unwrap();
+            assert_eq!(touched, [1, 3, 4].map(hashx).into(), "{what} undo record: the scripts to notify");
+            drop(db);
+            assert_eq!(dump_index(dir.path()).unwrap(), reference, "{what} undo record");
+        }
     }
 }

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::node::block::ParsedBlock;
 use crate::node::prefetch::Fetched;
 use crate::store::schema::{
-    history_key, spend_row, ChainState, CreatedUndo, SpendBackfill, SpendRow, SpentUndo, UndoRecord, MAX_TX_NUM,
+    history_key, spend_row, ChainState, SpendBackfill, SpendRow, SpentUndo, UndoRecord, MAX_TX_NUM,
 };
 use crate::store::{CreatedOutput, Db, FlushData, SpentOutput, UnwindData, UtxoEntry};
 use crate::types::{hex_rev, HashX, OutPoint, Txid, HASHX_LEN};
@@ -314,9 +314,6 @@ impl BlockProcessor {
                         .utxos
                         .insert(OutPoint { txid: tx.txid, vout }, CachedUtxo { hashx, tx_num, value: out.value });
                     touched.push(hashx);
-                    if keep_undo {
-                        undo.created.push(CreatedUndo { hashx, tx_num, vout });
-                    }
                 }
             }
             touched.sort_unstable();
