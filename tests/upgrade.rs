@@ -1,7 +1,8 @@
-//! The in-place upgrade from database format 2 (no spender index): ferrum keeps the database
+//! The in-place upgrades. From database format 2 (no spender index): ferrum keeps the database
 //! and its tip, fetches the indexed blocks again to build the spender index while it serves and
 //! follows new blocks and reorgs, resumes after kill -9, and ends with exactly the index a fresh
-//! sync builds.
+//! sync builds. From format 3 (history rows with 5-byte tx numbers): the rows are rewritten at
+//! start, resuming after the last key a killed upgrade recorded.
 
 use ferrum_testkit as common;
 
@@ -18,13 +19,49 @@ use common::client::Client;
 use common::dumps::{assert_same_index, dump, fresh_dump};
 use common::process::FerrumProcess;
 use common::scripted_daemon::{DaemonOptions, ScriptedDaemon};
+use ferrum::store::schema;
 
 const WAIT: Duration = Duration::from_secs(120);
 const ENV: &[(&str, &str)] = &[("COIN", "Bitcoin"), ("NET", "regtest"), ("CACHE_MB", "16"), ("REORG_LIMIT", "10")];
 
+/// Turns a database of the current format into one of format 3: version 3, and the history
+/// rows after `done_until` (all of them if `None`) with 5-byte tx numbers; with `done_until`,
+/// as an upgrade killed after that row leaves it. Returns the number of rows turned.
+fn make_format_3(db: &Path, done_until: Option<&[u8]>) -> usize {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, db).expect("list column families");
+    let d = rocksdb::DB::open_cf(&opts, db, &cfs).expect("open");
+    let hist = d.cf_handle("history").expect("history");
+    let mut turned = 0;
+    let rows: Vec<_> = d.iterator_cf(hist, rocksdb::IteratorMode::Start).map(|r| r.expect("row")).collect();
+    for (k, v) in rows.iter().filter(|(k, _)| done_until.is_none_or(|done| &k[..] > done)) {
+        let mut nums = Vec::new();
+        schema::decode_history_row(k, v, &mut nums).expect("a history row of the current format");
+        let fixed: Vec<u8> = nums[1..].iter().flat_map(|n| schema::encode_txnum(*n)).collect();
+        d.put_cf(hist, k, fixed).expect("put");
+        turned += usize::from(!v.is_empty());
+    }
+    let meta = d.cf_handle("meta").expect("meta");
+    d.put_cf(meta, b"version", 3u32.to_be_bytes()).expect("version");
+    if let Some(done) = done_until {
+        d.put_cf(meta, schema::META_HISTORY_UPGRADE, done).expect("marker");
+    }
+    turned
+}
+
+/// The keys of the history rows with more than one tx number.
+fn packed_history_keys(db: &Path) -> Vec<Vec<u8>> {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, db).expect("list column families");
+    let d = rocksdb::DB::open_cf_for_read_only(&opts, db, &cfs, false).expect("open");
+    let rows = d.iterator_cf(d.cf_handle("history").expect("history"), rocksdb::IteratorMode::Start);
+    rows.map(|r| r.expect("row")).filter(|(_, v)| !v.is_empty()).map(|(k, _)| k.to_vec()).collect()
+}
+
 /// Turns a database of the current format into one of format 2, as ferrum before the spender
-/// index left it: no `spend` column family, version 2.
+/// index left it: format 3's history rows, no `spend` column family, version 2.
 fn make_format_2(db: &Path) {
+    make_format_3(db, None);
     let opts = rocksdb::Options::default();
     let cfs = rocksdb::DB::list_cf(&opts, db).expect("list column families");
     assert!(cfs.iter().any(|c| c == "spend"), "a current database has the spend table: {cfs:?}");
@@ -164,5 +201,34 @@ fn a_database_of_another_format_is_refused_with_a_clear_message() {
     f.spawn();
     let status = f.wait_exit(WAIT);
     assert!(!status.success());
-    assert!(log(&f).contains("has format version 1 but this ferrum uses version 3"), "{}", f.log_tail());
+    let want = format!("has format version 1 but this ferrum uses version {}", schema::DB_VERSION);
+    assert!(log(&f).contains(&want), "{}", f.log_tail());
+}
+
+#[test]
+fn a_format_3_database_has_its_history_rewritten_at_start_resuming_after_a_kill() {
+    let mut chain =
+        ChainBuilder::with_options(1705, ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() });
+    chain.add_blocks(150);
+    let Synced { daemon: _daemon, dir: _dir, db, url: _, mut f } = synced(&chain);
+    let whole = dump(&db);
+    let packed = packed_history_keys(&db);
+    assert!(packed.len() >= 4, "rows with several tx numbers to rewrite: {}", packed.len());
+    // Killed after the first half: those rows are of the new format, the rest of the old.
+    let half = &packed[packed.len() / 2];
+    let turned = make_format_3(&db, Some(half));
+    assert_eq!(turned, packed.len() - packed.len() / 2 - 1);
+    f.spawn();
+    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
+    f.stop();
+    let upgraded = format!("upgraded the database to format {}: {turned} of", schema::DB_VERSION);
+    assert!(log(&f).contains("(resuming)") && log(&f).contains(&upgraded), "{}", f.log_tail());
+    assert_same_index(&dump(&db), &whole, "after the upgrade");
+    // And from the start: the whole table.
+    let turned = make_format_3(&db, None);
+    assert_eq!(turned, packed.len());
+    f.spawn();
+    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
+    f.stop();
+    assert_same_index(&dump(&db), &whole, "after the upgrade from the start");
 }

@@ -361,9 +361,10 @@ mod tests {
     fn a_malformed_history_row_is_an_error() {
         let (_dir, db) = regtest_db();
         let hashx = [6u8; 11];
-        put_raw(&db, CF_HISTORY, &history_key(&hashx, 3), &[0, 0, 0, 0, 4]);
-        assert_eq!(db.history_reader().read(&hashx, 10).unwrap(), vec![3, 4]);
-        put_raw(&db, CF_HISTORY, &history_key(&hashx, 9), &[1, 2]);
+        put_raw(&db, CF_HISTORY, &history_key(&hashx, 3), &history_value(3, [4, 300].into_iter()));
+        assert_eq!(db.history_reader().read(&hashx, 10).unwrap(), vec![3, 4, 300]);
+        // A distance cut short (format 3's 5-byte tx numbers read as distances are garbage too).
+        put_raw(&db, CF_HISTORY, &history_key(&hashx, 900), &[0x81, 0x82]);
         assert!(db.history_reader().read(&hashx, 10).is_err());
         assert!(db.history_rows_from(&hashx, 0).is_err());
     }

@@ -157,7 +157,7 @@ impl Db {
                 if keep == 0 {
                     batch.delete_cf(cf_hist, &key);
                 } else {
-                    batch.put_cf(cf_hist, &key, history_value(nums[1..keep].iter().copied()));
+                    batch.put_cf(cf_hist, &key, history_value(nums[0], nums[1..keep].iter().copied()));
                 }
             }
         }
@@ -225,7 +225,8 @@ fn table_rows<'a>(r: &'a SortedRows) -> Vec<(&'static str, RowIter<'a>)> {
     let hutxo = merge(r.hutxo.iter().map(|(k, v)| (&k[..], &v[..])), r.hutxo_dels.iter().map(|k| &k[..]));
     // One row per script hash: its first tx number in the key, the rest in the value.
     let history = r.history.chunk_by(|a, b| a[..HASHX_LEN] == b[..HASHX_LEN]).map(|group| {
-        Row::Put(&group[0], Cow::Owned(history_value(group[1..].iter().map(|k| decode_txnum(&k[HASHX_LEN..])))))
+        let nums = group.iter().map(|k| decode_txnum(&k[HASHX_LEN..]));
+        Row::Put(&group[0], Cow::Owned(history_value(decode_txnum(&group[0][HASHX_LEN..]), nums.skip(1))))
     });
     vec![
         (CF_UTXO, Box::new(utxo) as RowIter),
