@@ -13,7 +13,7 @@ use crate::index::{Chain, Index};
 use crate::metrics::Metrics;
 use crate::node::Daemon;
 use crate::peers::PeerManager;
-use crate::store::Db;
+use crate::store::{Db, DbSettings};
 use crate::sync::{Outcome, Syncer, Until};
 use crate::types::hex_rev;
 
@@ -31,8 +31,9 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
     let metrics = Arc::new(Metrics::new());
     let (min, max) = (electrum::version::PROTOCOL_MIN, electrum::version::PROTOCOL_MAX);
     metrics.set_build_info(coin.name, coin.net.name(), &min.to_string(), &max.to_string());
-    let (db_path, block_cache) = (config.db_dir.clone(), config.db_cache_mb << 20);
-    let db = Arc::new(tokio::task::spawn_blocking(move || Db::open_with_cache(&db_path, coin, block_cache)).await??);
+    let db_path = config.db_dir.clone();
+    let settings = DbSettings { block_cache_bytes: config.db_cache_mb << 20, lookup_zstd: config.db_lookup_zstd };
+    let db = Arc::new(tokio::task::spawn_blocking(move || Db::open_with(&db_path, coin, settings)).await??);
     let chain = {
         let db = db.clone();
         tokio::task::spawn_blocking(move || load_chain(&db)).await??

@@ -125,6 +125,8 @@ pub struct Config {
     pub bulk_flush_rows: usize,
     /// ferrum-only: megabytes of RocksDB's block cache (DB_CACHE_MB).
     pub db_cache_mb: usize,
+    /// ferrum-only: the lookup tables ZSTD-compressed once synced (DB_LOOKUP_ZSTD).
+    pub db_lookup_zstd: bool,
     pub ssl_certfile: Option<PathBuf>,
     pub ssl_keyfile: Option<PathBuf>,
     pub max_sessions: usize,
@@ -298,6 +300,7 @@ impl Config {
             db_cache_mb: env
                 .integer("DB_CACHE_MB", DEFAULT_DB_CACHE_MB, "a whole number of megabytes")?
                 .clamp(1, 1 << 20),
+            db_lookup_zstd: env.boolean("DB_LOOKUP_ZSTD", false),
             ssl_certfile: env.get("SSL_CERTFILE").map(PathBuf::from),
             ssl_keyfile: env.get("SSL_KEYFILE").map(PathBuf::from),
             max_sessions: max_sessions.max(1),
@@ -562,7 +565,8 @@ mod tests {
     #[test]
     fn memory_and_flush_settings() {
         let c = parse(&[("DB_CACHE_MB", "32"), ("BULK_FLUSH_ROWS", "0"), ("DAEMON_SPENT_OUTPUTS", "0")]).unwrap();
-        assert_eq!((c.bulk_flush_rows, c.db_cache_mb, c.daemon_spent_outputs), (0, 32, false));
+        assert_eq!((c.bulk_flush_rows, c.db_cache_mb, c.daemon_spent_outputs, c.db_lookup_zstd), (0, 32, false, false));
+        assert!(parse(&[("DB_LOOKUP_ZSTD", "1")]).unwrap().db_lookup_zstd);
         for (var, bad) in [("DB_CACHE_MB", "lots"), ("BULK_FLUSH_ROWS", "-1")] {
             let e = parse(&[(var, bad)]).unwrap_err();
             assert!(e.0.contains(var), "{e}");

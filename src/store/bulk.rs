@@ -248,7 +248,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::coins::{lookup, Net};
-    use crate::store::{dump_index, Batch, CreatedOutput, FlushData, SpentOutput, LOOKUP_TABLES};
+    use crate::store::{dump_index, Batch, CreatedOutput, DbSettings, FlushData, SpentOutput, LOOKUP_TABLES};
     use crate::types::{Txid, HASHX_LEN};
 
     #[test]
@@ -430,36 +430,46 @@ mod tests {
 
     #[test]
     fn the_compaction_after_the_initial_sync_rewrites_the_bottom_level_once_in_the_settled_options() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(dir.path());
-        db.write(flush(&db, 0, true)).unwrap();
-        // The bulk flush's files are built with filters and LZ4, land in the bottom level, and
-        // say so until the compaction, also across a restart.
-        assert!(filter_bytes(&db, CF_UTXO) > 0);
-        assert!(db.settle_due().unwrap());
-        drop(db);
-        let db = open(dir.path());
-        assert!(db.syncing.load(std::sync::atomic::Ordering::Acquire), "reopened mid-sync: the sync's options");
-        let lz4: Vec<u64> = LOOKUP_TABLES.iter().map(|cf| table_figure(&db, cf, "data block size")).collect();
-        db.compact().unwrap();
-        assert!(!db.settle_due().unwrap());
-        for cf in super::super::HIT_TABLES {
-            assert_eq!(filter_bytes(&db, cf), 0, "{cf}: every lookup there finds its row");
+        for lookup_zstd in [false, true] {
+            let settings = DbSettings { lookup_zstd, ..DbSettings::default() };
+            let open = |path: &Path| Db::open_with(path, lookup("Bitcoin", Net::Regtest).unwrap(), settings).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let db = open(dir.path());
+            db.write(flush(&db, 0, true)).unwrap();
+            // The bulk flush's files are built with filters and LZ4, land in the bottom level,
+            // and say so until the compaction, also across a restart.
+            assert!(filter_bytes(&db, CF_UTXO) > 0);
+            assert!(db.settle_due().unwrap());
+            drop(db);
+            let db = open(dir.path());
+            assert!(db.syncing.load(std::sync::atomic::Ordering::Acquire), "reopened mid-sync: the sync's options");
+            let lz4: Vec<u64> = LOOKUP_TABLES.iter().map(|cf| table_figure(&db, cf, "data block size")).collect();
+            db.compact().unwrap();
+            assert!(!db.settle_due().unwrap());
+            for cf in super::super::HIT_TABLES {
+                assert_eq!(filter_bytes(&db, cf), 0, "{cf}: every lookup there finds its row");
+            }
+            for cf in [CF_HISTORY, CF_HASHX_UTXO] {
+                assert!(filter_bytes(&db, cf) > 0, "{cf}: wallets ask for script hashes never used or long spent");
+            }
+            for (cf, lz4) in LOOKUP_TABLES.iter().zip(lz4) {
+                let now = table_figure(&db, cf, "data block size");
+                if lookup_zstd {
+                    assert!(now < lz4, "{cf}: {now} bytes in ZSTD, {lz4} in LZ4");
+                } else {
+                    assert_eq!(now, lz4, "{cf}: LZ4 unless DB_LOOKUP_ZSTD");
+                }
+            }
+            // A later start's compaction (every start runs one) rewrites nothing for its own
+            // sake (`meta` has the flag's deletion to write).
+            drop(db);
+            let db = open(dir.path());
+            let tables = &ALL_CFS[1..];
+            let files: Vec<_> = tables.iter().map(|cf| files_of(&db, cf)).collect();
+            db.compact().unwrap();
+            assert_eq!(files, tables.iter().map(|cf| files_of(&db, cf)).collect::<Vec<_>>());
+            drop(db);
+            assert!(contents(dir.path()) == reference(0));
         }
-        for cf in [CF_HISTORY, CF_HASHX_UTXO] {
-            assert!(filter_bytes(&db, cf) > 0, "{cf}: wallets ask for script hashes never used or long spent");
-        }
-        for (cf, lz4) in LOOKUP_TABLES.iter().zip(lz4) {
-            let zstd = table_figure(&db, cf, "data block size");
-            assert!(zstd < lz4, "{cf}: {zstd} bytes in ZSTD, {lz4} in LZ4");
-        }
-        // A later start's compaction (every start runs one) rewrites nothing for its own sake
-        // (`meta` has the flag's deletion to write).
-        let tables = &ALL_CFS[1..];
-        let files: Vec<_> = tables.iter().map(|cf| files_of(&db, cf)).collect();
-        db.compact().unwrap();
-        assert_eq!(files, tables.iter().map(|cf| files_of(&db, cf)).collect::<Vec<_>>());
-        drop(db);
-        assert!(contents(dir.path()) == reference(0));
     }
 }

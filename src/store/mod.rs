@@ -39,6 +39,22 @@ pub struct Db {
     ingest_pending: std::sync::atomic::AtomicBool,
     /// The lookup tables have the initial sync's options (`Phase::Syncing`).
     syncing: std::sync::atomic::AtomicBool,
+    /// DB_LOOKUP_ZSTD: the lookup tables are ZSTD at the bottom level once settled.
+    lookup_zstd: bool,
+}
+
+/// How the database is opened: DB_CACHE_MB and DB_LOOKUP_ZSTD.
+#[derive(Clone, Copy, Debug)]
+pub struct DbSettings {
+    /// RocksDB's block cache (decompressed table blocks, shared by every column family).
+    pub block_cache_bytes: usize,
+    pub lookup_zstd: bool,
+}
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        DbSettings { block_cache_bytes: crate::config::DEFAULT_DB_CACHE_MB << 20, lookup_zstd: false }
+    }
 }
 
 /// The txid file's name inside DB_DIRECTORY (RocksDB leaves files it did not name alone).
@@ -86,13 +102,16 @@ enum Phase {
 }
 
 impl Phase {
-    fn bottommost_compression(self, name: &str) -> Option<rocksdb::DBCompressionType> {
+    /// `lookup_zstd`: DB_LOOKUP_ZSTD.
+    fn bottommost_compression(self, name: &str, lookup_zstd: bool) -> Option<rocksdb::DBCompressionType> {
         let lookup = LOOKUP_TABLES.contains(&name);
         // The two largest tables, history and undo, and the spender index (read by no spend)
         // are always ZSTD at the bottom level, where almost all of their rows end up (and where
-        // the bulk flush writes). The lookup tables once the initial sync is over: ZSTD took
-        // 10 MB off the 1M-tx Core chain's 43 MB of them.
-        let zstd = [CF_HISTORY, CF_UNDO, CF_SPEND].contains(&name) || (lookup && self == Phase::Settled);
+        // the bulk flush writes). The lookup tables only if the operator chose the smaller
+        // database, and only once the initial sync is over: ZSTD took 10 MB off the 1M-tx Core
+        // chain's 46 MB of them, but every lookup that misses the block cache decompresses a
+        // ZSTD block, and wallets' questions through them were 5-9% fewer a second.
+        let zstd = [CF_HISTORY, CF_UNDO, CF_SPEND].contains(&name) || (lookup && lookup_zstd && self == Phase::Settled);
         if zstd {
             Some(rocksdb::DBCompressionType::Zstd)
         } else if lookup {
@@ -114,7 +133,9 @@ fn compression_name(c: rocksdb::DBCompressionType) -> &'static str {
 fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    if let Some(bottom) = phase.bottommost_compression(name) {
+    // Opened with the initial sync's options for the lookup tables (LZ4 either way); the
+    // settled ones are set by `Db::set_phase`.
+    if let Some(bottom) = phase.bottommost_compression(name, false) {
         opts.set_bottommost_compression_type(bottom);
     }
     // No filters at the bottom level (where nearly every row sits after the initial sync) for
@@ -184,7 +205,7 @@ fn descriptors_for(path: &Path, block_cache_bytes: usize) -> Vec<ColumnFamilyDes
     let others = existing.into_iter().filter(|n| n != "default" && !ALL_CFS.contains(&n.as_str()));
     ALL_CFS
         .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, Phase::Settled)))
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, Phase::Syncing)))
         .chain(others.map(|name| ColumnFamilyDescriptor::new(name, Options::default())))
         .collect()
 }
@@ -210,12 +231,13 @@ impl Db {
     /// Opens (creating if needed) the index for `coin`, refusing a database of another format
     /// version or another coin/network.
     pub fn open(path: &Path, coin: &Coin) -> Result<Db> {
-        Db::open_with_cache(path, coin, crate::config::DEFAULT_DB_CACHE_MB << 20)
+        Db::open_with(path, coin, DbSettings::default())
     }
 
     /// `open` with RocksDB's block cache (decompressed table blocks, shared by every column
     /// family) of the given size: DB_CACHE_MB.
-    pub fn open_with_cache(path: &Path, coin: &Coin, block_cache_bytes: usize) -> Result<Db> {
+    pub fn open_with(path: &Path, coin: &Coin, settings: DbSettings) -> Result<Db> {
+        let block_cache_bytes = settings.block_cache_bytes;
         std::fs::create_dir_all(path).with_context(|| format!("cannot create DB_DIRECTORY {}", path.display()))?;
         let descriptors = descriptors_for(path, block_cache_bytes);
         let db = DB::open_cf_descriptors(&db_options(), path, descriptors).map_err(|e| {
@@ -270,18 +292,11 @@ impl Db {
         upgrade::history_if_due(&db, path)?;
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
-        let backfill_at_open = read_backfill(&db)?;
-        let db = Db {
-            db,
-            txids,
-            path: path.to_path_buf(),
-            backfill_at_open,
-            ingest_pending: Default::default(),
-            syncing: Default::default(),
-        };
-        // An initial sync that wrote table files and was stopped before its compaction goes on.
-        if db.settle_due()? {
-            db.set_phase(Phase::Syncing)?;
+        let db = Db { lookup_zstd: settings.lookup_zstd, ..Db::assemble(db, txids, path)? };
+        // The settled options, unless an initial sync that wrote table files was stopped
+        // before its compaction (it goes on).
+        if !db.settle_due()? {
+            db.set_phase(Phase::Settled)?;
         }
         Ok(db)
     }
@@ -305,20 +320,20 @@ impl Db {
             );
         }
         let txids = TxidFile::open(&path.join(TXID_FILE), committed_tx_count(&db)?, false)?;
+        Db::assemble(db, txids, path)
+    }
+
+    fn assemble(db: DB, txids: TxidFile, path: &Path) -> Result<Db> {
         let backfill_at_open = read_backfill(&db)?;
-        let db = Db {
+        Ok(Db {
             db,
             txids,
             path: path.to_path_buf(),
             backfill_at_open,
             ingest_pending: Default::default(),
-            syncing: Default::default(),
-        };
-        // An initial sync that wrote table files and was stopped before its compaction goes on.
-        if db.settle_due()? {
-            db.set_phase(Phase::Syncing)?;
-        }
-        Ok(db)
+            syncing: std::sync::atomic::AtomicBool::new(true),
+            lookup_zstd: false,
+        })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -436,8 +451,8 @@ impl Db {
     /// Compacts every table into its bottom level: the initial sync leaves overlapping level-0
     /// files (and, with small caches, rows rewritten and deleted), which cost space and lookups.
     /// After an initial sync that wrote table files (`META_SETTLE`), the bottom level of the
-    /// lookup tables and of those kept without filters there is rewritten once in the settled
-    /// options: the bulk flush builds its files with filters (it cannot know the level a file
+    /// tables kept without filters there (and with DB_LOOKUP_ZSTD of the lookup tables) is
+    /// rewritten once in the settled options: the bulk flush builds its files with filters (it cannot know the level a file
     /// lands on) in LZ4, and a file ingested straight into the bottom level is otherwise never
     /// rewritten. Other times (every start) nothing is rewritten for its own sake.
     pub fn compact(&self) -> Result<()> {
@@ -447,7 +462,7 @@ impl Db {
         }
         for cf in ALL_CFS {
             let mut opts = rocksdb::CompactOptions::default();
-            if settle && (HIT_TABLES.contains(cf) || LOOKUP_TABLES.contains(cf)) {
+            if settle && (HIT_TABLES.contains(cf) || (self.lookup_zstd && LOOKUP_TABLES.contains(cf))) {
                 // Files just written by this compaction are not rewritten again.
                 opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
             }
@@ -469,7 +484,8 @@ impl Db {
     /// Gives the lookup tables' bottom-level files written from now on the options of `phase`.
     fn set_phase(&self, phase: Phase) -> Result<()> {
         for cf in LOOKUP_TABLES {
-            let compression = phase.bottommost_compression(cf).map_or("kLZ4Compression", compression_name);
+            let compression =
+                phase.bottommost_compression(cf, self.lookup_zstd).map_or("kLZ4Compression", compression_name);
             self.db
                 .set_options_cf(self.cf(cf), &[("bottommost_compression", compression)])
                 .map_err(|e| anyhow!("setting {cf}'s compression failed: {e}"))?;

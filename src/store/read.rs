@@ -243,7 +243,7 @@ impl Db {
 
     /// The unspent outputs of tx numbers `first..`: when the block starting there is the tip,
     /// the outputs it created that are still unspent (an unwind removes them).
-    pub fn utxos_from(&self, first: TxNum) -> Result<Vec<CreatedUndo>> {
+    pub fn utxos_from(&self, first: TxNum) -> Result<Vec<OutputRow>> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_UTXO));
         it.seek(utxo_key(first, 0));
         let mut out = Vec::new();
@@ -251,7 +251,7 @@ impl Db {
             let (Ok(vout), Ok(hashx)) = (<[u8; 4]>::try_from(&k[TXNUM_LEN.min(k.len())..]), HashX::try_from(v)) else {
                 return Err(corrupt("an unspent output row"));
             };
-            out.push(CreatedUndo { hashx, tx_num: decode_txnum(k), vout: u32::from_be_bytes(vout) });
+            out.push(OutputRow { hashx, tx_num: decode_txnum(k), vout: u32::from_be_bytes(vout) });
             it.next();
         }
         it.status().map_err(read_error)?;

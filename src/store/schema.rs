@@ -263,92 +263,90 @@ pub struct SpentUndo {
     pub tx_num: TxNum,
     pub vout: u32,
     pub value: u64,
-    /// The spending transaction, whose history row the unwind removes.
-    pub spender: TxNum,
 }
 
-/// An output created by a block, as older undo records list them (see `UndoRecord`).
+/// An unspent output's place and script hash (a `utxo` row).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CreatedUndo {
-    pub hashx: HashX,
+pub struct OutputRow {
     pub tx_num: TxNum,
     pub vout: u32,
+    pub hashx: HashX,
 }
 
-/// `undo`: height → what unwinding the block needs, the outputs it spent: n (4 bytes) ‖ n
-/// entries. Kept for REORG_LIMIT blocks. The outputs a block created are not listed: when it
-/// is unwound it is the tip, so they are the `utxo` rows from its first tx number on. Records
-/// written before that (same format version) go on with a count and the created outputs
-/// (`created`), which an unwind also removes; both read back.
+/// `undo`: height → the outputs the block spent: n (4 bytes) ‖ n × (hashX, tx_num, vout,
+/// value). Kept for REORG_LIMIT blocks. The outputs the block created are not listed: when it
+/// is unwound it is the tip, so those still unspent are the `utxo` rows from its first tx
+/// number on, and those it spent itself are among its spent outputs.
+///
+/// Format 3's records also held each spend's spender (5 bytes) and then the created outputs;
+/// their lengths differ from today's for any count but 0, where both are 4 bytes, so both read
+/// back without an upgrade (the extra fields were never needed to unwind).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UndoRecord {
     pub spent: Vec<SpentUndo>,
-    pub created: Vec<CreatedUndo>,
 }
 
-const SPENT_LEN: usize = HASHX_LEN + TXNUM_LEN + 4 + 8 + TXNUM_LEN;
-const CREATED_LEN: usize = HASHX_LEN + TXNUM_LEN + 4;
+const SPENT_LEN: usize = HASHX_LEN + TXNUM_LEN + 4 + 8;
+const SPENT_LEN_V3: usize = SPENT_LEN + TXNUM_LEN;
+const CREATED_LEN_V3: usize = HASHX_LEN + TXNUM_LEN + 4;
 
 impl UndoRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(8 + self.spent.len() * SPENT_LEN + self.created.len() * CREATED_LEN);
+        let mut v = Vec::with_capacity(4 + self.spent.len() * SPENT_LEN);
         v.extend_from_slice(&(self.spent.len() as u32).to_be_bytes());
         for s in &self.spent {
             v.extend_from_slice(&s.hashx);
             v.extend_from_slice(&encode_txnum(s.tx_num));
             v.extend_from_slice(&s.vout.to_be_bytes());
             v.extend_from_slice(&s.value.to_be_bytes());
-            v.extend_from_slice(&encode_txnum(s.spender));
-        }
-        // Only the older records carry created outputs (tests write them to read them back).
-        if !self.created.is_empty() {
-            v.extend_from_slice(&(self.created.len() as u32).to_be_bytes());
-            for c in &self.created {
-                v.extend_from_slice(&c.hashx);
-                v.extend_from_slice(&encode_txnum(c.tx_num));
-                v.extend_from_slice(&c.vout.to_be_bytes());
-            }
         }
         v
     }
 
     pub fn decode(v: &[u8]) -> Option<UndoRecord> {
-        let mut pos = 0;
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let s = v.get(pos..pos + n)?;
-            pos += n;
-            Some(s)
+        let n = u32::from_be_bytes(v.get(..4)?.try_into().ok()?) as usize;
+        let body = &v[4..];
+        let entry = if body.len() == n.checked_mul(SPENT_LEN)? {
+            SPENT_LEN
+        } else {
+            // Format 3: n spends with their spender, then a count and the created outputs.
+            let spent_end = n.checked_mul(SPENT_LEN_V3)?;
+            let m = u32::from_be_bytes(body.get(spent_end..spent_end + 4)?.try_into().ok()?) as usize;
+            if body.len() != spent_end + 4 + m.checked_mul(CREATED_LEN_V3)? {
+                return None;
+            }
+            SPENT_LEN_V3
         };
-        let n_spent = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-        let mut spent = Vec::with_capacity(n_spent.min(v.len() / SPENT_LEN));
-        for _ in 0..n_spent {
-            let e = take(SPENT_LEN)?;
-            spent.push(SpentUndo {
-                hashx: e[..11].try_into().ok()?,
+        let spent = body
+            .chunks_exact(entry)
+            .take(n)
+            .map(|e| SpentUndo {
+                hashx: e[..11].try_into().expect("11"),
                 tx_num: decode_txnum(&e[11..16]),
-                vout: u32::from_be_bytes(e[16..20].try_into().ok()?),
-                value: u64::from_be_bytes(e[20..28].try_into().ok()?),
-                spender: decode_txnum(&e[28..33]),
-            });
-        }
-        if v.len() == 4 + n_spent * SPENT_LEN {
-            return Some(UndoRecord { spent, created: Vec::new() });
-        }
-        let n_created = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-        let mut created = Vec::with_capacity(n_created.min(v.len() / CREATED_LEN));
-        for _ in 0..n_created {
-            let e = take(CREATED_LEN)?;
-            created.push(CreatedUndo {
-                hashx: e[..11].try_into().ok()?,
-                tx_num: decode_txnum(&e[11..16]),
-                vout: u32::from_be_bytes(e[16..20].try_into().ok()?),
-            });
-        }
-        if pos != v.len() {
-            return None;
-        }
-        Some(UndoRecord { spent, created })
+                vout: u32::from_be_bytes(e[16..20].try_into().expect("4")),
+                value: u64::from_be_bytes(e[20..28].try_into().expect("8")),
+            })
+            .collect();
+        Some(UndoRecord { spent })
     }
+}
+
+/// A format 3 undo record: each spend with its spender, then the created outputs. Tests only:
+/// no ferrum writes these any more, but databases hold them.
+#[cfg(test)]
+pub fn undo_record_v3(spent: &[(SpentUndo, TxNum)], created: &[OutputRow]) -> Vec<u8> {
+    let mut v = (spent.len() as u32).to_be_bytes().to_vec();
+    for (s, spender) in spent {
+        v.extend_from_slice(&UndoRecord { spent: vec![*s] }.encode()[4..]);
+        v.extend_from_slice(&encode_txnum(*spender));
+    }
+    v.extend_from_slice(&(created.len() as u32).to_be_bytes());
+    for c in created {
+        v.extend_from_slice(&c.hashx);
+        v.extend_from_slice(&encode_txnum(c.tx_num));
+        v.extend_from_slice(&c.vout.to_be_bytes());
+    }
+    v
 }
 
 #[cfg(test)]
@@ -418,26 +416,26 @@ mod tests {
 
     #[test]
     fn undo_roundtrip_and_rejects_garbage() {
-        let u = UndoRecord {
-            spent: vec![SpentUndo { hashx: [1; 11], tx_num: 77, vout: 3, value: 5_000_000_000, spender: 99 }],
-            created: vec![
-                CreatedUndo { hashx: [2; 11], tx_num: 99, vout: 0 },
-                CreatedUndo { hashx: [3; 11], tx_num: 99, vout: 1 },
-            ],
-        };
-        // A record of the older layout, with the created outputs.
+        let a = SpentUndo { hashx: [1; 11], tx_num: 77, vout: 3, value: 5_000_000_000 };
+        let b = SpentUndo { hashx: [4; 11], tx_num: 78, vout: 0, value: 1 };
+        let u = UndoRecord { spent: vec![a, b] };
         let enc = u.encode();
-        assert_eq!(enc.len(), 8 + 33 + 2 * 20);
+        assert_eq!(enc.len(), 4 + 2 * 28);
         assert_eq!(UndoRecord::decode(&enc), Some(u.clone()));
         assert_eq!(UndoRecord::decode(&enc[..enc.len() - 1]), None);
-        assert_eq!(UndoRecord::decode(&[0xff; 8]), None);
-        assert_eq!(UndoRecord::decode(&UndoRecord::default().encode()), Some(UndoRecord::default()));
-        // Today's: the spent outputs only.
-        let lean = UndoRecord { created: Vec::new(), ..u };
-        let enc = lean.encode();
-        assert_eq!(enc.len(), 4 + 33);
-        assert_eq!(UndoRecord::decode(&enc), Some(lean));
-        assert_eq!(UndoRecord::decode(&enc[..enc.len() - 1]), None);
         assert_eq!(UndoRecord::decode(&[enc.as_slice(), &[0, 0]].concat()), None);
+        assert_eq!(UndoRecord::decode(&[0xff; 8]), None);
+        assert_eq!(UndoRecord::decode(&[0, 0]), None);
+        assert_eq!(UndoRecord::decode(&UndoRecord::default().encode()), Some(UndoRecord::default()));
+        // Format 3's records read back as the same spends.
+        let created =
+            [OutputRow { hashx: [2; 11], tx_num: 99, vout: 0 }, OutputRow { hashx: [3; 11], tx_num: 99, vout: 1 }];
+        for created in [&created[..], &[]] {
+            let v3 = undo_record_v3(&[(a, 99), (b, 99)], created);
+            assert_eq!(v3.len(), 4 + 2 * 33 + 4 + created.len() * 20);
+            assert_eq!(UndoRecord::decode(&v3), Some(u.clone()));
+            assert_eq!(UndoRecord::decode(&v3[..v3.len() - 1]), None);
+        }
+        assert_eq!(UndoRecord::decode(&undo_record_v3(&[], &created)), Some(UndoRecord::default()));
     }
 }

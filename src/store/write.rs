@@ -136,21 +136,16 @@ impl Db {
         for s in &u.undo.spent {
             batch.delete_cf(cf_spend, spend_key(s.tx_num, s.vout));
         }
-        // The block's outputs still unspent (those it spent itself are among `spent`); older
-        // undo records also list them.
+        // The block's outputs still unspent (those it spent itself are among `spent`).
         let created = self.utxos_from(u.first_tx_num)?;
-        for c in created.iter().chain(&u.undo.created) {
+        for c in &created {
             batch.delete_cf(cf_utxo, utxo_key(c.tx_num, c.vout));
             batch.delete_cf(cf_hutxo, hashx_utxo_key(&c.hashx, c.tx_num, c.vout));
         }
         // Every script hash the block touched loses its tx numbers from the block's first on:
         // rows starting there go, a row that began in an earlier block is cut.
-        let touched: BTreeSet<HashX> = created
-            .iter()
-            .chain(&u.undo.created)
-            .map(|c| c.hashx)
-            .chain(u.undo.spent.iter().map(|s| s.hashx))
-            .collect();
+        let touched: BTreeSet<HashX> =
+            created.iter().map(|c| c.hashx).chain(u.undo.spent.iter().map(|s| s.hashx)).collect();
         for hashx in &touched {
             for (key, nums) in self.history_rows_from(hashx, u.first_tx_num)? {
                 let keep = nums.partition_point(|n| *n < u.first_tx_num);
@@ -288,7 +283,7 @@ mod tests {
     }
 
     /// One block's flush: its txs, created outputs, spent outputs of the database, history
-    /// (script n, tx), spends and undo record.
+    /// (script n, tx), spends and encoded undo record.
     struct Block<'a> {
         height: u32,
         txs: std::ops::Range<TxNum>,
@@ -296,7 +291,7 @@ mod tests {
         spent: &'a [SpentOutput],
         history: &'a [(u8, TxNum)],
         spends: &'a [SpendRow],
-        undo: Option<&'a UndoRecord>,
+        undo: Option<&'a [u8]>,
     }
 
     fn flush(db: &Db, b: Block) {
@@ -304,7 +299,7 @@ mod tests {
         db.write_txids(b.txs.start, &txids).unwrap();
         let mut history: Vec<_> = b.history.iter().map(|(h, t)| history_key(&hashx(*h), *t)).collect();
         let mut spends = b.spends.to_vec();
-        let undo: Vec<(u32, Vec<u8>)> = b.undo.iter().map(|u| (b.height, u.encode())).collect();
+        let undo: Vec<(u32, Vec<u8>)> = b.undo.iter().map(|u| (b.height, u.to_vec())).collect();
         let batch = db
             .flush_batch(FlushData {
                 created: b
@@ -346,7 +341,7 @@ mod tests {
 
     /// Block 1: tx 2 spends (0:0) and creates (2:0) for script 3, which tx 3 spends in the same
     /// block, creating (3:0) for script 4.
-    fn block1(db: &Db, undo: &UndoRecord) {
+    fn block1(db: &Db, undo: &[u8]) {
         flush(
             db,
             Block {
@@ -370,19 +365,19 @@ mod tests {
             dump_index(dir.path()).unwrap()
         };
         let spent = vec![
-            SpentUndo { hashx: hashx(1), tx_num: 0, vout: 0, value: 1000, spender: 2 },
-            SpentUndo { hashx: hashx(3), tx_num: 2, vout: 0, value: 1002, spender: 3 },
+            SpentUndo { hashx: hashx(1), tx_num: 0, vout: 0, value: 1000 },
+            SpentUndo { hashx: hashx(3), tx_num: 2, vout: 0, value: 1002 },
         ];
-        let lean = UndoRecord { spent, created: Vec::new() };
-        // Records written before the created outputs were left to the `utxo` table.
-        let created = [(3, 2), (4, 3)].map(|(h, tx_num)| CreatedUndo { hashx: hashx(h), tx_num, vout: 0 }).to_vec();
-        let older = UndoRecord { created, ..lean.clone() };
-        for (what, undo) in [("today's", lean), ("older", older)] {
+        let lean = UndoRecord { spent: spent.clone() };
+        // Format 3's record of the block: each spend's spender, then the outputs it created.
+        let created = [(3, 2), (4, 3)].map(|(h, tx_num)| OutputRow { hashx: hashx(h), tx_num, vout: 0 });
+        let older = undo_record_v3(&[(spent[0], 2), (spent[1], 3)], &created);
+        for (what, undo) in [("today's", lean.encode()), ("format 3's", older)] {
             let (dir, db) = regtest_db();
             block0(&db);
             block1(&db, &undo);
             let read_back = db.undo(1).unwrap().unwrap();
-            assert_eq!(read_back, undo, "{what} undo record");
+            assert_eq!(read_back, lean, "{what} undo record");
             let txids = db.txids_range(2, 4).unwrap();
             let state = ChainState { height: 0, tip: [0; 32], tx_count: 2 };
             let (batch, touched) = db

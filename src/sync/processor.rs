@@ -302,7 +302,7 @@ impl BlockProcessor {
                 touched.push(hashx);
                 self.pending.spends.push(spend_row(from_tx, prevout.vout, tx_num));
                 if keep_undo {
-                    undo.spent.push(SpentUndo { hashx, tx_num: from_tx, vout: prevout.vout, value, spender: tx_num });
+                    undo.spent.push(SpentUndo { hashx, tx_num: from_tx, vout: prevout.vout, value });
                 }
             }
             // The genesis coinbase cannot be spent, so it is not indexed (its txid is, for lookups).
