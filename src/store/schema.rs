@@ -278,9 +278,9 @@ pub struct OutputRow {
 /// is unwound it is the tip, so those still unspent are the `utxo` rows from its first tx
 /// number on, and those it spent itself are among its spent outputs.
 ///
-/// Format 3's records also held each spend's spender (5 bytes) and then the created outputs;
-/// their lengths differ from today's for any count but 0, where both are 4 bytes, so both read
-/// back without an upgrade (the extra fields were never needed to unwind).
+/// Format 3's records also held each spend's spender (5 bytes), then a count and the created
+/// outputs: never the length of today's record with the same count, so both read back without
+/// an upgrade (the extra fields were never needed to unwind).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UndoRecord {
     pub spent: Vec<SpentUndo>,
