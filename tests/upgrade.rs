@@ -25,8 +25,8 @@ const WAIT: Duration = Duration::from_secs(120);
 const ENV: &[(&str, &str)] = &[("COIN", "Bitcoin"), ("NET", "regtest"), ("CACHE_MB", "16"), ("REORG_LIMIT", "10")];
 
 /// Turns a database of the current format into one of format 3: version 3, and the history
-/// rows after `done_until` (all of them if `None`) with 5-byte tx numbers; with `done_until`,
-/// as an upgrade killed after that row leaves it. Returns the number of rows turned.
+/// rows with 5-byte tx numbers; with `done_until`, into what an upgrade killed after that row
+/// leaves (the rows after it of format 3, the marker, version 4). Returns the rows turned.
 fn make_format_3(db: &Path, done_until: Option<&[u8]>) -> usize {
     let opts = rocksdb::Options::default();
     let cfs = rocksdb::DB::list_cf(&opts, db).expect("list column families");
@@ -42,7 +42,9 @@ fn make_format_3(db: &Path, done_until: Option<&[u8]>) -> usize {
         turned += usize::from(!v.is_empty());
     }
     let meta = d.cf_handle("meta").expect("meta");
-    d.put_cf(meta, b"version", 3u32.to_be_bytes()).expect("version");
+    // An upgrade's first batch already says format 4, with its marker.
+    let version = if done_until.is_some() { schema::DB_VERSION } else { 3 };
+    d.put_cf(meta, b"version", version.to_be_bytes()).expect("version");
     if let Some(done) = done_until {
         d.put_cf(meta, schema::META_HISTORY_UPGRADE, done).expect("marker");
     }
@@ -206,7 +208,7 @@ fn a_database_of_another_format_is_refused_with_a_clear_message() {
 }
 
 #[test]
-fn a_format_3_database_has_its_history_rewritten_at_start_resuming_after_a_kill() {
+fn a_format_3_database_has_its_history_rewritten_at_start_resuming_where_a_kill_left_it() {
     let mut chain =
         ChainBuilder::with_options(1705, ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() });
     chain.add_blocks(150);

@@ -88,11 +88,16 @@ impl Finish {
             .collect()
     }
 
-    fn batch(&self, db: &DB) -> WriteBatch {
+    /// `settle`: the flush is part of an initial sync, whose files the compaction after it
+    /// rewrites (`META_SETTLE`). Not a catch-up's: that would rewrite the whole bottom level of
+    /// some tables after every restart that follows some downtime.
+    fn batch(&self, db: &DB, settle: bool) -> WriteBatch {
         let mut batch = WriteBatch::default();
         put_state(db, &mut batch, self.state, self.keep_undo_from);
         batch.delete_cf(cf(db, CF_META), META_INGEST);
-        batch.put_cf(cf(db, CF_META), META_SETTLE, []);
+        if settle {
+            batch.put_cf(cf(db, CF_META), META_SETTLE, []);
+        }
         batch
     }
 }
@@ -121,6 +126,13 @@ fn ingest_files(db: &DB, files: &[(&'static str, PathBuf)]) -> Result<()> {
     Ok(())
 }
 
+/// An initial sync is under way: the database had no chain state before it, or a flush of it
+/// already set `META_SETTLE`.
+pub(super) fn initial_sync(db: &DB) -> Result<bool> {
+    let get = |key| db.get_cf(cf(db, CF_META), key).map_err(|e| disk_error("database read", e));
+    Ok(get(META_STATE)?.is_none() || get(META_SETTLE)?.is_some())
+}
+
 /// At open, before anything reads the chain state (and before any write after a failed
 /// ingestion): completes a flush interrupted after its marker was written, or discards the
 /// files of one interrupted before.
@@ -146,7 +158,7 @@ pub(super) fn finish_ingest(db: &DB, path: &Path) -> Result<()> {
         files.len()
     );
     ingest_files(db, &files)?;
-    write_synced(db, finish.batch(db))?;
+    write_synced(db, finish.batch(db, initial_sync(db)?))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -203,7 +215,7 @@ impl Db {
     /// why a kill at any point leaves a whole flush or none).
     pub(super) fn ingest(&self, tables: Tables) -> Result<()> {
         // The sync's compactions into the bottom level write what its lookups read fastest.
-        if !self.syncing.load(std::sync::atomic::Ordering::Acquire) {
+        if self.initial_sync && !self.syncing.load(std::sync::atomic::Ordering::Acquire) {
             self.set_phase(Phase::Syncing)?;
         }
         let mut marker = WriteBatch::default();
@@ -211,7 +223,7 @@ impl Db {
         write_synced(&self.db, marker)?;
         self.ingest_pending.store(true, std::sync::atomic::Ordering::Release);
         ingest_files(&self.db, &tables.finish.files(&self.ingest_dir()))?;
-        write_synced(&self.db, tables.finish.batch(&self.db))?;
+        write_synced(&self.db, tables.finish.batch(&self.db, self.initial_sync))?;
         self.ingest_pending.store(false, std::sync::atomic::Ordering::Release);
         let _ = std::fs::remove_dir_all(self.ingest_dir());
         Ok(())
@@ -470,6 +482,12 @@ mod tests {
             assert_eq!(files, tables.iter().map(|cf| files_of(&db, cf)).collect::<Vec<_>>());
             drop(db);
             assert!(contents(dir.path()) == reference(0));
+            // A catch-up after downtime may flush as table files too: no settling for that.
+            let db = open(dir.path());
+            db.write(flush(&db, 1, true)).unwrap();
+            assert!(!db.settle_due().unwrap(), "a catch-up's bulk flush marks nothing");
+            drop(db);
+            assert!(contents(dir.path()) == reference(1));
         }
     }
 }

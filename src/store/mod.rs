@@ -41,6 +41,9 @@ pub struct Db {
     syncing: std::sync::atomic::AtomicBool,
     /// DB_LOOKUP_ZSTD: the lookup tables are ZSTD at the bottom level once settled.
     lookup_zstd: bool,
+    /// Opened empty or in the middle of an initial sync (`bulk::initial_sync`): its bulk
+    /// flushes mark the database for settling.
+    initial_sync: bool,
 }
 
 /// How the database is opened: DB_CACHE_MB and DB_LOOKUP_ZSTD.
@@ -234,8 +237,7 @@ impl Db {
         Db::open_with(path, coin, DbSettings::default())
     }
 
-    /// `open` with RocksDB's block cache (decompressed table blocks, shared by every column
-    /// family) of the given size: DB_CACHE_MB.
+    /// `open` with the operator's settings (DB_CACHE_MB, DB_LOOKUP_ZSTD).
     pub fn open_with(path: &Path, coin: &Coin, settings: DbSettings) -> Result<Db> {
         let block_cache_bytes = settings.block_cache_bytes;
         std::fs::create_dir_all(path).with_context(|| format!("cannot create DB_DIRECTORY {}", path.display()))?;
@@ -292,7 +294,8 @@ impl Db {
         upgrade::history_if_due(&db, path)?;
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
-        let db = Db { lookup_zstd: settings.lookup_zstd, ..Db::assemble(db, txids, path)? };
+        let initial_sync = bulk::initial_sync(&db)?;
+        let db = Db { lookup_zstd: settings.lookup_zstd, initial_sync, ..Db::assemble(db, txids, path)? };
         // The settled options, unless an initial sync that wrote table files was stopped
         // before its compaction (it goes on).
         if !db.settle_due()? {
@@ -311,6 +314,13 @@ impl Db {
                 "the database at {} is not of format {DB_VERSION}; start this ferrum on it once to upgrade it",
                 path.display()
             );
+        }
+        if db
+            .get_cf(db.cf_handle(CF_META).expect("meta is opened"), META_HISTORY_UPGRADE)
+            .map_err(read_error)?
+            .is_some()
+        {
+            bail!("the database at {} is being upgraded; start this ferrum on it once to finish", path.display());
         }
         // Its rows would not match its chain state until the flush is completed.
         if db.get_cf(db.cf_handle(CF_META).expect("meta is opened"), META_INGEST).map_err(read_error)?.is_some() {
@@ -333,6 +343,7 @@ impl Db {
             ingest_pending: Default::default(),
             syncing: std::sync::atomic::AtomicBool::new(true),
             lookup_zstd: false,
+            initial_sync: false,
         })
     }
 

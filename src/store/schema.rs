@@ -114,9 +114,9 @@ pub fn decode_hashx_utxo_key(k: &[u8]) -> Option<(TxNum, u32)> {
 /// corrupt). A flush writes one row per script hash it touched, so a script hash with 200,000
 /// transactions is a handful of rows, and one with a single transaction is a key with an empty
 /// value. Rows of one script hash cover disjoint, ascending ranges; rows are only rewritten when
-/// an unwind cuts them. Distances took the 1M-tx Core chain's history from 61.2 to 57.3 MB:
-/// tx numbers are random within the chain, so their 5 bytes compress poorly, while the distance
-/// to the script's previous transaction is usually 2-3 bytes. Format 3 kept 5 bytes each
+/// an unwind cuts them. Distances (and Ribbon filters) took the 1M-tx Core chain's history from
+/// 61.2 to 56.3 MB: tx numbers are random within the chain, so their 5 bytes compress poorly,
+/// while the distance to the script's previous transaction is usually 2-3 bytes. Format 3 kept 5 bytes each
 /// (`decode_history_row_v3`, for the upgrade).
 pub fn history_key(hashx: &HashX, tx_num: TxNum) -> [u8; HASHX_LEN + TXNUM_LEN] {
     let mut k = [0u8; HASHX_LEN + TXNUM_LEN];
@@ -166,13 +166,21 @@ pub fn decode_history_row(key: &[u8], value: &[u8], out: &mut Vec<TxNum>) -> Opt
     (shift == 0).then_some(())
 }
 
-/// Format 3's history row: the later tx numbers 5 bytes each. Read only by the upgrade.
+/// Format 3's history row: the later tx numbers 5 bytes each, ascending (checked: the upgrade
+/// rewrites them as distances). Read only by the upgrade.
 pub fn decode_history_row_v3(key: &[u8], value: &[u8], out: &mut Vec<TxNum>) -> Option<()> {
     if key.len() != HASHX_LEN + TXNUM_LEN || value.len() % TXNUM_LEN != 0 {
         return None;
     }
-    out.push(decode_txnum(&key[HASHX_LEN..]));
-    out.extend(value.chunks_exact(TXNUM_LEN).map(decode_txnum));
+    let mut prev = decode_txnum(&key[HASHX_LEN..]);
+    out.push(prev);
+    for n in value.chunks_exact(TXNUM_LEN).map(decode_txnum) {
+        if n <= prev {
+            return None;
+        }
+        out.push(n);
+        prev = n;
+    }
     Some(())
 }
 
@@ -405,6 +413,8 @@ mod tests {
         let mut v3 = Vec::new();
         assert_eq!(decode_history_row_v3(&key, &[0, 0, 0, 3, 0xe9], &mut v3), Some(()));
         assert_eq!(v3, [1000, 1001]);
+        // Not ascending: corrupt, not a wrapped distance.
+        assert_eq!(decode_history_row_v3(&key, &[0, 0, 0, 3, 0xe8], &mut Vec::new()), None);
     }
 
     #[test]

@@ -47,58 +47,67 @@ pub(super) fn to_spend_index(db: &DB, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Format 3 → 4 if the database is of format 3: every history row with more than one tx
-/// number is rewritten (a row of one has an empty value in both formats). Resumes after the
-/// last key a killed upgrade recorded. On Bitcoin mainnet, ~3 billion rows: progress is logged.
+/// Format 3 → 4 if the database is of format 3, or was being upgraded: every history row with
+/// more than one tx number is rewritten (a row of one has an empty value in both formats). The
+/// first batch already says version 4, so a ferrum of format 3 refuses a half-upgraded database
+/// instead of misreading it; a kill resumes after the last key recorded. On Bitcoin mainnet,
+/// ~3 billion rows: progress is logged.
 pub(super) fn history_if_due(db: &DB, path: &Path) -> Result<()> {
     let version = db.get_cf(meta(db), META_VERSION).map_err(read_error)?;
-    if version.as_deref() != Some(&DB_VERSION_FIXED_HISTORY.to_be_bytes()[..]) {
+    let resume = db.get_cf(meta(db), META_HISTORY_UPGRADE).map_err(read_error)?;
+    if version.as_deref() != Some(&DB_VERSION_FIXED_HISTORY.to_be_bytes()[..]) && resume.is_none() {
         return Ok(());
     }
     let cf = db.cf_handle(CF_HISTORY).expect("history is opened");
     let total = db.property_int_value_cf(cf, "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0).max(1);
-    let resume = db.get_cf(meta(db), META_HISTORY_UPGRADE).map_err(read_error)?;
     tracing::info!(
         "upgrading the database at {} from format {DB_VERSION_FIXED_HISTORY} to {DB_VERSION} in place: rewriting \
          ~{total} history rows{}",
         path.display(),
         if resume.is_some() { " (resuming)" } else { "" }
     );
-    // The iterator reads a snapshot taken now, so the rows written behind it are not read again.
-    let mut opts = rocksdb::ReadOptions::default();
-    opts.set_total_order_seek(true); // the whole table, not one script hash's prefix
-    let mut it = db.raw_iterator_cf_opt(cf, opts);
-    match &resume {
-        Some(last) => {
-            it.seek(last);
-            if it.key() == Some(last.as_slice()) {
-                it.next();
-            }
-        }
-        None => it.seek_to_first(),
-    }
     let started = Instant::now();
     let mut last_report = started;
     let (mut done, mut rewritten) = (0u64, 0u64);
     let mut nums = Vec::new();
+    let mut last_key = resume;
     loop {
+        // A fresh iterator each batch: one held for the whole table would pin every file that
+        // compactions replace meanwhile (twice the table's size on disk at the end). Every row
+        // written so far is at or before `last_key`, so none is read twice.
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_total_order_seek(true); // the whole table, not one script hash's prefix
+        let mut it = db.raw_iterator_cf_opt(cf, opts);
+        match &last_key {
+            Some(last) => {
+                it.seek(last);
+                if it.key() == Some(last.as_slice()) {
+                    it.next();
+                }
+            }
+            None => it.seek_to_first(),
+        }
         let mut batch = WriteBatch::default();
-        let mut last_key = None;
-        while let (Some(k), Some(v), true) = (it.key(), it.value(), batch.len() < HISTORY_BATCH_ROWS) {
+        batch.put_cf(meta(db), META_VERSION, DB_VERSION.to_be_bytes());
+        let mut batch_last = None;
+        let mut rows = 0;
+        while let (Some(k), Some(v), true) = (it.key(), it.value(), rows < HISTORY_BATCH_ROWS) {
             if !v.is_empty() {
                 nums.clear();
                 decode_history_row_v3(k, v, &mut nums).ok_or_else(|| corrupt("a history row of format 3"))?;
                 batch.put_cf(cf, k, history_value(nums[0], nums[1..].iter().copied()));
                 rewritten += 1;
             }
-            last_key = Some(k.to_vec());
-            done += 1;
+            batch_last = Some(k.to_vec());
+            rows += 1;
             it.next();
         }
         it.status().map_err(read_error)?;
-        let Some(last_key) = last_key else { break };
-        batch.put_cf(meta(db), META_HISTORY_UPGRADE, last_key);
+        let Some(batch_last) = batch_last else { break };
+        done += rows as u64;
+        batch.put_cf(meta(db), META_HISTORY_UPGRADE, &batch_last);
         write(db, batch)?;
+        last_key = Some(batch_last);
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             let rate = done as f64 / started.elapsed().as_secs_f64();
