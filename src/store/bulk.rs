@@ -214,8 +214,10 @@ impl Db {
     /// Makes a flush built by `build_tables` part of the database (see the module's comment for
     /// why a kill at any point leaves a whole flush or none).
     pub(super) fn ingest(&self, tables: Tables) -> Result<()> {
-        // The sync's compactions into the bottom level write what its lookups read fastest.
-        if self.initial_sync && !self.syncing.load(std::sync::atomic::Ordering::Acquire) {
+        // The sync's compactions into the bottom level write what its lookups read fastest
+        // (setting options that are already set changes nothing).
+        let initial = initial_sync(&self.db)?;
+        if initial {
             self.set_phase(Phase::Syncing)?;
         }
         let mut marker = WriteBatch::default();
@@ -223,7 +225,7 @@ impl Db {
         write_synced(&self.db, marker)?;
         self.ingest_pending.store(true, std::sync::atomic::Ordering::Release);
         ingest_files(&self.db, &tables.finish.files(&self.ingest_dir()))?;
-        write_synced(&self.db, tables.finish.batch(&self.db, self.initial_sync))?;
+        write_synced(&self.db, tables.finish.batch(&self.db, initial))?;
         self.ingest_pending.store(false, std::sync::atomic::Ordering::Release);
         let _ = std::fs::remove_dir_all(self.ingest_dir());
         Ok(())
@@ -454,7 +456,6 @@ mod tests {
             assert!(db.settle_due().unwrap());
             drop(db);
             let db = open(dir.path());
-            assert!(db.syncing.load(std::sync::atomic::Ordering::Acquire), "reopened mid-sync: the sync's options");
             let lz4: Vec<u64> = LOOKUP_TABLES.iter().map(|cf| table_figure(&db, cf, "data block size")).collect();
             db.compact().unwrap();
             assert!(!db.settle_due().unwrap());

@@ -37,13 +37,8 @@ pub struct Db {
     backfill_at_open: Option<SpendBackfill>,
     /// A bulk flush's marker is written and its ingestion has not finished (`bulk`).
     ingest_pending: std::sync::atomic::AtomicBool,
-    /// The lookup tables have the initial sync's options (`Phase::Syncing`).
-    syncing: std::sync::atomic::AtomicBool,
     /// DB_LOOKUP_ZSTD: the lookup tables are ZSTD at the bottom level once settled.
     lookup_zstd: bool,
-    /// Opened empty or in the middle of an initial sync (`bulk::initial_sync`): its bulk
-    /// flushes mark the database for settling.
-    initial_sync: bool,
 }
 
 /// How the database is opened: DB_CACHE_MB and DB_LOOKUP_ZSTD.
@@ -294,8 +289,7 @@ impl Db {
         upgrade::history_if_due(&db, path)?;
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
-        let initial_sync = bulk::initial_sync(&db)?;
-        let db = Db { lookup_zstd: settings.lookup_zstd, initial_sync, ..Db::assemble(db, txids, path)? };
+        let db = Db { lookup_zstd: settings.lookup_zstd, ..Db::assemble(db, txids, path)? };
         // The settled options, unless an initial sync that wrote table files was stopped
         // before its compaction (it goes on).
         if !db.settle_due()? {
@@ -341,9 +335,7 @@ impl Db {
             path: path.to_path_buf(),
             backfill_at_open,
             ingest_pending: Default::default(),
-            syncing: std::sync::atomic::AtomicBool::new(true),
             lookup_zstd: false,
-            initial_sync: false,
         })
     }
 
@@ -501,7 +493,6 @@ impl Db {
                 .set_options_cf(self.cf(cf), &[("bottommost_compression", compression)])
                 .map_err(|e| anyhow!("setting {cf}'s compression failed: {e}"))?;
         }
-        self.syncing.store(phase == Phase::Syncing, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
