@@ -40,12 +40,7 @@ pub struct CreatedOutput {
 }
 
 /// An output of the database spent since the last flush.
-#[derive(Clone, Copy, Debug)]
-pub struct SpentOutput {
-    pub tx_num: TxNum,
-    pub vout: u32,
-    pub hashx: HashX,
-}
+pub type SpentOutput = OutputRow;
 
 /// Everything one flush writes.
 pub struct FlushData<'a> {
