@@ -24,10 +24,47 @@ use ferrum::store::schema;
 const WAIT: Duration = Duration::from_secs(120);
 const ENV: &[(&str, &str)] = &[("COIN", "Bitcoin"), ("NET", "regtest"), ("CACHE_MB", "16"), ("REORG_LIMIT", "10")];
 
-/// Turns a database of the current format into one of format 3: version 3, and the history
-/// rows with 5-byte tx numbers; with `done_until`, into what an upgrade killed after that row
-/// leaves (the rows after it of format 3, the marker, version 4). Returns the rows turned.
+/// Turns a database of the current format into one of format 4: version 4, `utxo` rows with
+/// the whole script hash and `hashx_utxo` rows keyed by it; with `done_until`, into what an
+/// upgrade killed after that many rows leaves (the rows after it of format 4, the marker
+/// naming the last format 4 key done, version 5). Returns the rows turned.
+fn make_format_4(db: &Path, done_until: Option<usize>) -> usize {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, db).expect("list column families");
+    let d = rocksdb::DB::open_cf(&opts, db, &cfs).expect("open");
+    let (hutxo, utxo) = (d.cf_handle("hashx_utxo").expect("hashx_utxo"), d.cf_handle("utxo").expect("utxo"));
+    let mut rows: Vec<_> = d
+        .iterator_cf(hutxo, rocksdb::IteratorMode::Start)
+        .map(|r| r.expect("row"))
+        .map(|(k, v)| {
+            let (hashx, tx_num, vout, value) = schema::decode_hashx_utxo(&k, &v).expect("a row of the current format");
+            (schema::hashx_utxo_key_v4(&hashx, tx_num, vout), k, hashx, tx_num, vout, value)
+        })
+        .collect();
+    rows.sort();
+    let done = done_until.unwrap_or(0);
+    for (old, new, hashx, tx_num, vout, value) in &rows[done..] {
+        d.delete_cf(hutxo, new).expect("delete");
+        d.put_cf(hutxo, old, value.to_be_bytes()).expect("put");
+        d.put_cf(utxo, schema::utxo_key(*tx_num, *vout), hashx).expect("put");
+    }
+    let meta = d.cf_handle("meta").expect("meta");
+    match done_until {
+        Some(done) => {
+            d.put_cf(meta, b"version", schema::DB_VERSION.to_be_bytes()).expect("version");
+            d.put_cf(meta, schema::META_UTXO_UPGRADE, &rows[done - 1].0).expect("marker");
+        }
+        None => d.put_cf(meta, b"version", schema::DB_VERSION_WHOLE_HASHX_UTXO.to_be_bytes()).expect("version"),
+    }
+    rows.len() - done
+}
+
+/// Turns a database of the current format into one of format 3: version 3, format 4's unspent
+/// outputs and the history rows with 5-byte tx numbers; with `done_until`, into what an upgrade
+/// killed after that row leaves (the rows after it of format 3, the marker, version 4). Returns
+/// the rows turned.
 fn make_format_3(db: &Path, done_until: Option<&[u8]>) -> usize {
+    make_format_4(db, None);
     let opts = rocksdb::Options::default();
     let cfs = rocksdb::DB::list_cf(&opts, db).expect("list column families");
     let d = rocksdb::DB::open_cf(&opts, db, &cfs).expect("open");
@@ -43,7 +80,7 @@ fn make_format_3(db: &Path, done_until: Option<&[u8]>) -> usize {
     }
     let meta = d.cf_handle("meta").expect("meta");
     // An upgrade's first batch already says format 4, with its marker.
-    let version = if done_until.is_some() { schema::DB_VERSION } else { 3 };
+    let version = if done_until.is_some() { schema::DB_VERSION_WHOLE_HASHX_UTXO } else { 3 };
     d.put_cf(meta, b"version", version.to_be_bytes()).expect("version");
     if let Some(done) = done_until {
         d.put_cf(meta, schema::META_HISTORY_UPGRADE, done).expect("marker");
@@ -223,7 +260,7 @@ fn a_format_3_database_has_its_history_rewritten_at_start_resuming_where_a_kill_
     f.spawn();
     f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
     f.stop();
-    let upgraded = format!("upgraded the database to format {}: {turned} of", schema::DB_VERSION);
+    let upgraded = format!("upgraded the database to format {}: {turned} of", schema::DB_VERSION_WHOLE_HASHX_UTXO);
     assert!(log(&f).contains("(resuming)") && log(&f).contains(&upgraded), "{}", f.log_tail());
     assert_same_index(&dump(&db), &whole, "after the upgrade");
     // And from the start: the whole table.
@@ -233,4 +270,30 @@ fn a_format_3_database_has_its_history_rewritten_at_start_resuming_where_a_kill_
     f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
     f.stop();
     assert_same_index(&dump(&db), &whole, "after the upgrade from the start");
+}
+
+#[test]
+fn a_format_4_database_has_its_unspent_outputs_rewritten_at_start_resuming_where_a_kill_left_it() {
+    let mut chain =
+        ChainBuilder::with_options(1706, ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() });
+    chain.add_blocks(150);
+    let Synced { daemon: _daemon, dir: _dir, db, url: _, mut f } = synced(&chain);
+    let whole = dump(&db);
+    // Killed after the first half: those rows are of the new layout, the rest of the old.
+    let all = make_format_4(&db, None);
+    assert!(all >= 100, "unspent outputs to rewrite: {all}");
+    f.spawn();
+    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
+    f.stop();
+    let upgraded = format!("upgraded the database to format {}: {all} of {all} unspent outputs", schema::DB_VERSION);
+    assert!(log(&f).contains(&upgraded), "{}", f.log_tail());
+    assert_same_index(&dump(&db), &whole, "after the upgrade from the start");
+    let turned = make_format_4(&db, Some(all / 2));
+    assert_eq!(turned, all - all / 2);
+    f.spawn();
+    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
+    f.stop();
+    let upgraded = format!("upgraded the database to format {}: {turned} of", schema::DB_VERSION);
+    assert!(log(&f).contains("(resuming)") && log(&f).contains(&upgraded), "{}", f.log_tail());
+    assert_same_index(&dump(&db), &whole, "after the upgrade");
 }

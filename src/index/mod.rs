@@ -305,7 +305,7 @@ impl IndexWriter {
             }
         }
         let wanted: Vec<&OutPoint> = from_db.iter().map(|(_, op)| *op).collect();
-        let found = self.index.db.find_utxos_parallel(&wanted, true)?;
+        let found = self.index.db.find_utxos_parallel(&wanted)?;
         for ((i, op), f) in from_db.into_iter().zip(found) {
             out[i] =
                 f.map(|(hashx, n, value)| SpentInput { outpoint: *op, hashx: Some(hashx), value, tx_num: Some(n) });

@@ -58,7 +58,7 @@ impl Snapshot<'_> {
         };
         let Some((height, _)) = self.chain.locate(n) else { return Ok(OutpointStatus::default()) };
         let funder = Some(height as i64);
-        if self.db.utxo_at(n, op.vout)?.is_some() {
+        if self.db.is_unspent(n, op.vout)? {
             return Ok(OutpointStatus { funder, spender: in_mempool(op) });
         }
         let tip_count = self.live.tip.map_or(0, |t| t.tx_count);

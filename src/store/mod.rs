@@ -85,7 +85,7 @@ const FRESH_MEMTABLE_BYTES: u64 = 1 << 20;
 const HIT_TABLES: [&str; 3] = [CF_UTXO, CF_SPEND, CF_TXNUM];
 
 /// The tables every spend of the initial sync looks up (when its output was flushed earlier):
-/// LZ4 while the initial sync writes them, ZSTD at the bottom level once it is over.
+/// LZ4 while the initial sync writes them, LZ4HC (or ZSTD) at the bottom level once it is over.
 const LOOKUP_TABLES: [&str; 3] = [CF_UTXO, CF_HASHX_UTXO, CF_TXNUM];
 
 /// Which options a table's newly written bottom-level files get.
@@ -102,20 +102,22 @@ enum Phase {
 impl Phase {
     /// `lookup_zstd`: DB_LOOKUP_ZSTD.
     fn bottommost_compression(self, name: &str, lookup_zstd: bool) -> Option<rocksdb::DBCompressionType> {
+        use rocksdb::DBCompressionType::{Lz4, Lz4hc, Zstd};
         let lookup = LOOKUP_TABLES.contains(&name);
         // The two largest tables, history and undo, and the spender index (read by no spend)
         // are always ZSTD at the bottom level, where almost all of their rows end up (and where
-        // the bulk flush writes). The lookup tables only if the operator chose the smaller
-        // database, and only once the initial sync is over: ZSTD took 10 MB off the 1M-tx Core
-        // chain's 46 MB of them, but every lookup that misses the block cache decompresses a
-        // ZSTD block, and wallets' questions through them were 5-9% fewer a second.
-        let zstd = [CF_HISTORY, CF_UNDO, CF_SPEND].contains(&name) || (lookup && lookup_zstd && self == Phase::Settled);
-        if zstd {
-            Some(rocksdb::DBCompressionType::Zstd)
-        } else if lookup {
-            Some(rocksdb::DBCompressionType::Lz4)
-        } else {
-            None
+        // the bulk flush writes). The lookup tables are what wallets' questions read: once the
+        // initial sync is over, LZ4HC, whose blocks decompress as fast as LZ4's (a tenth
+        // smaller on the 1M-tx Core chain, for compactions several times slower to write); ZSTD
+        // only if the operator chose the smallest database: every lookup that misses the block
+        // cache then decompresses a ZSTD block, and wallets' questions through them were 5-9%
+        // fewer a second.
+        match (lookup, self) {
+            (false, _) if [CF_HISTORY, CF_UNDO, CF_SPEND].contains(&name) => Some(Zstd),
+            (false, _) => None,
+            (true, Phase::Syncing) => Some(Lz4),
+            (true, Phase::Settled) if lookup_zstd => Some(Zstd),
+            (true, Phase::Settled) => Some(Lz4hc),
         }
     }
 }
@@ -124,6 +126,7 @@ impl Phase {
 fn compression_name(c: rocksdb::DBCompressionType) -> &'static str {
     match c {
         rocksdb::DBCompressionType::Zstd => "kZSTD",
+        rocksdb::DBCompressionType::Lz4hc => "kLZ4HCCompression",
         _ => "kLZ4Compression",
     }
 }
@@ -156,7 +159,8 @@ fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase) -> Options {
     // Prefix blooms let a lookup of an unknown script hash or txid skip files entirely.
     let prefix = match name {
         CF_TXNUM => Some(TXID_PREFIX_LEN),
-        CF_HISTORY | CF_HASHX_UTXO => Some(crate::types::HASHX_LEN),
+        CF_HISTORY => Some(crate::types::HASHX_LEN),
+        CF_HASHX_UTXO => Some(UTXO_HASHX_PREFIX),
         _ => None,
     };
     // Memtable blooms do the same for the newest rows: at the tip most lookups (the outputs a
@@ -261,7 +265,8 @@ impl Db {
             Some(v) => {
                 let version = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
                 let stored = get(META_COIN)?.unwrap_or_default();
-                let upgradable = [DB_VERSION_BEFORE_SPEND, DB_VERSION_FIXED_HISTORY].contains(&version);
+                let upgradable =
+                    [DB_VERSION_BEFORE_SPEND, DB_VERSION_FIXED_HISTORY, DB_VERSION_WHOLE_HASHX_UTXO].contains(&version);
                 if version != DB_VERSION && !(upgradable && stored == coin_id.as_bytes()) {
                     bail!(
                         "the database at {} has format version {version} but this ferrum uses version {DB_VERSION}; \
@@ -287,6 +292,7 @@ impl Db {
         bulk::finish_ingest(&db, path)?;
         // Rows of the older format are rewritten before anything reads them.
         upgrade::history_if_due(&db, path)?;
+        upgrade::utxos_if_due(&db, path)?;
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
         let db = Db { lookup_zstd: settings.lookup_zstd, ..Db::assemble(db, txids, path)? };
@@ -309,11 +315,8 @@ impl Db {
                 path.display()
             );
         }
-        if db
-            .get_cf(db.cf_handle(CF_META).expect("meta is opened"), META_HISTORY_UPGRADE)
-            .map_err(read_error)?
-            .is_some()
-        {
+        let marked = |marker| db.get_cf(db.cf_handle(CF_META).expect("meta is opened"), marker).map_err(read_error);
+        if marked(META_HISTORY_UPGRADE)?.is_some() || marked(META_UTXO_UPGRADE)?.is_some() {
             bail!("the database at {} is being upgraded; start this ferrum on it once to finish", path.display());
         }
         // Its rows would not match its chain state until the flush is completed.
@@ -454,7 +457,7 @@ impl Db {
     /// Compacts every table into its bottom level: the initial sync leaves overlapping level-0
     /// files (and, with small caches, rows rewritten and deleted), which cost space and lookups.
     /// After an initial sync that wrote table files (`META_SETTLE`), the bottom level of the
-    /// tables kept without filters there (and with DB_LOOKUP_ZSTD of the lookup tables) is
+    /// tables kept without filters there and of the lookup tables (LZ4HC or ZSTD) is
     /// rewritten once in the settled options: the bulk flush builds its files with filters (it cannot know the level a file
     /// lands on) in LZ4, and a file ingested straight into the bottom level is otherwise never
     /// rewritten. Other times (every start) nothing is rewritten for its own sake.
@@ -465,7 +468,7 @@ impl Db {
         }
         for cf in ALL_CFS {
             let mut opts = rocksdb::CompactOptions::default();
-            if settle && (HIT_TABLES.contains(cf) || (self.lookup_zstd && LOOKUP_TABLES.contains(cf))) {
+            if settle && (HIT_TABLES.contains(cf) || LOOKUP_TABLES.contains(cf)) {
                 // Files just written by this compaction are not rewritten again.
                 opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
             }

@@ -7,7 +7,7 @@ use rocksdb::{ReadOptions, DB};
 
 use super::schema::*;
 use super::{corrupt, read_error, Db, TxidView};
-use crate::types::{HashX, OutPoint, TxNum, Txid, HASHX_LEN};
+use crate::types::{HashX, OutPoint, TxNum, Txid};
 
 /// An unspent output as the index holds it: script hash, creating tx number and value (0
 /// when the value was not asked for).
@@ -22,11 +22,12 @@ impl Db {
         Ok(out)
     }
 
-    /// The script hash of an unspent output, by its creating tx number.
-    pub fn utxo_at(&self, tx_num: TxNum, vout: u32) -> Result<Option<HashX>> {
+    /// Whether an output of a stored transaction is unspent, by its creating tx number.
+    pub fn is_unspent(&self, tx_num: TxNum, vout: u32) -> Result<bool> {
         match self.get(CF_UTXO, &utxo_key(tx_num, vout))? {
-            None => Ok(None),
-            Some(v) => v.as_slice().try_into().map(Some).map_err(|_| corrupt("a utxo row")),
+            None => Ok(false),
+            Some(v) if v.len() == UTXO_HASHX_PREFIX => Ok(true),
+            Some(_) => Err(corrupt("a utxo row")),
         }
     }
 
@@ -64,10 +65,11 @@ impl Db {
         TxNumFinder { it, txids: self.txids.view() }
     }
 
-    /// Unspent outputs by outpoint, many at once: (script hash, creating tx number, value; 0
-    /// unless `need_value`) or `None`. One iterator serves all the txid lookups and the point
-    /// reads go in batches; a block's spends at the tip are thousands of these.
-    pub fn find_utxos(&self, ops: &[&OutPoint], need_value: bool) -> Result<Vec<Option<UtxoEntry>>> {
+    /// Unspent outputs by outpoint, many at once: (script hash, creating tx number, value) or
+    /// `None`. One iterator serves all the txid lookups and the point reads go in batches: the
+    /// `utxo` rows (the script hash's prefix), then the `hashx_utxo` rows they name (the rest
+    /// of it and the value). A block's spends at the tip are thousands of these.
+    pub fn find_utxos(&self, ops: &[&OutPoint]) -> Result<Vec<Option<UtxoEntry>>> {
         let mut finder = self.tx_num_finder();
         // Every (outpoint index, candidate tx number), newest candidate first.
         let mut cands: Vec<(usize, TxNum)> = Vec::with_capacity(ops.len());
@@ -78,32 +80,29 @@ impl Db {
             cands.extend(nums.iter().rev().map(|n| (i, *n)));
         }
         let keys: Vec<_> = cands.iter().map(|(i, n)| utxo_key(*n, ops[*i].vout)).collect();
-        let mut found: Vec<Option<(HashX, TxNum)>> = vec![None; ops.len()];
+        let mut found: Vec<Option<([u8; UTXO_HASHX_PREFIX], TxNum)>> = vec![None; ops.len()];
         for ((i, n), r) in cands.iter().zip(self.db.batched_multi_get_cf(self.cf(CF_UTXO), keys.iter(), false)) {
             if let Some(v) = r.map_err(read_error)? {
                 if found[*i].is_none() {
-                    let hashx = v.as_ref().try_into().map_err(|_| corrupt("a utxo row"))?;
-                    found[*i] = Some((hashx, *n));
+                    let prefix = v.as_ref().try_into().map_err(|_| corrupt("a utxo row"))?;
+                    found[*i] = Some((prefix, *n));
                 }
             }
         }
-        if !need_value {
-            return Ok(found.into_iter().map(|f| f.map(|(h, n)| (h, n, 0))).collect());
-        }
         let keys: Vec<_> =
-            found.iter().zip(ops).filter_map(|(f, op)| f.map(|(h, n)| hashx_utxo_key(&h, n, op.vout))).collect();
-        let mut values = self.db.batched_multi_get_cf(self.cf(CF_HASHX_UTXO), keys.iter(), false).into_iter();
+            found.iter().zip(ops).filter_map(|(f, op)| f.map(|(p, n)| hashx_utxo_key(&p, n, op.vout))).collect();
+        let mut rows = keys.iter().zip(self.db.batched_multi_get_cf(self.cf(CF_HASHX_UTXO), keys.iter(), false));
         let mut out = Vec::with_capacity(ops.len());
         for (f, op) in found.into_iter().zip(ops) {
             out.push(match f {
                 None => None,
-                Some((hashx, n)) => {
-                    let v = values.next().expect("one value per found output").map_err(read_error)?;
-                    let v = v.ok_or_else(|| {
+                Some(_) => {
+                    let (k, v) = rows.next().expect("one row per found output");
+                    let v = v.map_err(read_error)?.ok_or_else(|| {
                         anyhow!("the index is inconsistent: output {}:{} has no value row", op.txid, op.vout)
                     })?;
-                    let value = <[u8; 8]>::try_from(v.as_ref()).map_err(|_| corrupt("a utxo value row"))?;
-                    Some((hashx, n, u64::from_be_bytes(value)))
+                    let (hashx, n, _, value) = decode_hashx_utxo(k, &v).ok_or_else(|| corrupt("a hashx_utxo row"))?;
+                    Some((hashx, n, value))
                 }
             });
         }
@@ -112,10 +111,10 @@ impl Db {
 
     /// `find_utxos` on the worker pool, in chunks of 256 sharing an iterator each: how both
     /// writers (a block's spends, the mempool's prevouts) resolve many outpoints at once.
-    pub fn find_utxos_parallel(&self, ops: &[&OutPoint], need_value: bool) -> Result<Vec<Option<UtxoEntry>>> {
+    pub fn find_utxos_parallel(&self, ops: &[&OutPoint]) -> Result<Vec<Option<UtxoEntry>>> {
         use rayon::prelude::*;
         let chunks: Vec<Vec<Option<UtxoEntry>>> =
-            ops.par_chunks(256).map(|chunk| self.find_utxos(chunk, need_value)).collect::<Result<_>>()?;
+            ops.par_chunks(256).map(|chunk| self.find_utxos(chunk)).collect::<Result<_>>()?;
         Ok(chunks.into_iter().flatten().collect())
     }
 
@@ -143,14 +142,16 @@ impl Db {
         for (i, (op, hashx)) in wanted.iter().enumerate() {
             // From the script hash's newest row backwards: the first match is the newest
             // transaction with this txid, as `find_utxos` answers, and the usual single row
-            // needs no step past it.
-            let mut last = [0xff; HASHX_LEN + TXNUM_LEN + 4];
-            last[..HASHX_LEN].copy_from_slice(hashx);
+            // needs no step past it. Rows of other script hashes with the same prefix count
+            // towards the limit too.
+            let prefix = hashx_prefix(hashx);
+            let mut last = [0xff; HASHX_UTXO_KEY_LEN];
+            last[..UTXO_HASHX_PREFIX].copy_from_slice(&prefix);
             it.seek_for_prev(last);
             let mut found = None;
             let mut scanned = 0;
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if !k.starts_with(hashx) {
+                if !k.starts_with(&prefix) {
                     break;
                 }
                 scanned += 1;
@@ -158,10 +159,9 @@ impl Db {
                     by_txid.push(i);
                     break;
                 }
-                let (n, vout) = decode_hashx_utxo_key(k).ok_or_else(|| corrupt("a hashx_utxo key"))?;
-                if vout == op.vout && txids.get(n).as_ref() == Some(&op.txid) {
-                    let value = <[u8; 8]>::try_from(v).map_err(|_| corrupt("a hashx_utxo value"))?;
-                    found = Some((*hashx, n, u64::from_be_bytes(value)));
+                let (h, n, vout, value) = decode_hashx_utxo(k, v).ok_or_else(|| corrupt("a hashx_utxo row"))?;
+                if h == *hashx && vout == op.vout && txids.get(n).as_ref() == Some(&op.txid) {
+                    found = Some((h, n, value));
                     break;
                 }
                 it.prev();
@@ -171,7 +171,7 @@ impl Db {
         }
         if !by_txid.is_empty() {
             let ops: Vec<&OutPoint> = by_txid.iter().map(|i| wanted[*i].0).collect();
-            for (i, f) in by_txid.into_iter().zip(self.find_utxos(&ops, true)?) {
+            for (i, f) in by_txid.into_iter().zip(self.find_utxos(&ops)?) {
                 out[i] = f;
             }
         }
@@ -183,15 +183,19 @@ impl Db {
         let mut opts = ReadOptions::default();
         opts.set_prefix_same_as_start(true);
         let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_HASHX_UTXO), opts);
-        it.seek(hashx);
+        let prefix = hashx_prefix(hashx);
+        it.seek(prefix);
         let mut out = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(hashx) {
+            if !k.starts_with(&prefix) {
                 break;
             }
-            let (n, vout) = decode_hashx_utxo_key(k).ok_or_else(|| corrupt("a hashx_utxo key"))?;
-            let value = <[u8; 8]>::try_from(v).map_err(|_| corrupt("a hashx_utxo value"))?;
-            out.push((n, vout, u64::from_be_bytes(value)));
+            if hashx_utxo_is_of(hashx, v) {
+                let (_, n, vout, value) = decode_hashx_utxo(k, v).ok_or_else(|| corrupt("a hashx_utxo row"))?;
+                out.push((n, vout, value));
+            } else if v.len() != HASHX_UTXO_VALUE_LEN {
+                return Err(corrupt("a hashx_utxo row"));
+            }
             it.next();
         }
         it.status().map_err(read_error)?;
@@ -246,16 +250,25 @@ impl Db {
     pub fn utxos_from(&self, first: TxNum) -> Result<Vec<OutputRow>> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_UTXO));
         it.seek(utxo_key(first, 0));
-        let mut out = Vec::new();
+        let mut keys = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let (Ok(vout), Ok(hashx)) = (<[u8; 4]>::try_from(&k[TXNUM_LEN.min(k.len())..]), HashX::try_from(v)) else {
+            let (Ok(vout), Ok(prefix)) = (<[u8; 4]>::try_from(&k[TXNUM_LEN.min(k.len())..]), v.try_into()) else {
                 return Err(corrupt("an unspent output row"));
             };
-            out.push(OutputRow { hashx, tx_num: decode_txnum(k), vout: u32::from_be_bytes(vout) });
+            keys.push(hashx_utxo_key(&prefix, decode_txnum(k), u32::from_be_bytes(vout)));
             it.next();
         }
         it.status().map_err(read_error)?;
-        Ok(out)
+        let rows = self.db.batched_multi_get_cf(self.cf(CF_HASHX_UTXO), keys.iter(), false);
+        keys.iter()
+            .zip(rows)
+            .map(|(k, v)| {
+                let v =
+                    v.map_err(read_error)?.ok_or_else(|| corrupt("an unspent output without its script hash row"))?;
+                let (hashx, tx_num, vout, _) = decode_hashx_utxo(k, &v).ok_or_else(|| corrupt("a hashx_utxo row"))?;
+                Ok(OutputRow { hashx, tx_num, vout })
+            })
+            .collect()
     }
 
     /// History rows of a script hash holding any tx number from `start` on: (key, tx numbers).
@@ -344,17 +357,25 @@ mod tests {
         let err = db.tx_nums_of(&txid).unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
         let op = OutPoint { txid, vout: 0 };
-        assert!(db.find_utxos(&[&op], true).is_err());
+        assert!(db.find_utxos(&[&op]).is_err());
     }
 
     #[test]
     fn an_undecodable_utxo_row_is_an_error_not_a_smaller_balance() {
         let (_dir, db) = regtest_db();
         let hashx = [5u8; 11];
-        put_raw(&db, CF_HASHX_UTXO, &hashx_utxo_key(&hashx, 1, 0), &7u64.to_be_bytes());
-        assert_eq!(db.hashx_utxos(&hashx).unwrap(), vec![(1, 0, 7)]);
-        put_raw(&db, CF_HASHX_UTXO, &hashx_utxo_key(&hashx, 2, 0), &[1, 2, 3]);
+        // Another script hash with the same prefix: its rows are skipped, not counted.
+        let mut other = hashx;
+        other[10] = 6;
+        let p = hashx_prefix(&hashx);
+        put_raw(&db, CF_HASHX_UTXO, &hashx_utxo_key(&p, 1, 0), &hashx_utxo_value(&hashx, 7));
+        put_raw(&db, CF_HASHX_UTXO, &hashx_utxo_key(&p, 1, 1), &hashx_utxo_value(&other, 8));
+        put_raw(&db, CF_HASHX_UTXO, &hashx_utxo_key(&p, 3, 0), &hashx_utxo_value(&hashx, 9));
+        assert_eq!(db.hashx_utxos(&hashx).unwrap(), vec![(1, 0, 7), (3, 0, 9)]);
+        assert_eq!(db.hashx_utxos(&other).unwrap(), vec![(1, 1, 8)]);
+        put_raw(&db, CF_HASHX_UTXO, &hashx_utxo_key(&p, 2, 0), &[1, 2, 3]);
         assert!(db.hashx_utxos(&hashx).unwrap_err().to_string().contains("corrupt"));
+        assert!(db.hashx_utxos(&other).unwrap_err().to_string().contains("corrupt"));
     }
 
     #[test]
@@ -373,11 +394,13 @@ mod tests {
     fn outputs_found_by_script_hash_as_by_txid() {
         let (_dir, db) = regtest_db();
         let (hot, two, dup, one) = ([1u8; 11], [2u8; 11], [3u8; 11], [4u8; 11]);
+        // The same prefix as `two`: rows of both share a range of `hashx_utxo`.
+        let twin = [2, 2, 2, 2, 9, 9, 9, 9, 9, 9, 9];
         // Tx 4 repeats tx 3's txid (as two historic coinbases did): the newer one is spent.
         let txids: Vec<Txid> = [1u8, 2, 3, 4, 4, 6].iter().map(|b| Txid([*b; 32])).collect();
         let mut created: Vec<CreatedOutput> =
             (0..21).map(|v| CreatedOutput { tx_num: 0, vout: v, hashx: hot, value: 100 + v as u64 }).collect();
-        for (tx_num, vout, hashx) in [(1, 0, two), (2, 1, two), (3, 0, dup), (4, 0, dup), (5, 2, one)] {
+        for (tx_num, vout, hashx) in [(1, 0, two), (1, 1, twin), (2, 1, two), (3, 0, dup), (4, 0, dup), (5, 2, one)] {
             created.push(CreatedOutput { tx_num, vout, hashx, value: tx_num * 1000 + vout as u64 });
         }
         db.write_txids(0, &txids).unwrap();
@@ -410,16 +433,21 @@ mod tests {
             (op(5, 2), one),
             (op(5, 0), one),
             (op(2, 0), two),
+            (op(1, 1), twin),
         ];
         let by_script: Vec<(&OutPoint, HashX)> = asked.iter().map(|(o, h)| (o, *h)).collect();
         let by_txid: Vec<&OutPoint> = asked.iter().map(|(o, _)| o).collect();
         let found = db.find_utxos_by_script(&by_script).unwrap();
-        assert_eq!(found, db.find_utxos(&by_txid, true).unwrap());
+        assert_eq!(found, db.find_utxos(&by_txid).unwrap());
         assert_eq!(found[0], Some((hot, 0, 105)));
         assert_eq!(found[2], Some((two, 1, 1000)));
         assert_eq!(found[4], Some((dup, 4, 4000)), "the newest transaction with the txid");
-        assert_eq!(found[6..], [None, None]);
-        // A script hash the output does not pay finds nothing.
+        assert_eq!(found[6..8], [None, None]);
+        assert_eq!(found[8], Some((twin, 1, 1001)));
+        // A script hash the output does not pay finds nothing, even one with the same prefix.
         assert_eq!(db.find_utxos_by_script(&[(&op(1, 0), one)]).unwrap(), [None]);
+        assert_eq!(db.find_utxos_by_script(&[(&op(1, 0), twin)]).unwrap(), [None]);
+        assert_eq!(db.hashx_utxos(&two).unwrap(), [(1, 0, 1000), (2, 1, 2001)]);
+        assert_eq!(db.hashx_utxos(&twin).unwrap(), [(1, 1, 1001)]);
     }
 }

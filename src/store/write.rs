@@ -68,10 +68,10 @@ pub struct FlushData<'a> {
 
 /// A flush's rows, each column family's sorted by key.
 struct SortedRows<'a> {
-    utxo: Vec<([u8; TXNUM_LEN + 4], HashX)>,
+    utxo: Vec<([u8; TXNUM_LEN + 4], [u8; UTXO_HASHX_PREFIX])>,
     utxo_dels: Vec<[u8; TXNUM_LEN + 4]>,
-    hutxo: Vec<([u8; HASHX_LEN + TXNUM_LEN + 4], [u8; 8])>,
-    hutxo_dels: Vec<[u8; HASHX_LEN + TXNUM_LEN + 4]>,
+    hutxo: Vec<([u8; HASHX_UTXO_KEY_LEN], [u8; HASHX_UTXO_VALUE_LEN])>,
+    hutxo_dels: Vec<[u8; HASHX_UTXO_KEY_LEN]>,
     history: &'a [[u8; HASHX_LEN + TXNUM_LEN]],
     txnum: Vec<[u8; TXID_PREFIX_LEN + TXNUM_LEN]>,
     spends: &'a [SpendRow],
@@ -124,8 +124,9 @@ impl Db {
         let (cf_utxo, cf_hutxo, cf_hist) = (self.cf(CF_UTXO), self.cf(CF_HASHX_UTXO), self.cf(CF_HISTORY));
         // The outputs the block spent come back, except those it created itself.
         for s in u.undo.spent.iter().filter(|s| s.tx_num < u.first_tx_num) {
-            batch.put_cf(cf_utxo, utxo_key(s.tx_num, s.vout), s.hashx);
-            batch.put_cf(cf_hutxo, hashx_utxo_key(&s.hashx, s.tx_num, s.vout), s.value.to_be_bytes());
+            let prefix = hashx_prefix(&s.hashx);
+            batch.put_cf(cf_utxo, utxo_key(s.tx_num, s.vout), prefix);
+            batch.put_cf(cf_hutxo, hashx_utxo_key(&prefix, s.tx_num, s.vout), hashx_utxo_value(&s.hashx, s.value));
         }
         let cf_spend = self.cf(CF_SPEND);
         for s in &u.undo.spent {
@@ -135,7 +136,7 @@ impl Db {
         let created = self.utxos_from(u.first_tx_num)?;
         for c in &created {
             batch.delete_cf(cf_utxo, utxo_key(c.tx_num, c.vout));
-            batch.delete_cf(cf_hutxo, hashx_utxo_key(&c.hashx, c.tx_num, c.vout));
+            batch.delete_cf(cf_hutxo, hashx_utxo_key(&hashx_prefix(&c.hashx), c.tx_num, c.vout));
         }
         // Every script hash the block touched loses its tx numbers from the block's first on:
         // rows starting there go, a row that began in an earlier block is cut.
@@ -177,12 +178,15 @@ impl Db {
 /// Sorts every column family's rows of a flush (in parallel).
 fn sorted_rows(f: FlushData) -> SortedRows {
     let FlushData { created, spent, history, spends, txids, first_tx_num, headers, first_height, undo, .. } = f;
-    let mut utxo: Vec<_> = created.iter().map(|c| (utxo_key(c.tx_num, c.vout), c.hashx)).collect();
-    let mut hutxo: Vec<_> =
-        created.iter().map(|c| (hashx_utxo_key(&c.hashx, c.tx_num, c.vout), c.value.to_be_bytes())).collect();
+    let mut utxo: Vec<_> = created.iter().map(|c| (utxo_key(c.tx_num, c.vout), hashx_prefix(&c.hashx))).collect();
+    let mut hutxo: Vec<_> = created
+        .iter()
+        .map(|c| (hashx_utxo_key(&hashx_prefix(&c.hashx), c.tx_num, c.vout), hashx_utxo_value(&c.hashx, c.value)))
+        .collect();
     drop(created);
     let mut utxo_dels: Vec<_> = spent.iter().map(|s| utxo_key(s.tx_num, s.vout)).collect();
-    let mut hutxo_dels: Vec<_> = spent.iter().map(|s| hashx_utxo_key(&s.hashx, s.tx_num, s.vout)).collect();
+    let mut hutxo_dels: Vec<_> =
+        spent.iter().map(|s| hashx_utxo_key(&hashx_prefix(&s.hashx), s.tx_num, s.vout)).collect();
     let mut txnum: Vec<_> =
         txids.iter().enumerate().map(|(i, txid)| txnum_key(txid, first_tx_num + i as u64)).collect();
     rayon::join(

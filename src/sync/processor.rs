@@ -176,21 +176,15 @@ impl BlockProcessor {
     }
 
     /// Spends an output, from the cache, the block's lookups or the database: returns its
-    /// script hash, creating tx number and value (the value is only looked up when undo data
-    /// needs it).
-    fn spend(
-        &mut self,
-        prevout: &OutPoint,
-        need_value: bool,
-        looked_up: &mut OutPointMap<UtxoEntry>,
-    ) -> Result<UtxoEntry> {
+    /// script hash, creating tx number and value.
+    fn spend(&mut self, prevout: &OutPoint, looked_up: &mut OutPointMap<UtxoEntry>) -> Result<UtxoEntry> {
         if let Some(c) = self.pending.utxos.remove(prevout) {
             self.metrics.spends_from_cache.inc();
             return Ok((c.hashx, c.tx_num, c.value));
         }
         let found = match looked_up.remove(prevout) {
             Some(found) => Some(found),
-            None => self.db.find_utxos(&[prevout], need_value)?.pop().flatten(),
+            None => self.db.find_utxos(&[prevout])?.pop().flatten(),
         };
         let Some((hashx, tx_num, value)) = found else {
             bail!(
@@ -209,12 +203,7 @@ impl BlockProcessor {
     /// iterator, rather than one by one on the writer thread, where they dominated a new tip's
     /// processing time. Spends of transactions the mempool already resolved need no lookup at
     /// all (`IndexWriter::mempool_spends`).
-    fn lookup_spends(
-        &self,
-        block: &ParsedBlock,
-        need_value: bool,
-        mempool_in_use: bool,
-    ) -> Result<OutPointMap<UtxoEntry>> {
+    fn lookup_spends(&self, block: &ParsedBlock, mempool_in_use: bool) -> Result<OutPointMap<UtxoEntry>> {
         let mut found = OutPointMap::default();
         // During initial sync the mempool is empty: no lookups per transaction there.
         if mempool_in_use {
@@ -254,7 +243,7 @@ impl BlockProcessor {
             }
         }
         let from_scripts = self.db.find_utxos_by_script(&by_script)?;
-        let from_txids = self.db.find_utxos_parallel(&by_txid, need_value)?;
+        let from_txids = self.db.find_utxos_parallel(&by_txid)?;
         let looked_up: Vec<(&OutPoint, Option<UtxoEntry>)> =
             by_script.iter().map(|(op, _)| *op).zip(from_scripts).chain(by_txid.into_iter().zip(from_txids)).collect();
         self.metrics.spends_from_disk.inc_by(looked_up.iter().filter(|(_, f)| f.is_some()).count() as u64);
@@ -285,7 +274,7 @@ impl BlockProcessor {
         // Only a non-empty mempool (the mirror runs once caught up) can hold double spends.
         let evict_from_mempool = self.writer.mempool_in_use();
         let started = Instant::now();
-        let mut looked_up = self.lookup_spends(block, keep_undo, evict_from_mempool)?;
+        let mut looked_up = self.lookup_spends(block, evict_from_mempool)?;
         let lookup_time = started.elapsed();
         let mut undo = UndoRecord::default();
         let mut touched: Vec<HashX> = Vec::new();
@@ -297,7 +286,7 @@ impl BlockProcessor {
             }
             for prevout in &tx.inputs {
                 let (hashx, from_tx, value) = self
-                    .spend(prevout, keep_undo, &mut looked_up)
+                    .spend(prevout, &mut looked_up)
                     .with_context(|| format!("applying block {} at height {height}", hex_rev(&block.hash)))?;
                 touched.push(hashx);
                 self.pending.spends.push(spend_row(from_tx, prevout.vout, tx_num));
