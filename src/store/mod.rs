@@ -154,6 +154,11 @@ fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_block_size(16 << 10);
+    // A full key every 32 rows instead of 16 in the lookup tables, whose rows are small: 0.7 MB
+    // less on the 1M-tx Core chain, for a few more key comparisons within a block.
+    if LOOKUP_TABLES.contains(&name) {
+        table.set_block_restart_interval(32);
+    }
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     // Prefix blooms let a lookup of an unknown script hash or txid skip files entirely.

@@ -9,8 +9,7 @@ use super::schema::*;
 use super::{corrupt, read_error, Db, TxidView};
 use crate::types::{HashX, OutPoint, TxNum, Txid};
 
-/// An unspent output as the index holds it: script hash, creating tx number and value (0
-/// when the value was not asked for).
+/// An unspent output as the index holds it: script hash, creating tx number and value.
 pub type UtxoEntry = (HashX, TxNum, u64);
 
 impl Db {
