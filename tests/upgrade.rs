@@ -52,7 +52,7 @@ fn make_format_4(db: &Path, done_until: Option<usize>) -> usize {
     match done_until {
         Some(done) => {
             d.put_cf(meta, b"version", schema::DB_VERSION.to_be_bytes()).expect("version");
-            d.put_cf(meta, schema::META_UTXO_UPGRADE, &rows[done - 1].0).expect("marker");
+            d.put_cf(meta, schema::META_UTXO_UPGRADE, rows[done - 1].0).expect("marker");
         }
         None => d.put_cf(meta, b"version", schema::DB_VERSION_WHOLE_HASHX_UTXO.to_be_bytes()).expect("version"),
     }
