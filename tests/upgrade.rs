@@ -132,6 +132,21 @@ fn synced(chain: &ChainBuilder) -> Synced {
     Synced { daemon, dir, db, url, f }
 }
 
+/// 150 blocks of 3-12 transactions.
+fn small_chain(seed: u64) -> ChainBuilder {
+    let mut chain =
+        ChainBuilder::with_options(seed, ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() });
+    chain.add_blocks(150);
+    chain
+}
+
+/// Starts ferrum again on its database and stops it once it is at the chain's tip.
+fn restart_to_tip(f: &mut FerrumProcess, chain: &ChainBuilder) {
+    f.spawn();
+    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
+    f.stop();
+}
+
 fn log(f: &FerrumProcess) -> String {
     std::fs::read_to_string(&f.log_path).unwrap_or_default()
 }
@@ -246,9 +261,7 @@ fn a_database_of_another_format_is_refused_with_a_clear_message() {
 
 #[test]
 fn a_format_3_database_has_its_history_rewritten_at_start_resuming_where_a_kill_left_it() {
-    let mut chain =
-        ChainBuilder::with_options(1705, ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() });
-    chain.add_blocks(150);
+    let chain = small_chain(1705);
     let Synced { daemon: _daemon, dir: _dir, db, url: _, mut f } = synced(&chain);
     let whole = dump(&db);
     let packed = packed_history_keys(&db);
@@ -257,42 +270,32 @@ fn a_format_3_database_has_its_history_rewritten_at_start_resuming_where_a_kill_
     let half = &packed[packed.len() / 2];
     let turned = make_format_3(&db, Some(half));
     assert_eq!(turned, packed.len() - packed.len() / 2 - 1);
-    f.spawn();
-    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
-    f.stop();
+    restart_to_tip(&mut f, &chain);
     let upgraded = format!("upgraded the database to format {}: {turned} of", schema::DB_VERSION_WHOLE_HASHX_UTXO);
     assert!(log(&f).contains("(resuming)") && log(&f).contains(&upgraded), "{}", f.log_tail());
     assert_same_index(&dump(&db), &whole, "after the upgrade");
     // And from the start: the whole table.
     let turned = make_format_3(&db, None);
     assert_eq!(turned, packed.len());
-    f.spawn();
-    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
-    f.stop();
+    restart_to_tip(&mut f, &chain);
     assert_same_index(&dump(&db), &whole, "after the upgrade from the start");
 }
 
 #[test]
 fn a_format_4_database_has_its_unspent_outputs_rewritten_at_start_resuming_where_a_kill_left_it() {
-    let mut chain =
-        ChainBuilder::with_options(1706, ChainOptions { min_txs: 3, max_txs: 12, ..ChainOptions::default() });
-    chain.add_blocks(150);
+    let chain = small_chain(1706);
     let Synced { daemon: _daemon, dir: _dir, db, url: _, mut f } = synced(&chain);
     let whole = dump(&db);
-    // Killed after the first half: those rows are of the new layout, the rest of the old.
     let all = make_format_4(&db, None);
     assert!(all >= 100, "unspent outputs to rewrite: {all}");
-    f.spawn();
-    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
-    f.stop();
+    restart_to_tip(&mut f, &chain);
     let upgraded = format!("upgraded the database to format {}: {all} of {all} unspent outputs", schema::DB_VERSION);
     assert!(log(&f).contains(&upgraded), "{}", f.log_tail());
     assert_same_index(&dump(&db), &whole, "after the upgrade from the start");
+    // Killed after the first half: those rows are of the new layout, the rest of the old.
     let turned = make_format_4(&db, Some(all / 2));
     assert_eq!(turned, all - all / 2);
-    f.spawn();
-    f.wait_for_tip(chain.height() as u64, Some(&chain.tip_hash().to_string()), WAIT);
-    f.stop();
+    restart_to_tip(&mut f, &chain);
     let upgraded = format!("upgraded the database to format {}: {turned} of", schema::DB_VERSION);
     assert!(log(&f).contains("(resuming)") && log(&f).contains(&upgraded), "{}", f.log_tail());
     assert_same_index(&dump(&db), &whole, "after the upgrade");
