@@ -31,7 +31,19 @@ const ENV: &[(&str, &str)] = &[("COIN", "Bitcoin"), ("NET", "regtest"), ("CACHE_
 fn make_format_4(db: &Path, done_until: Option<usize>) -> usize {
     let opts = rocksdb::Options::default();
     let cfs = rocksdb::DB::list_cf(&opts, db).expect("list column families");
-    let d = rocksdb::DB::open_cf(&opts, db, &cfs).expect("open");
+    // Table files written here carry format 4's prefix filters on whole script hashes.
+    let descriptors = cfs.iter().map(|name| {
+        let mut cf_opts = rocksdb::Options::default();
+        if name == "hashx_utxo" {
+            cf_opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(11));
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            table.set_whole_key_filtering(false);
+            cf_opts.set_block_based_table_factory(&table);
+        }
+        rocksdb::ColumnFamilyDescriptor::new(name, cf_opts)
+    });
+    let d = rocksdb::DB::open_cf_descriptors(&opts, db, descriptors).expect("open");
     let (hutxo, utxo) = (d.cf_handle("hashx_utxo").expect("hashx_utxo"), d.cf_handle("utxo").expect("utxo"));
     let mut rows: Vec<_> = d
         .iterator_cf(hutxo, rocksdb::IteratorMode::Start)
@@ -55,6 +67,9 @@ fn make_format_4(db: &Path, done_until: Option<usize>) -> usize {
             d.put_cf(meta, schema::META_UTXO_UPGRADE, rows[done - 1].0).expect("marker");
         }
         None => d.put_cf(meta, b"version", schema::DB_VERSION_WHOLE_HASHX_UTXO.to_be_bytes()).expect("version"),
+    }
+    for cf in [hutxo, utxo] {
+        d.flush_cf(cf).expect("flush");
     }
     rows.len() - done
 }
@@ -295,6 +310,8 @@ fn a_format_4_database_has_its_unspent_outputs_rewritten_at_start_resuming_where
     // Killed after the first half: those rows are of the new layout, the rest of the old.
     let turned = make_format_4(&db, Some(all / 2));
     assert_eq!(turned, all - all / 2);
+    let refused = ferrum::store::Db::open_read_only(&db).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("is being upgraded"), "a half-upgraded database is not read: {refused}");
     restart_to_tip(&mut f, &chain);
     let upgraded = format!("upgraded the database to format {}: {turned} of", schema::DB_VERSION);
     assert!(log(&f).contains("(resuming)") && log(&f).contains(&upgraded), "{}", f.log_tail());

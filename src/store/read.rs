@@ -189,11 +189,10 @@ impl Db {
             if !k.starts_with(&prefix) {
                 break;
             }
-            if hashx_utxo_is_of(hashx, v) {
-                let (_, n, vout, value) = decode_hashx_utxo(k, v).ok_or_else(|| corrupt("a hashx_utxo row"))?;
+            let (h, n, vout, value) = decode_hashx_utxo(k, v).ok_or_else(|| corrupt("a hashx_utxo row"))?;
+            // Another script hash with the same prefix.
+            if h == *hashx {
                 out.push((n, vout, value));
-            } else if v.len() != HASHX_UTXO_VALUE_LEN {
-                return Err(corrupt("a hashx_utxo row"));
             }
             it.next();
         }

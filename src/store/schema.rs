@@ -143,12 +143,6 @@ pub fn decode_hashx_utxo(k: &[u8], v: &[u8]) -> Option<(HashX, TxNum, u32, u64)>
     Some((hashx, tx_num, vout, value))
 }
 
-/// Whether a `hashx_utxo` row (its value) belongs to this script hash, not another one with the
-/// same prefix.
-pub fn hashx_utxo_is_of(hashx: &HashX, v: &[u8]) -> bool {
-    v.get(..HASHX_REST) == Some(&hashx[UTXO_HASHX_PREFIX..])
-}
-
 /// Format 4's `hashx_utxo` row: hashX ‖ tx number ‖ output index → value (for the upgrade).
 pub fn decode_hashx_utxo_v4(k: &[u8], v: &[u8]) -> Option<(HashX, TxNum, u32, u64)> {
     if k.len() != HASHX_LEN + TXNUM_LEN + 4 || v.len() != 8 {
@@ -459,10 +453,6 @@ mod tests {
         assert_eq!(k, [1, 2, 3, 4, 1, 2, 3, 4, 5, 0, 0, 0, 7]);
         assert_eq!(v, [5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0x11, 0x22]);
         assert_eq!(decode_hashx_utxo(&k, &v), Some((h, 0x0102030405, 7, 0x1122)));
-        assert!(hashx_utxo_is_of(&h, &v));
-        let mut other = h;
-        other[10] = 0;
-        assert!(!hashx_utxo_is_of(&other, &v));
         assert_eq!(decode_hashx_utxo(&k[..12], &v), None);
         assert_eq!(decode_hashx_utxo(&k, &v[..14]), None);
         let old = hashx_utxo_key_v4(&h, 9, 1);

@@ -74,6 +74,7 @@ pub(super) fn history_if_due(db: &DB, path: &Path) -> Result<()> {
         batch.put_cf(cf, k, history_value(nums[0], nums[1..].iter().copied()));
         Ok(Some(true))
     })
+    .map(|_| ())
 }
 
 /// Format 4 → 5 if the database is of format 4, or was being upgraded: `utxo` rows keep only the
@@ -92,7 +93,7 @@ pub(super) fn utxos_if_due(db: &DB, path: &Path) -> Result<()> {
         what: "unspent outputs",
         settle: true,
     };
-    step.run_if_due(db, path, |k, v, batch| {
+    let ran = step.run_if_due(db, path, |k, v, batch| {
         if k.len() == HASHX_UTXO_KEY_LEN {
             return Ok(None); // written by this upgrade
         }
@@ -103,7 +104,18 @@ pub(super) fn utxos_if_due(db: &DB, path: &Path) -> Result<()> {
         batch.put_cf(cf, hashx_utxo_key(&prefix, tx_num, vout), hashx_utxo_value(&hashx, value));
         batch.put_cf(cf_utxo, utxo_key(tx_num, vout), prefix);
         Ok(Some(true))
-    })
+    })?;
+    if ran {
+        // The old rows' deletions sort after the new rows of their prefix: until a compaction
+        // drops them, a wallet's scan of a busy script hash would step over every one of its
+        // old rows (the catch-up after the upgrade runs before the settling compaction).
+        let started = Instant::now();
+        for cf in [cf, cf_utxo] {
+            db.compact_range_cf::<&[u8], &[u8]>(cf, None, None);
+        }
+        tracing::info!("compacted the unspent-output tables in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 /// One in-place rewrite of a table's rows, from format `from` to `to`.
@@ -125,17 +137,17 @@ impl Step<'_> {
     /// rewrote this one, or `None` for a row of the new format) if the database is of format `from` or was being upgraded. The first
     /// batch already says version `to`, so a ferrum of format `from` refuses a half-upgraded
     /// database instead of misreading it; a kill resumes after the last key recorded; progress
-    /// is logged every 5 s.
+    /// is logged every 5 s. Returns whether it ran.
     fn run_if_due(
         &self,
         db: &DB,
         path: &Path,
         mut convert: impl FnMut(&[u8], &[u8], &mut WriteBatch) -> Result<Option<bool>>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let version = db.get_cf(meta(db), META_VERSION).map_err(read_error)?;
         let resume = db.get_cf(meta(db), self.marker).map_err(read_error)?;
         if version.as_deref() != Some(&self.from.to_be_bytes()[..]) && resume.is_none() {
-            return Ok(());
+            return Ok(false);
         }
         let (from, to, what) = (self.from, self.to, self.what);
         let total = db.property_int_value_cf(self.cf, "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0).max(1);
@@ -204,7 +216,7 @@ impl Step<'_> {
             "upgraded the database to format {to}: {rewritten} of {done} {what} rewritten in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        Ok(())
+        Ok(true)
     }
 }
 
