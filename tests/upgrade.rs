@@ -306,6 +306,7 @@ fn a_format_4_database_has_its_unspent_outputs_rewritten_at_start_resuming_where
     restart_to_tip(&mut f, &chain);
     let upgraded = format!("upgraded the database to format {}: {all} of {all} unspent outputs", schema::DB_VERSION);
     assert!(log(&f).contains(&upgraded), "{}", f.log_tail());
+    assert!(log(&f).contains("compacted the unspent-output tables"), "{}", f.log_tail());
     assert_same_index(&dump(&db), &whole, "after the upgrade from the start");
     // Killed after the first half: those rows are of the new layout, the rest of the old.
     let turned = make_format_4(&db, Some(all / 2));

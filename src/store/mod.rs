@@ -297,7 +297,7 @@ impl Db {
         bulk::finish_ingest(&db, path)?;
         // Rows of the older format are rewritten before anything reads them.
         upgrade::history_if_due(&db, path)?;
-        upgrade::utxos_if_due(&db, path)?;
+        let utxos_upgraded = upgrade::utxos_if_due(&db, path)?;
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
         let db = Db { lookup_zstd: settings.lookup_zstd, ..Db::assemble(db, txids, path)? };
@@ -305,6 +305,17 @@ impl Db {
         // before its compaction (it goes on).
         if !db.settle_due()? {
             db.set_phase(Phase::Settled)?;
+        }
+        if utxos_upgraded {
+            // Every row of the two tables was rewritten, and an old row's deletion sorts after
+            // the new rows of its prefix: until a compaction drops them, a wallet's scan of a
+            // busy script hash would step over each one. Compacted now, before anything reads
+            // them, straight into the settled options.
+            let started = std::time::Instant::now();
+            for cf in [CF_UTXO, CF_HASHX_UTXO] {
+                db.compact_table(cf, true);
+            }
+            tracing::info!("compacted the unspent-output tables in {:.1} s", started.elapsed().as_secs_f64());
         }
         Ok(db)
     }
@@ -472,12 +483,7 @@ impl Db {
             self.set_phase(Phase::Settled)?;
         }
         for cf in ALL_CFS {
-            let mut opts = rocksdb::CompactOptions::default();
-            if settle && (HIT_TABLES.contains(cf) || LOOKUP_TABLES.contains(cf)) {
-                // Files just written by this compaction are not rewritten again.
-                opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
-            }
-            self.db.compact_range_cf_opt::<&[u8], &[u8]>(self.cf(cf), None, None, &opts);
+            self.compact_table(cf, settle && (HIT_TABLES.contains(cf) || LOOKUP_TABLES.contains(cf)));
         }
         if settle {
             let mut batch = WriteBatch::default();
@@ -485,6 +491,17 @@ impl Db {
             write_synced(&self.db, batch)?;
         }
         Ok(())
+    }
+
+    /// Compacts a table into its bottom level; with `rewrite_bottom`, the bottom level's files
+    /// are rewritten too, in the options set now (files this compaction writes are not
+    /// rewritten again).
+    fn compact_table(&self, cf: &str, rewrite_bottom: bool) {
+        let mut opts = rocksdb::CompactOptions::default();
+        if rewrite_bottom {
+            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
+        }
+        self.db.compact_range_cf_opt::<&[u8], &[u8]>(self.cf(cf), None, None, &opts);
     }
 
     /// An initial sync wrote table files that `compact` has not rewritten yet.

@@ -63,7 +63,6 @@ pub(super) fn history_if_due(db: &DB, path: &Path) -> Result<()> {
         marker: META_HISTORY_UPGRADE,
         cf,
         what: "history rows",
-        settle: false,
     };
     step.run_if_due(db, path, |k, v, batch| {
         if v.is_empty() {
@@ -81,8 +80,9 @@ pub(super) fn history_if_due(db: &DB, path: &Path) -> Result<()> {
 /// script hash's prefix and `hashx_utxo` rows move the rest of it into the value
 /// (`schema::hashx_utxo_key`). One pass over the old `hashx_utxo` rows, which hold everything
 /// both tables need; rows of the new layout (shorter keys) that the pass has written are
-/// skipped. On Bitcoin mainnet, ~200 million rows.
-pub(super) fn utxos_if_due(db: &DB, path: &Path) -> Result<()> {
+/// skipped. On Bitcoin mainnet, ~200 million rows. Returns whether it ran (`Db::open_with`
+/// then compacts both tables).
+pub(super) fn utxos_if_due(db: &DB, path: &Path) -> Result<bool> {
     let cf = db.cf_handle(CF_HASHX_UTXO).expect("hashx_utxo is opened");
     let cf_utxo = db.cf_handle(CF_UTXO).expect("utxo is opened");
     let step = Step {
@@ -91,9 +91,8 @@ pub(super) fn utxos_if_due(db: &DB, path: &Path) -> Result<()> {
         marker: META_UTXO_UPGRADE,
         cf,
         what: "unspent outputs",
-        settle: true,
     };
-    let ran = step.run_if_due(db, path, |k, v, batch| {
+    step.run_if_due(db, path, |k, v, batch| {
         if k.len() == HASHX_UTXO_KEY_LEN {
             return Ok(None); // written by this upgrade
         }
@@ -104,18 +103,7 @@ pub(super) fn utxos_if_due(db: &DB, path: &Path) -> Result<()> {
         batch.put_cf(cf, hashx_utxo_key(&prefix, tx_num, vout), hashx_utxo_value(&hashx, value));
         batch.put_cf(cf_utxo, utxo_key(tx_num, vout), prefix);
         Ok(Some(true))
-    })?;
-    if ran {
-        // The old rows' deletions sort after the new rows of their prefix: until a compaction
-        // drops them, a wallet's scan of a busy script hash would step over every one of its
-        // old rows (the catch-up after the upgrade runs before the settling compaction).
-        let started = Instant::now();
-        for cf in [cf, cf_utxo] {
-            db.compact_range_cf::<&[u8], &[u8]>(cf, None, None);
-        }
-        tracing::info!("compacted the unspent-output tables in {:.1} s", started.elapsed().as_secs_f64());
-    }
-    Ok(())
+    })
 }
 
 /// One in-place rewrite of a table's rows, from format `from` to `to`.
@@ -126,10 +114,6 @@ struct Step<'a> {
     marker: &'static [u8],
     cf: &'a rocksdb::ColumnFamily,
     what: &'static str,
-    /// Whether the last batch marks the database for the compaction that rewrites the bottom
-    /// levels in the settled options (`Db::compact`): the rewritten rows are otherwise left in
-    /// the files the upgrade's writes made.
-    settle: bool,
 }
 
 impl Step<'_> {
@@ -208,9 +192,6 @@ impl Step<'_> {
         let mut batch = WriteBatch::default();
         batch.put_cf(meta(db), META_VERSION, to.to_be_bytes());
         batch.delete_cf(meta(db), self.marker);
-        if self.settle {
-            batch.put_cf(meta(db), META_SETTLE, []);
-        }
         write_synced(db, batch)?;
         tracing::info!(
             "upgraded the database to format {to}: {rewritten} of {done} {what} rewritten in {:.1} s",
@@ -237,14 +218,14 @@ mod tests {
         put_raw(&db, CF_UTXO, &utxo_key(2, 3), &b);
         assert!(hashx_utxo_key(&hashx_prefix(&a), 1, 0)[..] > hashx_utxo_key_v4(&b, 2, 3)[..]);
         put_raw(&db, CF_META, META_UTXO_UPGRADE, &hashx_utxo_key_v4(&a, 1, 0));
-        utxos_if_due(&db.db, dir.path()).unwrap();
+        assert!(utxos_if_due(&db.db, dir.path()).unwrap());
         assert_eq!(db.hashx_utxos(&a).unwrap(), [(1, 0, 50)]);
         assert_eq!(db.hashx_utxos(&b).unwrap(), [(2, 3, 60)]);
         assert!(db.is_unspent(1, 0).unwrap() && db.is_unspent(2, 3).unwrap());
         let meta = |k| db.db.get_cf(db.cf(CF_META), k).unwrap();
         assert_eq!(meta(META_VERSION).as_deref(), Some(&DB_VERSION.to_be_bytes()[..]));
         assert_eq!(meta(META_UTXO_UPGRADE), None);
-        assert!(meta(META_SETTLE).is_some(), "the compaction rewrites the tables in the settled options");
+        assert!(!utxos_if_due(&db.db, dir.path()).unwrap(), "done once");
         // A row of neither layout is corruption, not skipped.
         put_raw(&db, CF_HASHX_UTXO, &[7; 15], &[1]);
         put_raw(&db, CF_META, META_VERSION, &DB_VERSION_WHOLE_HASHX_UTXO.to_be_bytes());
