@@ -331,8 +331,9 @@ impl Db {
                 path.display()
             );
         }
-        let marked = |marker| db.get_cf(db.cf_handle(CF_META).expect("meta is opened"), marker).map_err(read_error);
-        if marked(META_HISTORY_UPGRADE)?.is_some() || marked(META_UTXO_UPGRADE)?.is_some() {
+        // The 4 → 5 upgrade says version 5 from its first batch; its marker says it is not done.
+        // (The 3 → 4 one's marker comes with version 4, refused above.)
+        if db.get_cf(db.cf_handle(CF_META).expect("meta is opened"), META_UTXO_UPGRADE).map_err(read_error)?.is_some() {
             bail!("the database at {} is being upgraded; start this ferrum on it once to finish", path.display());
         }
         // Its rows would not match its chain state until the flush is completed.
