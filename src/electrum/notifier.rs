@@ -9,7 +9,7 @@
 //! mempool's entries. No history is read again unless the part is of another tip (after an
 //! unwind, a failed write, or for a key first seen).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::subscriptions::{tip, tip_notification, Event, Statuses, Subscriptions};
 use crate::index::{ConfirmedStatus, FlushPreview, Index, IndexEvent, OutpointStatus};
-use crate::types::{HashX, OutPoint, ScriptHash};
+use crate::types::{FastSet, HashX, OutPoint, ScriptHash};
 
 /// Status computations per snapshot, so writers are never held up for long.
 const STATUS_CHUNK: usize = 256;
@@ -111,7 +111,7 @@ impl Subscriptions {
     /// `prepared` ones for keys the flush touched, the old ones for keys nothing touched.
     fn changed(
         &self,
-        touched: &HashSet<HashX>,
+        touched: &FastSet<HashX>,
         moved: Option<(Option<[u8; 32]>, [u8; 32])>,
         mut prepared: HashMap<HashX, ConfirmedStatus>,
     ) -> (Statuses, HashMap<OutPoint, OutpointStatus>) {

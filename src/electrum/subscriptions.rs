@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 
 use crate::index::{ConfirmedStatus, Index, OutpointStatus};
 use crate::jsonrpc::notification;
-use crate::types::{push_hex32, HashX, HexOrder, OutPoint, ScriptHash, StatusHash};
+use crate::types::{push_hex32, FastSet, HashX, HexOrder, OutPoint, ScriptHash, StatusHash};
 
 /// Notifications queued per session before it must resynchronise its subscriptions.
 pub const EVENT_QUEUE: usize = 64;
@@ -223,7 +223,7 @@ impl Subscriptions {
     /// Subscribed outpoints an index change may have changed: those under a touched script
     /// hash and, on a new block, those not known yet or not wholly confirmed (a mined parent
     /// changes their heights without touching their script) and unindexed (OP_RETURN) ones.
-    pub(super) fn outpoints_to_check(&self, touched: &HashSet<HashX>, new_tip: bool) -> Vec<(OutPoint, bool)> {
+    pub(super) fn outpoints_to_check(&self, touched: &FastSet<HashX>, new_tip: bool) -> Vec<(OutPoint, bool)> {
         let reg = self.outpoints.lock().expect("lock");
         // Every block touches thousands of script hashes; most servers have no outpoint
         // subscription at all.

@@ -7,9 +7,9 @@
 //! transactions in the same critical section that publishes a block, so no reader ever sees a
 //! transaction both confirmed and unconfirmed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
-use crate::types::{HashX, OutPoint, TxNum, TxOut, Txid};
+use crate::types::{FastMap, FastSet, HashX, OutPoint, TxNum, TxOut, Txid};
 
 #[derive(Clone, Debug)]
 pub struct MempoolTx {
@@ -54,10 +54,10 @@ const ARRIVALS_KEPT: usize = 256;
 
 #[derive(Default)]
 pub struct Mempool {
-    txs: HashMap<Txid, MempoolTx>,
-    by_hashx: HashMap<HashX, HashSet<Txid>>,
+    txs: FastMap<Txid, MempoolTx>,
+    by_hashx: FastMap<HashX, FastSet<Txid>>,
     /// Outputs spent by mempool transactions, and by which.
-    spends: HashMap<OutPoint, Txid>,
+    spends: FastMap<OutPoint, Txid>,
     /// Sum of the transactions' virtual sizes.
     vsize: u64,
     /// The latest transactions to enter the mirror, newest last; some may have left since.
@@ -181,13 +181,13 @@ impl Mempool {
 
     /// Script hashes of the mempool transactions spending outputs of `txid`: their height
     /// changes between 0 and -1 when `txid` leaves or enters the mempool.
-    fn children_hashxs(&self, txid: Txid, outputs: usize, touched: &mut HashSet<HashX>) {
+    fn children_hashxs(&self, txid: Txid, outputs: usize, touched: &mut FastSet<HashX>) {
         for child in self.children(txid, outputs).filter_map(|c| self.txs.get(&c)) {
             touched.extend(child.hashxs());
         }
     }
 
-    fn insert(&mut self, tx: MempoolTx, touched: &mut HashSet<HashX>) {
+    fn insert(&mut self, tx: MempoolTx, touched: &mut FastSet<HashX>) {
         if self.txs.contains_key(&tx.txid) {
             return;
         }
@@ -205,7 +205,7 @@ impl Mempool {
         self.txs.insert(tx.txid, tx);
     }
 
-    fn remove(&mut self, txid: &Txid, touched: &mut HashSet<HashX>) -> Option<MempoolTx> {
+    fn remove(&mut self, txid: &Txid, touched: &mut FastSet<HashX>) -> Option<MempoolTx> {
         // Children left behind (the parent was mined in a block not indexed yet) now have a
         // confirmed-looking parent: their height turns from -1 to 0.
         let outputs = self.txs.get(txid)?.outputs.len();
@@ -232,33 +232,34 @@ impl Mempool {
     /// Called by the block processor as it publishes a block: the block's transactions are no
     /// longer unconfirmed, and mempool transactions spending the same outputs (double spends
     /// the block won) are gone, with their descendants. Returns the script hashes whose
-    /// unconfirmed part changed.
-    pub fn remove_confirmed(&mut self, txids: &[Txid], spent: &[OutPoint]) -> HashSet<HashX> {
-        let mut touched = HashSet::new();
+    /// unconfirmed part changed, and the transactions removed (parents first: `apply` puts them
+    /// back if the block's write fails).
+    pub fn remove_confirmed(&mut self, txids: &[Txid], spent: &[OutPoint]) -> (FastSet<HashX>, Vec<MempoolTx>) {
+        let mut touched = FastSet::default();
+        let mut removed = Vec::new();
         if self.txs.is_empty() {
-            return touched;
+            return (touched, removed);
         }
-        for txid in txids {
-            self.remove(txid, &mut touched);
-        }
-        let confirmed: HashSet<&Txid> = txids.iter().collect();
+        removed.extend(txids.iter().filter_map(|txid| self.remove(txid, &mut touched)));
+        let confirmed: FastSet<&Txid> = txids.iter().collect();
         let mut doomed: Vec<Txid> =
             spent.iter().filter_map(|op| self.spends.get(op)).filter(|t| !confirmed.contains(t)).copied().collect();
         while let Some(txid) = doomed.pop() {
             if let Some(tx) = self.remove(&txid, &mut touched) {
                 doomed.extend(self.children(txid, tx.outputs.len()));
+                removed.push(tx);
             }
         }
         if !touched.is_empty() {
             self.update_histogram();
         }
-        touched
+        (touched, removed)
     }
 
     /// A refresh: `gone` left the daemon's mempool, `added` entered it (resolved, parents
     /// first). Returns how many were removed and added, and the script hashes touched.
-    pub fn apply(&mut self, gone: &[Txid], added: Vec<MempoolTx>) -> (usize, usize, HashSet<HashX>) {
-        let mut touched = HashSet::new();
+    pub fn apply(&mut self, gone: &[Txid], added: Vec<MempoolTx>) -> (usize, usize, FastSet<HashX>) {
+        let mut touched = FastSet::default();
         let removed = gone.iter().filter(|t| self.remove(t, &mut touched).is_some()).count();
         let n_added = added.len();
         for tx in added {
@@ -342,7 +343,7 @@ mod tests {
     #[test]
     fn history_balance_and_unspent() {
         let mut m = Mempool::default();
-        let mut touched = HashSet::new();
+        let mut touched = FastSet::default();
         // 0xe0 spends a confirmed output of script 1, pays script 2 and back to 1.
         m.insert(tx(0xe0, vec![(0x01, 0, 1, 1000)], vec![(2, 600), (1, 300)], 100), &mut touched);
         // 0xbb spends 0xe0's change: an unconfirmed parent.
@@ -361,7 +362,7 @@ mod tests {
         assert_eq!(m.vsize(), 300);
 
         // 0xe0 confirms: 0xbb's height becomes 0, so script 3 (only touched by 0xbb) changes too.
-        let touched = m.remove_confirmed(&[txid(0xe0)], &[OutPoint { txid: txid(0x01), vout: 0 }]);
+        let (touched, _) = m.remove_confirmed(&[txid(0xe0)], &[OutPoint { txid: txid(0x01), vout: 0 }]);
         assert!(touched.contains(&hx(3)));
         assert!(!m.contains(&txid(0xe0)));
         assert_eq!(m.history(&hx(3))[0].height, 0);
@@ -371,23 +372,39 @@ mod tests {
     #[test]
     fn a_block_double_spend_evicts_the_loser_and_its_descendants() {
         let mut m = Mempool::default();
-        let mut t = HashSet::new();
+        let mut t = FastSet::default();
         m.insert(tx(0x10, vec![(0x01, 0, 1, 1000)], vec![(2, 900)], 100), &mut t);
         m.insert(tx(0x11, vec![(0x10, 0, 2, 900)], vec![(3, 800)], 100), &mut t);
         m.insert(tx(0x12, vec![(0x05, 0, 4, 10)], vec![(4, 5)], 5), &mut t);
-        // A block confirms a different tx (0x99) spending 0x01:0.
-        let touched = m.remove_confirmed(&[txid(0x99)], &[OutPoint { txid: txid(0x01), vout: 0 }]);
-        assert!(!m.contains(&txid(0x10)) && !m.contains(&txid(0x11)));
+        m.insert(tx(0x13, vec![(0x06, 0, 5, 10)], vec![(5, 5)], 5), &mut t);
+        let view = |m: &Mempool| {
+            let scripts: Vec<_> =
+                (1..=5).map(|h| (m.history(&hx(h)), m.unspent(&hx(h)), m.balance_delta(&hx(h)))).collect();
+            let spent = [(0x01, 0), (0x10, 0), (0x05, 0), (0x06, 0)]
+                .map(|(t, v)| m.spender(&OutPoint { txid: txid(t), vout: v }));
+            (scripts, spent, m.len(), m.vsize(), m.fee_histogram().to_vec())
+        };
+        m.update_histogram(); // as `apply` does; `insert` leaves it
+        let before = view(&m);
+        // A block confirms 0x13 and a different tx (0x99) spending 0x01:0.
+        let spent = [OutPoint { txid: txid(0x01), vout: 0 }, OutPoint { txid: txid(0x06), vout: 0 }];
+        let (touched, removed) = m.remove_confirmed(&[txid(0x99), txid(0x13)], &spent);
+        assert!(!m.contains(&txid(0x10)) && !m.contains(&txid(0x11)) && !m.contains(&txid(0x13)));
         assert!(m.contains(&txid(0x12)));
         assert!(touched.contains(&hx(3)));
         assert_eq!(m.len(), 1);
         assert!(m.history(&hx(2)).is_empty());
+        // The block's write failed: what was removed goes back, parents before children.
+        assert_eq!(removed.iter().map(|t| t.txid.0[31]).collect::<Vec<_>>(), [0x13, 0x10, 0x11]);
+        m.apply(&[], removed);
+        let after = view(&m);
+        assert!(after == before, "the mempool is not what it was before the block: {after:?} vs {before:?}");
     }
 
     #[test]
     fn histogram_is_descending_and_covers_everything() {
         let mut m = Mempool::default();
-        let mut t = HashSet::new();
+        let mut t = FastSet::default();
         for i in 0..200u8 {
             let mut x = tx(i, vec![(i, 7, 1, 10_000)], vec![(2, 1)], (i as u64 % 50) * 100 + 100);
             x.vsize = 1000;

@@ -31,7 +31,7 @@ pub use snapshot::{ConfirmedStatus, HistoryTooLarge, Snapshot, StatusHasher, Uns
 use crate::coins::Coin;
 use crate::store::schema::{decode_txnum, SpendBackfill, TXNUM_LEN};
 use crate::store::{Batch, Db, UtxoEntry};
-use crate::types::{HashX, OutPoint, TxNum, Txid, HASHX_LEN};
+use crate::types::{FastSet, HashX, OutPoint, TxNum, Txid, HASHX_LEN};
 
 /// A block as the index knows it: height, hash and the transactions counted up to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub enum IndexEvent {
     Writing(Arc<FlushPreview>),
     /// Script hashes whose history may differ, and the flushed tip's hash if the tip moved
     /// (a flush or an unwind).
-    Changed { touched: HashSet<HashX>, tip: Option<[u8; 32]> },
+    Changed { touched: FastSet<HashX>, tip: Option<[u8; 32]> },
 }
 
 /// The history entries of one flush, in key order (script hash, then tx number), with what
@@ -232,11 +232,26 @@ impl IndexWriter {
         tip: Tip,
         confirmed: &[Txid],
         spent: &[OutPoint],
-    ) -> Result<HashSet<HashX>> {
+    ) -> Result<FastSet<HashX>> {
         let mut live = self.index.live.write().expect("lock");
-        self.index.db.write(batch)?;
+        // The mempool drops the block's transactions while RocksDB writes it, on the other
+        // core: both used to run one after the other while readers waited (a 4,000-tx block:
+        // ~25 ms of write, ~30 ms of removal). A failed write puts them back.
+        let db = &self.index.db;
+        let (written, (touched, removed)) = std::thread::scope(|s| {
+            let writer = s.spawn(move || db.write(batch));
+            let removal = live.mempool.remove_confirmed(confirmed, spent);
+            let written = writer.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the database writer panicked")));
+            (written, removal)
+        });
+        if let Err(e) = written {
+            live.mempool.apply(&[], removed);
+            return Err(e);
+        }
         live.tip = Some(tip);
-        Ok(live.mempool.remove_confirmed(confirmed, spent))
+        drop(live);
+        drop(removed); // freed once readers may go on
+        Ok(touched)
     }
 
     /// Makes the unwinding of the tip block visible: writes `batch`, pops the block off the
@@ -314,7 +329,7 @@ impl IndexWriter {
     }
 
     /// Applies a mempool refresh; returns (removed, added, script hashes touched).
-    pub fn apply_mempool(&self, gone: &[Txid], added: Vec<MempoolTx>) -> (usize, usize, HashSet<HashX>) {
+    pub fn apply_mempool(&self, gone: &[Txid], added: Vec<MempoolTx>) -> (usize, usize, FastSet<HashX>) {
         self.index.live.write().expect("lock").mempool.apply(gone, added)
     }
 }

@@ -71,15 +71,36 @@ fn corrupt(what: &str) -> anyhow::Error {
     anyhow!("the index is corrupt: {what}; delete DB_DIRECTORY to rebuild it")
 }
 
-/// Writes a batch atomically and durably (fsync'd WAL).
+/// Writes a batch atomically and durably (fsync'd WAL), then seals the memtables it filled.
 fn write_synced(db: &DB, batch: WriteBatch) -> Result<()> {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
-    db.write_opt(batch, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
+    let written = db.write_opt(batch, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"));
+    seal_memtables(db);
+    written
 }
 
-/// A memtable holding more than this is replaced after a flush while serving (`fresh_memtables`).
-const FRESH_MEMTABLE_BYTES: u64 = 1 << 20;
+/// Makes each table's memtable that holds rows immutable, so the next write starts a new one
+/// (see `cf_options`: a vector memtable is cheap to fill but must not be read while it is
+/// still being filled). RocksDB writes the sealed ones to level-0 files in the background. A
+/// failure costs only speed (readers sort a copy of the memtable), so it is logged.
+fn seal_memtables(db: &DB) {
+    let mut opts = rocksdb::FlushOptions::default();
+    opts.set_wait(false);
+    for name in VECTOR_MEMTABLES {
+        let cf = db.cf_handle(name).expect("every column family is opened");
+        let rows = db.property_int_value_cf(cf, "rocksdb.num-entries-active-mem-table");
+        if rows.ok().flatten().is_some_and(|n| n > 0) {
+            if let Err(e) = db.flush_cf_opt(cf, &opts) {
+                tracing::warn!("sealing the memtable of {name} failed: {e}; its readers will be slower until it is");
+            }
+        }
+    }
+}
+
+/// The tables whose rows go into vector memtables: all but `meta`, whose few rows are read
+/// all the time.
+const VECTOR_MEMTABLES: [&str; 7] = [CF_UTXO, CF_HASHX_UTXO, CF_HISTORY, CF_TXNUM, CF_SPEND, CF_HEADER, CF_UNDO];
 
 /// The tables kept without filters at the bottom level (see `cf_options`).
 const HIT_TABLES: [&str; 3] = [CF_UTXO, CF_SPEND, CF_TXNUM];
@@ -131,7 +152,16 @@ fn compression_name(c: rocksdb::DBCompressionType) -> &'static str {
     }
 }
 
-fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase) -> Options {
+/// Which memtables the writable tables get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Memtables {
+    /// Every write is sealed (`write_synced`).
+    Vector,
+    /// A read-only open: what it replays from the log stays in memtables that nothing seals.
+    SkipList,
+}
+
+fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase, memtables: Memtables) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     // Opened with the initial sync's options for the lookup tables (LZ4 either way); the
@@ -168,12 +198,22 @@ fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase) -> Options {
         CF_HASHX_UTXO => Some(UTXO_HASHX_PREFIX),
         _ => None,
     };
-    // Memtable blooms do the same for the newest rows: at the tip most lookups (the outputs a
-    // block spends) miss the memtables, and a skiplist search to find that out cost ~1 µs each.
+    // Rows are written in batches (a block, a flush), each sorted, and then sealed: a vector
+    // memtable appends them and sorts once, when first read or written out. RocksDB's skiplist
+    // did ~1 µs of pointer chasing per row on the block processor's one thread, most of a
+    // block's write (docs/PERFORMANCE.md, tip latency); the vector halves that. The price: a
+    // vector memtable still being filled is copied and sorted by every read, so every write
+    // seals the memtables it filled (`write_synced`), and the memtable blooms are gone (the
+    // active memtables they served are always empty).
+    if VECTOR_MEMTABLES.contains(&name) && memtables == Memtables::Vector {
+        opts.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+        // Sealed memtables wait for their background flush: a few blocks' worth, without
+        // stalling the next write.
+        opts.set_max_write_buffer_number(6);
+    }
     match prefix {
         Some(len) => {
             opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(len));
-            opts.set_memtable_prefix_bloom_ratio(0.05);
             // Ribbon filters: the false-positive rate of a 10-bit Bloom filter in ~30% less
             // space (history's 3.7 MB of filters on the 1M-tx chain, kept at the bottom level
             // for wallets' questions about unused script hashes), for a little more CPU when a
@@ -182,11 +222,7 @@ fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase) -> Options {
             table.set_whole_key_filtering(false);
         }
         // Point lookups by outpoint, most of them for outputs that are not there.
-        None if name == CF_UTXO || name == CF_SPEND => {
-            opts.set_memtable_prefix_bloom_ratio(0.05);
-            opts.set_memtable_whole_key_filtering(true);
-            table.set_bloom_filter(10.0, false);
-        }
+        None if name == CF_UTXO || name == CF_SPEND => table.set_bloom_filter(10.0, false),
         None => {}
     }
     opts.set_block_based_table_factory(&table);
@@ -201,18 +237,20 @@ fn db_options() -> Options {
     opts.set_max_open_files(2048);
     opts.set_keep_log_file_num(3);
     opts.set_max_total_wal_size(256 << 20);
+    // Vector memtables take one writer at a time; ferrum has one.
+    opts.set_allow_concurrent_memtable_write(false);
     opts
 }
 
 /// Our column families, plus any others an existing database has: a database of an older
 /// format must open far enough to be refused by its version, with a clear message.
-fn descriptors_for(path: &Path, block_cache_bytes: usize) -> Vec<ColumnFamilyDescriptor> {
+fn descriptors_for(path: &Path, block_cache_bytes: usize, memtables: Memtables) -> Vec<ColumnFamilyDescriptor> {
     let cache = rocksdb::Cache::new_lru_cache(block_cache_bytes);
     let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
     let others = existing.into_iter().filter(|n| n != "default" && !ALL_CFS.contains(&n.as_str()));
     ALL_CFS
         .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, Phase::Syncing)))
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, Phase::Syncing, memtables)))
         .chain(others.map(|name| ColumnFamilyDescriptor::new(name, Options::default())))
         .collect()
 }
@@ -245,7 +283,7 @@ impl Db {
     pub fn open_with(path: &Path, coin: &Coin, settings: DbSettings) -> Result<Db> {
         let block_cache_bytes = settings.block_cache_bytes;
         std::fs::create_dir_all(path).with_context(|| format!("cannot create DB_DIRECTORY {}", path.display()))?;
-        let descriptors = descriptors_for(path, block_cache_bytes);
+        let descriptors = descriptors_for(path, block_cache_bytes, Memtables::Vector);
         let db = DB::open_cf_descriptors(&db_options(), path, descriptors).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") {
@@ -322,8 +360,13 @@ impl Db {
 
     /// Opens an existing database without writing anything (for dumps and inspection).
     pub fn open_read_only(path: &Path) -> Result<Db> {
-        let db = DB::open_cf_descriptors_read_only(&db_options(), path, descriptors_for(path, 8 << 20), false)
-            .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
+        let db = DB::open_cf_descriptors_read_only(
+            &db_options(),
+            path,
+            descriptors_for(path, 8 << 20, Memtables::SkipList),
+            false,
+        )
+        .map_err(|e| anyhow!("cannot open the database at {} read-only: {e}", path.display()))?;
         let version = db.get_cf(db.cf_handle(CF_META).expect("meta is opened"), META_VERSION).map_err(read_error)?;
         if version.as_deref() != Some(&DB_VERSION.to_be_bytes()[..]) {
             bail!(
@@ -540,25 +583,6 @@ impl Db {
         sizes
     }
 
-    /// Starts the next writes in empty memtables: each table's memtable over
-    /// `FRESH_MEMTABLE_BYTES` becomes immutable and goes to a level-0 file in the background.
-    /// Called after each flush while serving: inserting a block's rows among the rows of the
-    /// blocks before it took up to 4× as long as into an empty memtable (random script-hash
-    /// keys walk the skiplist's levels; docs/PERFORMANCE.md, tip latency). A failure costs only
-    /// that speed, so it is logged, not returned.
-    pub fn fresh_memtables(&self) {
-        let mut opts = rocksdb::FlushOptions::default();
-        opts.set_wait(false);
-        for cf in ALL_CFS {
-            let active = self.db.property_int_value_cf(self.cf(cf), "rocksdb.cur-size-active-mem-table");
-            if active.ok().flatten().is_some_and(|bytes| bytes > FRESH_MEMTABLE_BYTES) {
-                if let Err(e) = self.db.flush_cf_opt(self.cf(cf), &opts) {
-                    tracing::warn!("starting a new memtable for {cf} failed: {e}; writes go on in the old one");
-                }
-            }
-        }
-    }
-
     /// Each column family's table-file properties as RocksDB reports them (entries, raw key and
     /// value bytes, data, index and filter bytes): where a table's bytes go, for benchmarks.
     pub fn table_properties(&self) -> Vec<(&'static str, String)> {
@@ -605,25 +629,29 @@ mod tests {
     }
 
     #[test]
-    fn fresh_memtables_leave_the_rows_readable_and_the_active_memtables_small() {
+    fn every_write_seals_the_memtables_it_filled_and_its_rows_stay_readable() {
         let (_dir, db) = regtest_db();
-        let active = |cf| db.db.property_int_value_cf(db.cf(cf), "rocksdb.cur-size-active-mem-table").unwrap().unwrap();
-        let mut batch = WriteBatch::default();
-        for i in 0u32..40_000 {
-            batch.put_cf(db.cf(CF_HISTORY), crate::node::block::sha256d(&i.to_be_bytes()), [1; 8]);
+        let rows =
+            |cf| db.db.property_int_value_cf(db.cf(cf), "rocksdb.num-entries-active-mem-table").unwrap().unwrap();
+        let sealed = |cf| db.db.property_int_value_cf(db.cf(cf), "rocksdb.num-immutable-mem-table").unwrap().unwrap();
+        let key = |i: u32| crate::node::block::sha256d(&i.to_be_bytes());
+        for round in 0u32..3 {
+            let mut batch = WriteBatch::default();
+            for i in round * 1000..(round + 1) * 1000 {
+                batch.put_cf(db.cf(CF_HISTORY), key(i), [1; 8]);
+            }
+            batch.put_cf(db.cf(CF_HEADER), [round as u8], [2]);
+            write_synced(&db.db, batch).unwrap();
+            for cf in VECTOR_MEMTABLES {
+                assert_eq!(rows(cf), 0, "{cf}'s memtable still takes rows after round {round}");
+            }
+            assert_eq!(db.get(CF_HISTORY, &key(round * 1000 + 7)).unwrap().as_deref(), Some(&[1u8; 8][..]));
+            assert_eq!(db.get(CF_HEADER, &[round as u8]).unwrap().as_deref(), Some(&[2u8][..]));
         }
-        batch.put_cf(db.cf(CF_HEADER), [9], [2]);
-        write_synced(&db.db, batch).unwrap();
-        assert!(active(CF_HISTORY) > FRESH_MEMTABLE_BYTES);
-        let small = active(CF_HEADER);
-        db.fresh_memtables();
-        assert!(active(CF_HISTORY) < FRESH_MEMTABLE_BYTES / 4, "the history's memtable was not replaced");
-        assert_eq!(active(CF_HEADER), small, "a small memtable is kept");
-        assert_eq!(
-            db.get(CF_HISTORY, &crate::node::block::sha256d(&7u32.to_be_bytes())).unwrap().as_deref(),
-            Some(&[1u8; 8][..])
-        );
-        assert_eq!(db.get(CF_HEADER, &[9]).unwrap().as_deref(), Some(&[2u8][..]));
+        db.db.flush_cf(db.cf(CF_HISTORY)).unwrap();
+        assert_eq!(sealed(CF_HISTORY), 0, "the sealed memtables go to table files");
+        let all = db.db.iterator_cf(db.cf(CF_HISTORY), IteratorMode::Start).count();
+        assert_eq!(all, 3000);
     }
 
     #[test]

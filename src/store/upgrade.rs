@@ -25,7 +25,9 @@ fn meta(db: &DB) -> &rocksdb::ColumnFamily {
 }
 
 fn write(db: &DB, batch: WriteBatch) -> Result<()> {
-    db.write(batch).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"))
+    let written = db.write(batch).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"));
+    super::seal_memtables(db);
+    written
 }
 
 /// Format 2 → 3, in one batch: a crash leaves either format 2 untouched or format 3 with the

@@ -12,7 +12,7 @@ use crate::index::{IndexWriter, MempoolTx, SpentInput};
 use crate::node::block::{parse_transaction, ParsedTx};
 use crate::node::daemon::bad_field;
 use crate::node::{Daemon, DaemonError};
-use crate::types::{parse_hex_rev32, HashX, OutPoint, Txid};
+use crate::types::{parse_hex_rev32, FastSet, HashX, OutPoint, Txid};
 
 /// Transactions fetched per daemon batch.
 const FETCH_BATCH: usize = 500;
@@ -63,7 +63,7 @@ pub struct RefreshReport {
     /// them, unreadable, or spending outputs of a block not indexed yet); the next refresh tries
     /// again.
     pub skipped: usize,
-    pub touched: HashSet<HashX>,
+    pub touched: FastSet<HashX>,
 }
 
 /// Brings the mirror up to date with the daemon's mempool. Runs between block rounds (never

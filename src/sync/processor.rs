@@ -413,7 +413,6 @@ impl BlockProcessor {
             let mut touched = mempool_touched;
             touched.extend(p.history.iter().map(|k| <HashX>::try_from(&k[..HASHX_LEN]).expect("hashx prefix")));
             self.writer.publish(IndexEvent::Changed { touched, tip: Some(tip.hash) });
-            self.db.fresh_memtables(); // the next block's rows go into empty memtables
         }
         let elapsed = started.elapsed();
         self.progress.stages.building += built;
