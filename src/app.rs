@@ -109,8 +109,9 @@ pub async fn run(config: Config, shutdown_tx: watch::Sender<bool>) -> Result<()>
     result
 }
 
-/// The initial sync's last batch sits in memtables and the write-ahead log: writes it to
-/// compressed tables and compacts them, in the background (minutes on mainnet) while serving.
+/// The initial sync's last batch may still sit in memtables (sealed ones not yet written, and
+/// the skiplist tables') and the write-ahead log: writes it to compressed tables and compacts
+/// them, in the background (minutes on mainnet) while serving.
 fn settle_in_background(db: Arc<Db>) {
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();

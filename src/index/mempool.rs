@@ -232,8 +232,8 @@ impl Mempool {
     /// Called by the block processor as it publishes a block: the block's transactions are no
     /// longer unconfirmed, and mempool transactions spending the same outputs (double spends
     /// the block won) are gone, with their descendants. Returns the script hashes whose
-    /// unconfirmed part changed, and the transactions removed (parents first: `apply` puts them
-    /// back if the block's write fails).
+    /// unconfirmed part changed, and the transactions removed (`restore` puts them back if the
+    /// block's write fails).
     pub fn remove_confirmed(&mut self, txids: &[Txid], spent: &[OutPoint]) -> (FastSet<HashX>, Vec<MempoolTx>) {
         let mut touched = FastSet::default();
         let mut removed = Vec::new();
@@ -254,6 +254,16 @@ impl Mempool {
             self.update_histogram();
         }
         (touched, removed)
+    }
+
+    /// Puts back what `remove_confirmed` removed, when the block's write failed: as it was,
+    /// the list of recent arrivals included.
+    pub fn restore(&mut self, removed: Vec<MempoolTx>) {
+        let mut touched = FastSet::default();
+        for tx in removed {
+            self.insert(tx, &mut touched);
+        }
+        self.update_histogram();
     }
 
     /// A refresh: `gone` left the daemon's mempool, `added` entered it (resolved, parents
@@ -382,7 +392,8 @@ mod tests {
                 (1..=5).map(|h| (m.history(&hx(h)), m.unspent(&hx(h)), m.balance_delta(&hx(h)))).collect();
             let spent = [(0x01, 0), (0x10, 0), (0x05, 0), (0x06, 0)]
                 .map(|(t, v)| m.spender(&OutPoint { txid: txid(t), vout: v }));
-            (scripts, spent, m.len(), m.vsize(), m.fee_histogram().to_vec())
+            let recent: Vec<Txid> = m.recent(10).iter().map(|t| t.txid).collect();
+            (scripts, spent, m.len(), m.vsize(), m.fee_histogram().to_vec(), recent)
         };
         m.update_histogram(); // as `apply` does; `insert` leaves it
         let before = view(&m);
@@ -394,9 +405,9 @@ mod tests {
         assert!(touched.contains(&hx(3)));
         assert_eq!(m.len(), 1);
         assert!(m.history(&hx(2)).is_empty());
-        // The block's write failed: what was removed goes back, parents before children.
+        // The block's write failed: what was removed goes back.
         assert_eq!(removed.iter().map(|t| t.txid.0[31]).collect::<Vec<_>>(), [0x13, 0x10, 0x11]);
-        m.apply(&[], removed);
+        m.restore(removed);
         let after = view(&m);
         assert!(after == before, "the mempool is not what it was before the block: {after:?} vs {before:?}");
     }

@@ -238,14 +238,23 @@ impl IndexWriter {
         // core: both used to run one after the other while readers waited (a 4,000-tx block:
         // ~25 ms of write, ~30 ms of removal). A failed write puts them back.
         let db = &self.index.db;
+        let batch = std::sync::Mutex::new(Some(batch));
+        let write = || match batch.lock().expect("lock").take() {
+            Some(batch) => db.write(batch),
+            None => Ok(()),
+        };
         let (written, (touched, removed)) = std::thread::scope(|s| {
-            let writer = s.spawn(move || db.write(batch));
+            let writer = std::thread::Builder::new().spawn_scoped(s, write);
             let removal = live.mempool.remove_confirmed(confirmed, spent);
-            let written = writer.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the database writer panicked")));
+            let written = match writer {
+                Ok(w) => w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the database writer panicked"))),
+                // No thread to be had: written here, after the removal.
+                Err(_) => write(),
+            };
             (written, removal)
         });
         if let Err(e) = written {
-            live.mempool.apply(&[], removed);
+            live.mempool.restore(removed);
             return Err(e);
         }
         live.tip = Some(tip);

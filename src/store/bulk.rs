@@ -235,7 +235,8 @@ impl Db {
 /// Writes `rows` to a table file at `path` with the column family's own options (compression,
 /// filters, prefix extractor) of the initial sync; false if there were none (no file is left).
 fn write_table(cf: &str, path: &Path, rows: RowIter) -> Result<bool> {
-    let opts = cf_options(cf, &rocksdb::Cache::new_lru_cache(1 << 20), Phase::Syncing, super::Memtables::SkipList);
+    let opts =
+        cf_options(cf, &rocksdb::Cache::new_lru_cache(1 << 20), Phase::Syncing, super::memtables::Memtables::SkipList);
     let mut writer = SstFileWriter::create(&opts);
     let mut rows = rows.peekable();
     if rows.peek().is_none() {

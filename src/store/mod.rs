@@ -5,6 +5,7 @@
 
 mod bulk;
 mod dump;
+mod memtables;
 mod read;
 pub mod schema;
 mod txid_file;
@@ -26,6 +27,7 @@ pub use write::{Batch, CreatedOutput, FlushData, SpentOutput, UnwindData};
 
 use crate::coins::Coin;
 use crate::types::{TxNum, Txid};
+use memtables::Memtables;
 use schema::*;
 use txid_file::TxidFile;
 
@@ -76,31 +78,9 @@ fn write_synced(db: &DB, batch: WriteBatch) -> Result<()> {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     let written = db.write_opt(batch, &opts).map_err(|e| anyhow!("database write failed: {e}; {DISK_HINT}"));
-    seal_memtables(db);
+    memtables::seal(db, 0);
     written
 }
-
-/// Makes each table's memtable that holds rows immutable, so the next write starts a new one
-/// (see `cf_options`: a vector memtable is cheap to fill but must not be read while it is
-/// still being filled). RocksDB writes the sealed ones to level-0 files in the background. A
-/// failure costs only speed (readers sort a copy of the memtable), so it is logged.
-fn seal_memtables(db: &DB) {
-    let mut opts = rocksdb::FlushOptions::default();
-    opts.set_wait(false);
-    for name in VECTOR_MEMTABLES {
-        let cf = db.cf_handle(name).expect("every column family is opened");
-        let rows = db.property_int_value_cf(cf, "rocksdb.num-entries-active-mem-table");
-        if rows.ok().flatten().is_some_and(|n| n > 0) {
-            if let Err(e) = db.flush_cf_opt(cf, &opts) {
-                tracing::warn!("sealing the memtable of {name} failed: {e}; its readers will be slower until it is");
-            }
-        }
-    }
-}
-
-/// The tables whose rows go into vector memtables: all but `meta`, whose few rows are read
-/// all the time.
-const VECTOR_MEMTABLES: [&str; 7] = [CF_UTXO, CF_HASHX_UTXO, CF_HISTORY, CF_TXNUM, CF_SPEND, CF_HEADER, CF_UNDO];
 
 /// The tables kept without filters at the bottom level (see `cf_options`).
 const HIT_TABLES: [&str; 3] = [CF_UTXO, CF_SPEND, CF_TXNUM];
@@ -152,15 +132,6 @@ fn compression_name(c: rocksdb::DBCompressionType) -> &'static str {
     }
 }
 
-/// Which memtables the writable tables get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Memtables {
-    /// Every write is sealed (`write_synced`).
-    Vector,
-    /// A read-only open: what it replays from the log stays in memtables that nothing seals.
-    SkipList,
-}
-
 fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase, memtables: Memtables) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -198,19 +169,7 @@ fn cf_options(name: &str, cache: &rocksdb::Cache, phase: Phase, memtables: Memta
         CF_HASHX_UTXO => Some(UTXO_HASHX_PREFIX),
         _ => None,
     };
-    // Rows are written in batches (a block, a flush), each sorted, and then sealed: a vector
-    // memtable appends them and sorts once, when first read or written out. RocksDB's skiplist
-    // did ~1 µs of pointer chasing per row on the block processor's one thread, most of a
-    // block's write (docs/PERFORMANCE.md, tip latency); the vector halves that. The price: a
-    // vector memtable still being filled is copied and sorted by every read, so every write
-    // seals the memtables it filled (`write_synced`), and the memtable blooms are gone (the
-    // active memtables they served are always empty).
-    if VECTOR_MEMTABLES.contains(&name) && memtables == Memtables::Vector {
-        opts.set_memtable_factory(rocksdb::MemtableFactory::Vector);
-        // Sealed memtables wait for their background flush: a few blocks' worth, without
-        // stalling the next write.
-        opts.set_max_write_buffer_number(6);
-    }
+    memtables::set_options(&mut opts, name, memtables);
     match prefix {
         Some(len) => {
             opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(len));
@@ -336,6 +295,7 @@ impl Db {
         // Rows of the older format are rewritten before anything reads them.
         upgrade::history_if_due(&db, path)?;
         let utxos_upgraded = upgrade::utxos_if_due(&db, path)?;
+        memtables::seal(&db, 0); // the upgrades' last rows, before anything reads them
         let committed = committed_tx_count(&db)?;
         let txids = TxidFile::open(&path.join(TXID_FILE), committed, true)?;
         let db = Db { lookup_zstd: settings.lookup_zstd, ..Db::assemble(db, txids, path)? };
@@ -626,32 +586,6 @@ mod tests {
         let coin = lookup("Bitcoin", Net::Regtest).unwrap();
         let err = Db::open(dir.path(), coin).err().expect("refused").to_string();
         assert!(err.contains("format version 1") && err.contains("delete the directory"), "{err}");
-    }
-
-    #[test]
-    fn every_write_seals_the_memtables_it_filled_and_its_rows_stay_readable() {
-        let (_dir, db) = regtest_db();
-        let rows =
-            |cf| db.db.property_int_value_cf(db.cf(cf), "rocksdb.num-entries-active-mem-table").unwrap().unwrap();
-        let sealed = |cf| db.db.property_int_value_cf(db.cf(cf), "rocksdb.num-immutable-mem-table").unwrap().unwrap();
-        let key = |i: u32| crate::node::block::sha256d(&i.to_be_bytes());
-        for round in 0u32..3 {
-            let mut batch = WriteBatch::default();
-            for i in round * 1000..(round + 1) * 1000 {
-                batch.put_cf(db.cf(CF_HISTORY), key(i), [1; 8]);
-            }
-            batch.put_cf(db.cf(CF_HEADER), [round as u8], [2]);
-            write_synced(&db.db, batch).unwrap();
-            for cf in VECTOR_MEMTABLES {
-                assert_eq!(rows(cf), 0, "{cf}'s memtable still takes rows after round {round}");
-            }
-            assert_eq!(db.get(CF_HISTORY, &key(round * 1000 + 7)).unwrap().as_deref(), Some(&[1u8; 8][..]));
-            assert_eq!(db.get(CF_HEADER, &[round as u8]).unwrap().as_deref(), Some(&[2u8][..]));
-        }
-        db.db.flush_cf(db.cf(CF_HISTORY)).unwrap();
-        assert_eq!(sealed(CF_HISTORY), 0, "the sealed memtables go to table files");
-        let all = db.db.iterator_cf(db.cf(CF_HISTORY), IteratorMode::Start).count();
-        assert_eq!(all, 3000);
     }
 
     #[test]

@@ -94,9 +94,8 @@ pub struct UnwindData<'a> {
 
 impl Db {
     /// A flush as one batch, or as table files when `as_tables`. Each column family's rows go
-    /// in in key order: RocksDB's memtable skiplist then finds every insert position next to
-    /// the previous one, where random order made each insert walk the list from the top (that
-    /// was most of initial-sync time); table files need that order anyway.
+    /// in in key order: table files need it, a vector memtable's one sort finds them in order,
+    /// and a skiplist (`meta`, `header`, `undo`) inserts each next to the previous one.
     pub fn flush_batch(&self, f: FlushData) -> Result<Batch> {
         let (as_tables, state, keep_undo_from) = (f.as_tables, f.state, f.keep_undo_from);
         let rows = sorted_rows(f);
