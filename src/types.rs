@@ -187,7 +187,8 @@ mod tests {
     }
 }
 
-/// A hash map keyed by txids, script hashes or outpoints. Their bytes are already uniform, so
+/// A hash map keyed by txids, script hashes or outpoints (the mempool mirror, the block
+/// processor's write cache, the sets of touched script hashes). Their bytes are already uniform, so
 /// SipHash's work buys nothing but its secret key: a stranger who could predict where a key
 /// lands could fill one bucket with ground txids. `Keyed` keeps a secret per process and
 /// mixes each 8 bytes with one folded multiply: a quarter of SipHash's cost, which was 30% of

@@ -1,36 +1,13 @@
 //! The block processor's write cache: everything applied since the last flush, and what it
 //! will cost in memory to flush it.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::index::FlushPreview;
 use crate::store::schema::{SpendRow, TXNUM_LEN};
 use crate::store::SpentOutput;
-use crate::types::{HashX, OutPoint, TxNum, Txid, HASHX_LEN};
+use crate::types::{FastMap, HashX, OutPoint, TxNum, Txid, HASHX_LEN};
 
-/// The outputs cache is keyed by random txids, so a hasher that just folds their bytes is as
-/// good as SipHash and much faster.
-#[derive(Default)]
-pub struct OutPointHasher(u64);
-
-impl Hasher for OutPointHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n as u64;
-    }
-}
-
-pub type OutPointMap<V> = HashMap<OutPoint, V, BuildHasherDefault<OutPointHasher>>;
+/// The write cache's outputs by outpoint, hashed as the mempool's maps are (`FastMap`).
+pub type OutPointMap<V> = FastMap<OutPoint, V>;
 
 /// An output created since the last flush and still unspent.
 #[derive(Clone, Copy)]
